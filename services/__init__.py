@@ -1,0 +1,1 @@
+"""The mesh's processes, one package each: `python -m genmesh.services.<name>` starts one."""
