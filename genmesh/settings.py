@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     # Where each service listens and where the others find it.
     host: str = "127.0.0.1"
     port: int = 0
+    # host:port others dial to reach this service (workers advertise it); default host:port.
+    advertise_addr: str | None = None
     router_addr: str = "127.0.0.1:50051"
     billing_addr: str = "127.0.0.1:50052"
     edge_port: int = 8080
@@ -56,6 +58,9 @@ class Settings(BaseSettings):
     # Jobs.
     result_retention_days: int = 7
     max_attempts: int = 3
+    # A queued job's message is redelivered this long after its router went silent.
+    queue_ack_wait_s: float = 30.0
+    run_timeout_s: float = 3600.0
     webhook_max_attempts: int = 6
     webhook_backoff_s: float = 0.5
 

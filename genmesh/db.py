@@ -1,0 +1,64 @@
+"""Postgres access: an asyncpg pool and the ordered migrations in genmesh/migrations/.
+
+Migrations are `NNNN_name.sql` files applied once each, in order, under an advisory lock so that
+several services starting together apply them exactly once.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger("genmesh.db")
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_LOCK_ID = 0x67656E6D  # "genm"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect(url: str, *, min_size: int = 1, max_size: int = 10, attempts: int = 50) -> asyncpg.Pool:
+    """A pool to `url`, retrying while Postgres is still starting (or restarting)."""
+    delay = 0.05
+    for attempt in range(attempts):
+        try:
+            return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size,
+                                             init=_init_connection, command_timeout=30)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.info("postgres not ready", extra={"error": str(exc)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    raise RuntimeError("unreachable")
+
+
+def migration_files() -> list[Path]:
+    return sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Applies pending migrations; returns the names applied now."""
+    applied_now: list[str] = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
+        try:
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                               "name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+            done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+            for path in migration_files():
+                if path.name in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(path.read_text())
+                    await conn.execute("INSERT INTO schema_migrations(name) VALUES ($1)", path.name)
+                applied_now.append(path.name)
+                log.info("migration applied", extra={"migration": path.name})
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+    return applied_now

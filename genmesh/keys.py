@@ -1,0 +1,67 @@
+"""API keys: generation, hashing (only hashes are stored), lookup and the bootstrap admin key."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import asyncpg
+
+SCOPES = ("user", "admin")
+
+
+@dataclass(frozen=True)
+class Identity:
+    key_id: str
+    scope: str
+    spend_limit: float | None = None
+    rate_limit_per_minute: float | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.scope == "admin"
+
+
+def hash_secret(secret: str) -> str:
+    # Keys are 256-bit random strings, so a plain SHA-256 is enough (no dictionary to attack).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return "gm_" + secrets.token_urlsafe(32)
+
+
+def new_key_id() -> str:
+    return "key_" + secrets.token_hex(8)
+
+
+def parse_authorization(header: str | None) -> str | None:
+    """The secret from `Bearer <key>` or FAL's `Key <key>` (also `Key id:secret`)."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() in ("bearer", "key") and value.strip():
+        return value.strip()
+    return None
+
+
+async def ensure_bootstrap_key(pool: asyncpg.Pool, secret: str) -> str:
+    """Makes the configured admin key valid (idempotent); returns its id."""
+    digest = hash_secret(secret)
+    row = await pool.fetchrow("SELECT id FROM api_keys WHERE secret_hash=$1", digest)
+    if row:
+        return row["id"]
+    key_id = "key_admin_" + digest[:8]
+    await pool.execute(
+        "INSERT INTO api_keys(id, name, scope, prefix, secret_hash) VALUES ($1,'bootstrap','admin',$2,$3) "
+        "ON CONFLICT DO NOTHING", key_id, secret[:8], digest)
+    return key_id
+
+
+async def lookup(pool: asyncpg.Pool, secret: str) -> Identity | None:
+    row = await pool.fetchrow(
+        "SELECT id, scope, spend_limit, rate_limit_per_minute FROM api_keys "
+        "WHERE secret_hash=$1 AND revoked_at IS NULL", hash_secret(secret))
+    if row is None:
+        return None
+    return Identity(row["id"], row["scope"], row["spend_limit"], row["rate_limit_per_minute"])

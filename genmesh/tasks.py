@@ -1,0 +1,66 @@
+"""Tasks: for each kind of work, the typed RPC that performs it and its request/event messages.
+
+The router uses this to validate JSON input against the typed request, to call the worker, and
+to turn a typed event stream into the generic one. By convention every typed event has a oneof
+`event` whose cases `progress`, `log`, `usage` and `result` mean the same everywhere; any other
+case (preview, frame, segment, chunk, partial) is a partial output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from genmesh.v1 import apps_pb2, audio_pb2, echo_pb2, imagegen_pb2, llm_pb2, videogen_pb2
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    service: str          # worker kind that serves it
+    grpc_service: str     # full proto service name
+    method: str
+    request_cls: type[Message]
+    response_cls: type[Message]
+    streaming: bool = True
+
+    @property
+    def path(self) -> str:
+        return f"/{self.grpc_service}/{self.method}"
+
+
+def _t(name: str, service: str, grpc_service: str, method: str, req: type[Message],
+       resp: type[Message], streaming: bool = True) -> Task:
+    return Task(name, service, f"genmesh.v1.{grpc_service}", method, req, resp, streaming)
+
+
+TASKS: dict[str, Task] = {t.name: t for t in [
+    _t("echo", "echo", "Echo", "Echo", echo_pb2.EchoRequest, echo_pb2.EchoEvent),
+    _t("text-to-image", "imagegen", "ImageGen", "GenerateImage",
+       imagegen_pb2.GenerateImageRequest, imagegen_pb2.GenerateImageEvent),
+    _t("image-to-image", "imagegen", "ImageGen", "GenerateImage",
+       imagegen_pb2.GenerateImageRequest, imagegen_pb2.GenerateImageEvent),
+    _t("text-to-video", "videogen", "VideoGen", "GenerateVideo",
+       videogen_pb2.GenerateVideoRequest, videogen_pb2.GenerateVideoEvent),
+    _t("image-to-video", "videogen", "VideoGen", "GenerateVideo",
+       videogen_pb2.GenerateVideoRequest, videogen_pb2.GenerateVideoEvent),
+    _t("speech-to-text", "audio", "Audio", "Transcribe",
+       audio_pb2.TranscribeRequest, audio_pb2.TranscribeEvent),
+    _t("text-to-speech", "audio", "Audio", "Synthesize",
+       audio_pb2.SynthesizeRequest, audio_pb2.SynthesizeEvent),
+    _t("chat", "llm", "LLM", "ChatComplete", llm_pb2.ChatCompleteRequest, llm_pb2.ChatCompleteEvent),
+    _t("completion", "llm", "LLM", "Complete", llm_pb2.CompleteRequest, llm_pb2.CompleteEvent),
+    _t("embeddings", "llm", "LLM", "Embed", llm_pb2.EmbedRequest, llm_pb2.EmbedResponse,
+       streaming=False),
+    _t("app", "apps", "AppRunner", "Invoke", apps_pb2.InvokeRequest, apps_pb2.InvokeEvent),
+]}
+
+SERVICES = sorted({t.service for t in TASKS.values()})
+
+# Typed methods the router proxies, keyed by RPC path: (task for placement, streaming).
+PROXIED_METHODS: dict[str, Task] = {}
+for _task in TASKS.values():
+    PROXIED_METHODS.setdefault(_task.path, _task)
+PROXIED_METHODS["/genmesh.v1.LLM/CountTokens"] = _t(
+    "count-tokens", "llm", "LLM", "CountTokens", llm_pb2.CountTokensRequest,
+    llm_pb2.CountTokensResponse, streaming=False)

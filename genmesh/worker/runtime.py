@@ -1,0 +1,214 @@
+"""Registration, heartbeat, concurrency and cancellation for every worker.
+
+A modality service subclasses `WorkerComponent`, lists its servicers, and wraps each call in
+`runtime.job(...)`; everything else about being a worker lives here.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from genmesh import bus
+from genmesh.catalog import GB, Catalog, ModelSpec
+from genmesh.errors import NotFound
+from genmesh.rpc import REQUEST_ID_KEY, metadata_value, servicer_errors
+from genmesh.settings import Settings
+from genmesh.v1 import worker_pb2, worker_pb2_grpc
+from genmesh.worker import devices as device_info
+from genmesh.worker.cache import ModelCache
+
+log = logging.getLogger("genmesh.worker")
+
+
+def _ts(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+@dataclass
+class JobContext:
+    """One call on this worker: its ids and the event that tells compute to stop."""
+
+    request_id: str
+    model: ModelSpec
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def model_id(self) -> str:
+        return self.model.id
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings, service: str, models: list[ModelSpec], *,
+                 use_torch: bool = True) -> None:
+        self.settings = settings
+        self.service = service
+        self.models = {m.id: m for m in models}
+        self.worker_id = f"{service}-{uuid.uuid4().hex[:8]}"
+        self.devices = device_info.detect(settings.device, use_torch=use_torch)
+        budget = settings.memory_budget_gb * GB if settings.memory_budget_gb else int(
+            self.devices[0].memory_total_bytes * 0.8)
+        self.cache = ModelCache(int(budget))
+        self.capacity = settings.worker_capacity
+        self.running: dict[str, JobContext] = {}
+        self.address = ""
+        self.draining = False
+        self.started_at = time.time()
+        self._nc: Any = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def device(self) -> str:
+        return self.devices[0].name
+
+    def find_model(self, model_id: str) -> ModelSpec:
+        spec = self.models.get(model_id)
+        if spec is None:
+            parts = model_id.split("/")
+            for n in range(len(parts) - 1, 1, -1):
+                spec = self.models.get("/".join(parts[:n]))
+                if spec is not None and spec.task == "app":
+                    return spec
+            raise NotFound(f"model '{model_id}' is not served by this {self.service} worker")
+        return spec
+
+    def state(self) -> worker_pb2.WorkerState:
+        device_info.refresh(self.devices)
+        state = worker_pb2.WorkerState(
+            worker_id=self.worker_id, service=self.service, address=self.address,
+            devices=self.devices, in_flight=len(self.running), capacity=self.capacity,
+            models=sorted(self.models), started_at=_ts(self.started_at),
+            cache_hits=self.cache.hits, cache_misses=self.cache.misses, draining=self.draining,
+            running_requests=sorted(self.running))
+        if self.settings.zone:
+            state.labels["zone"] = self.settings.zone
+        for e in self.cache.entries.values():
+            state.resident_models.append(worker_pb2.ResidentModel(
+                model_id=e.model_id, device=e.device, memory_bytes=e.size_bytes,
+                last_used=_ts(e.last_used), in_flight=e.in_flight, load_seconds=e.load_seconds))
+        return state
+
+    async def start(self, port: int) -> None:
+        self.address = self.settings.advertise_addr or f"{self.settings.host}:{port}"
+        if self.settings.nats_url:
+            self._nc = await bus.connect(self.settings.nats_url, self.worker_id)
+            self._heartbeat = asyncio.create_task(self._heartbeat_loop())
+        log.info("worker started", extra={"worker_id": self.worker_id, "address": self.address,
+                                          "models": len(self.models)})
+
+    async def publish_state(self) -> None:
+        if self._nc is not None and self._nc.is_connected:
+            await self._nc.publish(bus.HEARTBEAT_SUBJECT, self.state().SerializeToString())
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.publish_state()
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+
+    async def drain(self) -> None:
+        """Stop receiving new work: routers see `draining` and place elsewhere."""
+        self.draining = True
+        with contextlib.suppress(Exception):
+            await self.publish_state()
+            if self._nc is not None:
+                await self._nc.flush(timeout=1)
+
+    async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+
+    @contextlib.asynccontextmanager
+    async def job(self, context: grpc.aio.ServicerContext, model_id: str) -> AsyncIterator[JobContext]:
+        """Tracks one call: in-flight accounting and cancellation when the caller goes away."""
+        spec = self.find_model(model_id)
+        request_id = metadata_value(context, REQUEST_ID_KEY) or uuid.uuid4().hex
+        job = JobContext(request_id, spec)
+        self.running[request_id] = job
+        context.add_done_callback(lambda _ctx: job.cancel.set())
+        try:
+            yield job
+        finally:
+            job.cancel.set()
+            self.running.pop(request_id, None)
+
+
+class WorkerServicer(worker_pb2_grpc.WorkerServicer):
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.runtime = runtime
+
+    @servicer_errors
+    async def GetWorkerState(self, request: worker_pb2.GetWorkerStateRequest,
+                             context: grpc.aio.ServicerContext) -> worker_pb2.GetWorkerStateResponse:
+        return worker_pb2.GetWorkerStateResponse(state=self.runtime.state())
+
+    @servicer_errors
+    async def EvictModel(self, request: worker_pb2.EvictModelRequest,
+                         context: grpc.aio.ServicerContext) -> worker_pb2.EvictModelResponse:
+        evicted = self.runtime.cache.evict(request.model_id)
+        await self.runtime.publish_state()
+        return worker_pb2.EvictModelResponse(evicted=evicted)
+
+    @servicer_errors
+    async def LoadModel(self, request: worker_pb2.LoadModelRequest,
+                        context: grpc.aio.ServicerContext) -> worker_pb2.LoadModelResponse:
+        loader = getattr(self.runtime, "loader", None)
+        if loader is None:
+            return worker_pb2.LoadModelResponse()
+        spec = self.runtime.find_model(request.model_id)
+        hits = self.runtime.cache.hits
+        entry = await loader(spec)
+        self.runtime.cache.release(entry)
+        await self.runtime.publish_state()
+        return worker_pb2.LoadModelResponse(load_seconds=entry.load_seconds,
+                                            cache_hit=self.runtime.cache.hits > hits)
+
+
+class WorkerComponent:
+    """Base of every modality service; subclasses set `service` and add their servicers."""
+
+    service: str = ""
+    grpc_services: list[str] = []
+    uses_torch: bool = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.catalog = Catalog.load(settings.catalog_path)
+        self.runtime = WorkerRuntime(settings, self.service, self.catalog.for_service(self.service),
+                                     use_torch=self.uses_torch)
+        self.runtime.loader = self.load_model  # type: ignore[attr-defined]
+        self.service_names = [*self.grpc_services, "genmesh.v1.Worker"]
+
+    def register(self, server: grpc.aio.Server) -> None:
+        worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(self.runtime), server)
+        self.add_servicers(server)
+
+    def add_servicers(self, server: grpc.aio.Server) -> None:
+        raise NotImplementedError
+
+    async def load_model(self, spec: ModelSpec) -> Any:
+        """Loads (or finds in the cache) a model; returns the cache entry (release it after)."""
+        raise NotImplementedError
+
+    async def start(self, port: int) -> None:
+        await self.runtime.start(port)
+
+    async def drain(self) -> None:
+        await self.runtime.drain()
+
+    async def stop(self) -> None:
+        await self.runtime.stop()

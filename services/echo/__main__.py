@@ -1,0 +1,4 @@
+from genmesh.service import run
+from genmesh.services.echo.server import EchoComponent
+
+run("echo", EchoComponent)

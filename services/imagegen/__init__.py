@@ -1,0 +1,1 @@
+"""Image generation service: text-to-image and image-to-image on diffusers pipelines."""

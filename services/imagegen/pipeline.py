@@ -1,0 +1,315 @@
+"""Image generation compute: a diffusers Stable Diffusion pipeline run with per-step progress,
+latent previews and cancellation, for one request or a batch of compatible ones.
+
+Everything here is synchronous and meant for a worker thread. One `ImagePipeline` runs one
+diffusers call at a time (diffusers pipelines and schedulers are stateful, not thread-safe).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageOps
+
+from genmesh.errors import Cancelled, GenmeshError, Internal, ModelUnavailable
+
+from .encode import EncodedImage, encode_image
+from .params import SCHEDULERS, ImageDefaults, ImageParams
+from .preview import latents_to_png, scheduler_noise_scale, should_preview
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """Progress after a completed denoising step (1-based) of `total`.
+
+    `previews` holds one small PNG per image of the request on preview steps, else is empty.
+    """
+
+    step: int
+    total: int
+    previews: tuple[bytes, ...] = ()
+
+
+StepCallback = Callable[[StepEvent], None]
+
+
+@dataclass(frozen=True)
+class ImageUsage:
+    images: int
+    megapixels: float  # images x width x height / 1e6
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    images: tuple[EncodedImage, ...]
+    seed: int  # image i was generated with seed + i
+    steps: int  # denoising steps run (fewer than requested for image-to-image)
+    usage: ImageUsage
+
+
+@dataclass
+class GenerationRequest:
+    """One request's part of a pipeline call.
+
+    `on_drop` is told as soon as the request leaves a running batch early (cancelled, or its
+    `on_step` raised), from the compute thread, so its caller need not wait for the batch.
+    """
+
+    params: ImageParams
+    on_step: StepCallback | None = None
+    cancel: threading.Event | None = None
+    on_drop: Callable[[BaseException], None] | None = None
+
+
+BatchKey = tuple[Any, ...]
+
+
+def batch_key(params: ImageParams) -> BatchKey:
+    """Requests with equal keys can share one pipeline call: same latent shape and schedule.
+
+    Prompts, negative prompts, seeds, image counts, init images, output formats and preview
+    cadence may all differ inside a batch.
+    """
+    strength = params.strength if params.mode == "img2img" else None
+    return (params.mode, params.width, params.height, params.num_inference_steps,
+            params.guidance_scale, params.scheduler, strength)
+
+
+def resolve_device(device: str) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailable(f"device {device!r} requested but no CUDA device is available")
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelUnavailable(f"device {device!r} is not supported; use cpu or cuda[:n]")
+    return dev
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    # fp16 halves memory and doubles throughput on GPUs; CPUs have no fast fp16 kernels.
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def load_diffusers(pipeline_cls: type, directory: Path | str, *, device: str,
+                   torch_dtype: torch.dtype | None) -> Any:
+    """`pipeline_cls.from_pretrained` on a local directory, errors mapped to ModelUnavailable."""
+    path = Path(directory)
+    if not (path / "model_index.json").is_file():
+        raise ModelUnavailable(f"no diffusers weights in {path} (model_index.json missing); "
+                               "build or download the model first")
+    dev = resolve_device(device)
+    dtype = torch_dtype or default_dtype(dev)
+    try:
+        pipe = pipeline_cls.from_pretrained(path, dtype=dtype, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelUnavailable(f"cannot load weights from {path}: {exc}") from exc
+    pipe = pipe.to(dev)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def make_scheduler(name: str, base_config: Any) -> Any:
+    """A fresh scheduler of the named sampler on the model's own training schedule."""
+    import diffusers
+
+    class_name, overrides = SCHEDULERS[name]
+    return getattr(diffusers, class_name).from_config(base_config, **overrides)
+
+
+def generators(seed: int, count: int) -> list[torch.Generator]:
+    # CPU generators: the same seed draws the same noise whatever device runs the UNet, and one
+    # generator per image keeps an image's noise independent of what else is in its batch.
+    return [torch.Generator("cpu").manual_seed(seed + i) for i in range(count)]
+
+
+class ImagePipeline:
+    """A loaded text-to-image model, also serving image-to-image from the same weights."""
+
+    def __init__(self, pipe: Any) -> None:
+        self._txt2img = pipe
+        self._img2img: Any | None = None
+        self._scheduler_config = pipe.scheduler.config
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(cls, directory: Path | str, *, device: str = "cpu",
+                        torch_dtype: torch.dtype | None = None) -> ImagePipeline:
+        from diffusers import StableDiffusionPipeline
+
+        return cls(load_diffusers(StableDiffusionPipeline, directory, device=device,
+                                  torch_dtype=torch_dtype))
+
+    @property
+    def device(self) -> torch.device:
+        return self._txt2img.device
+
+    def defaults(self) -> ImageDefaults:
+        """The model's native resolution (UNet sample size x VAE factor) and sampler."""
+        side = int(self._txt2img.unet.config.sample_size) * self._txt2img.vae_scale_factor
+        sampler = next((name for name, (cls_name, over) in SCHEDULERS.items()
+                        if cls_name == self._scheduler_config["_class_name"] and not over),
+                       "euler")
+        return ImageDefaults(width=side, height=side, scheduler=sampler)
+
+    def generate(self, params: ImageParams, *, on_step: StepCallback | None = None,
+                 cancel: threading.Event | None = None) -> ImageResult:
+        """Run one request; raises Cancelled within one step of `cancel` being set."""
+        outcome = self.run_batch([GenerationRequest(params.with_seed(), on_step, cancel)])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def run_batch(self, requests: Sequence[GenerationRequest]
+                  ) -> list[ImageResult | GenmeshError]:
+        """Run compatible requests (equal `batch_key`, seeds set) as one pipeline call.
+
+        Each request gets its own step events, previews, images and cancellation; a request
+        that is cancelled leaves the batch (its outcome is Cancelled) and the rest finish.
+        Errors outside any one request (e.g. out of memory) propagate to the caller.
+        """
+        if not requests:
+            return []
+        key = batch_key(requests[0].params)
+        for request in requests:
+            if batch_key(request.params) != key or request.params.seed is None:
+                raise ValueError("a batch needs equal batch keys and resolved seeds")
+        batch = _Batch(requests)
+        for i, request in enumerate(requests):
+            if request.cancel is not None and request.cancel.is_set():
+                batch.drop(i, Cancelled("cancelled before it started"))
+        if not batch.live:
+            return batch.outcomes()
+        with self._lock:
+            pipe, kwargs = self._prepare(requests)
+            try:
+                images = pipe(**kwargs, callback_on_step_end=batch.on_step_end,
+                              callback_on_step_end_tensor_inputs=["latents"]).images
+            except _AllDropped:
+                return batch.outcomes()
+        for i in list(batch.live):
+            request = requests[i]
+            if request.cancel is not None and request.cancel.is_set():
+                batch.drop(i, Cancelled(f"cancelled after step {batch.total} of {batch.total}"))
+                continue
+            p = request.params
+            start = batch.offsets[i]
+            encoded = tuple(encode_image(images[start + j], p.output_format, seed=p.seed + j)
+                            for j in range(p.num_images))
+            batch.results[i] = ImageResult(
+                images=encoded, seed=p.seed, steps=batch.total,
+                usage=ImageUsage(images=p.num_images,
+                                 megapixels=p.num_images * p.width * p.height / 1e6))
+        return batch.outcomes()
+
+    def _prepare(self, requests: Sequence[GenerationRequest]) -> tuple[Any, dict[str, Any]]:
+        first = requests[0].params
+        prompts: list[str] = []
+        negatives: list[str] = []
+        gens: list[torch.Generator] = []
+        inits: list[Image.Image] = []
+        for request in requests:
+            p = request.params
+            prompts += [p.prompt] * p.num_images
+            negatives += [p.negative_prompt] * p.num_images
+            gens += generators(p.seed, p.num_images)
+            if p.image is not None:
+                inits += [load_init_image(p.image, p.width, p.height)] * p.num_images
+        kwargs: dict[str, Any] = {
+            "prompt": prompts, "negative_prompt": negatives, "generator": gens,
+            "num_inference_steps": first.num_inference_steps,
+            "guidance_scale": first.guidance_scale, "output_type": "pil",
+        }
+        if first.mode == "img2img":
+            pipe = self._img2img_pipe()
+            kwargs.update(image=inits, strength=first.strength)
+        else:
+            pipe = self._txt2img
+            kwargs.update(width=first.width, height=first.height)
+        pipe.scheduler = make_scheduler(first.scheduler, self._scheduler_config)
+        return pipe, kwargs
+
+    def _img2img_pipe(self) -> Any:
+        if self._img2img is None:
+            from diffusers import StableDiffusionImg2ImgPipeline
+
+            components = {**self._txt2img.components, "requires_safety_checker": False}
+            self._img2img = StableDiffusionImg2ImgPipeline(**components)
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
+
+
+def load_init_image(data: bytes, width: int, height: int) -> Image.Image:
+    """Decode an init image and cover-fit it to the output size (centre crop, no distortion)."""
+    with Image.open(io.BytesIO(data)) as im:
+        rgb = ImageOps.exif_transpose(im).convert("RGB")
+    if rgb.size == (width, height):
+        return rgb
+    return ImageOps.fit(rgb, (width, height), Image.Resampling.LANCZOS)
+
+
+class _AllDropped(Exception):
+    """Raised from the step callback to stop a pipeline call nobody is waiting for any more."""
+
+
+@dataclass
+class _Batch:
+    """Per-request bookkeeping for one pipeline call: image offsets, liveness, outcomes."""
+
+    requests: Sequence[GenerationRequest]
+    offsets: list[int] = field(default_factory=list)
+    live: list[int] = field(default_factory=list)
+    results: dict[int, ImageResult | GenmeshError] = field(default_factory=dict)
+    total: int = 0
+
+    def __post_init__(self) -> None:
+        offset = 0
+        for i, request in enumerate(self.requests):
+            self.offsets.append(offset)
+            self.live.append(i)
+            offset += request.params.num_images
+
+    def drop(self, i: int, error: GenmeshError) -> None:
+        self.live.remove(i)
+        self.results[i] = error
+        on_drop = self.requests[i].on_drop
+        if on_drop is not None:
+            on_drop(error)
+
+    def outcomes(self) -> list[ImageResult | GenmeshError]:
+        return [self.results[i] for i in range(len(self.requests))]
+
+    def on_step_end(self, pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        step, self.total = i + 1, pipe.num_timesteps
+        latents = tensors["latents"]
+        scale: float | None = None
+        for index in list(self.live):
+            request = self.requests[index]
+            p = request.params
+            previews: tuple[bytes, ...] = ()
+            if should_preview(step, self.total, p.preview_every):
+                scale = scale if scale is not None else scheduler_noise_scale(pipe.scheduler)
+                start = self.offsets[index]
+                previews = tuple(latents_to_png(latents[start + j], noise_scale=scale)
+                                 for j in range(p.num_images))
+            try:
+                if request.on_step is not None:
+                    request.on_step(StepEvent(step=step, total=self.total, previews=previews))
+            except GenmeshError as exc:
+                self.drop(index, exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a consumer bug must not fail its batch
+                log.exception("on_step callback failed; dropping request from batch")
+                self.drop(index, Internal(f"progress consumer failed: {exc}"))
+                continue
+            if request.cancel is not None and request.cancel.is_set():
+                self.drop(index, Cancelled(f"cancelled at step {step} of {self.total}"))
+        if not self.live:
+            raise _AllDropped
+        return {}

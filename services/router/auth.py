@@ -1,0 +1,102 @@
+"""Who is calling: API keys from gRPC metadata, cached briefly, with per-key rate limits.
+
+A revoked key stops working within a second: the cache lives one second and revocations are
+also broadcast on NATS, which clears it at once.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+import grpc
+
+from genmesh import keys
+from genmesh.errors import BudgetExceeded, RateLimited, Unauthenticated
+from genmesh.keys import Identity
+from genmesh.rpc import AUTH_KEY, metadata_value
+
+CACHE_TTL_S = 1.0
+
+
+@dataclass
+class TokenBucket:
+    rate_per_s: float
+    capacity: float
+    tokens: float
+    stamp: float = field(default_factory=time.monotonic)
+
+    def take(self) -> float:
+        """0 when a token was taken, else seconds until one is available."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate_per_s)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate_per_s
+
+
+class Authenticator:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._cache: dict[str, tuple[Identity | None, float]] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._spend: dict[str, tuple[float, float]] = {}
+
+    def forget_all(self) -> None:
+        self._cache.clear()
+
+    async def identify(self, context: grpc.aio.ServicerContext) -> Identity:
+        secret = keys.parse_authorization(metadata_value(context, AUTH_KEY))
+        if secret is None:
+            raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>' or 'Key <key>'")
+        now = time.monotonic()
+        hit = self._cache.get(secret)
+        if hit is not None and hit[1] > now:
+            identity = hit[0]
+        else:
+            identity = await keys.lookup(self.pool, secret)
+            self._cache[secret] = (identity, now + CACHE_TTL_S)
+        if identity is None:
+            raise Unauthenticated("invalid or revoked API key")
+        return identity
+
+    def check_rate(self, identity: Identity) -> None:
+        if not identity.rate_limit_per_minute:
+            return
+        bucket = self._buckets.get(identity.key_id)
+        rate = identity.rate_limit_per_minute / 60.0
+        if bucket is None or bucket.rate_per_s != rate:
+            cap = max(1.0, identity.rate_limit_per_minute / 60.0 * 1.0)
+            bucket = self._buckets[identity.key_id] = TokenBucket(rate, cap, cap)
+        wait = bucket.take()
+        if wait:
+            raise RateLimited(f"rate limit of {identity.rate_limit_per_minute:g} requests per minute "
+                              f"exceeded for this key; retry in {wait:.1f}s", retry_after=wait)
+
+    async def check_budget(self, identity: Identity) -> None:
+        if identity.spend_limit is None:
+            return
+        now = time.monotonic()
+        cached = self._spend.get(identity.key_id)
+        if cached is None or cached[1] <= now:
+            spent = await self.spent(identity.key_id)
+            cached = self._spend[identity.key_id] = (spent, now + CACHE_TTL_S)
+        if cached[0] >= identity.spend_limit:
+            raise BudgetExceeded(f"spend limit of {identity.spend_limit:g} reached for this key "
+                                 f"(spent {cached[0]:.6f})")
+
+    async def spent(self, key_id: str) -> float:
+        exists = await self.pool.fetchval("SELECT to_regclass('ledger') IS NOT NULL")
+        if not exists:
+            return 0.0
+        return float(await self.pool.fetchval(
+            "SELECT COALESCE(SUM(cost), 0) FROM ledger WHERE api_key_id=$1", key_id))
+
+    async def admit(self, context: grpc.aio.ServicerContext) -> Identity:
+        """Identity of a caller allowed to start work now (rate limit and budget checked)."""
+        identity = await self.identify(context)
+        self.check_rate(identity)
+        await self.check_budget(identity)
+        return identity

@@ -1,0 +1,122 @@
+"""Dispatch: place one call on a worker and stream its typed events back.
+
+Waits (bounded) when nothing fits, tells a worker to evict before a cold load, and turns a
+worker's death into a retryable UNAVAILABLE so the caller can re-place.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import AsyncIterator
+
+import grpc
+from google.protobuf.message import Message
+
+from genmesh.catalog import ModelSpec
+from genmesh.errors import GenmeshError, ResourceExhausted, Unavailable, from_rpc_error
+from genmesh.rpc import REQUEST_ID_KEY, Channels
+from genmesh.tasks import Task
+from genmesh.v1 import worker_pb2, worker_pb2_grpc
+from genmesh.services.router.placement import ModelNeeds, PlacementPolicy
+from genmesh.services.router.registry import WorkerRegistry, WorkerView
+
+log = logging.getLogger("genmesh.router.dispatch")
+
+
+class WorkerLost(Unavailable):
+    """The worker running a call died or was cut off; the call may be re-placed."""
+
+    error_type = "worker_lost"
+
+
+def needs_of(spec: ModelSpec, model_id: str, zone: str = "") -> ModelNeeds:
+    return ModelNeeds(
+        model_id=spec.id if spec.task != "app" else spec.id, memory_bytes=spec.memory_bytes,
+        min_device_memory_bytes=int(spec.min_device_memory_gb * 1024 ** 3),
+        gpu_required=spec.gpu_required, gpu_classes=tuple(spec.gpu_classes),
+        num_gpus=spec.num_gpus, zone=zone)
+
+
+class Dispatcher:
+    def __init__(self, registry: WorkerRegistry, policy: PlacementPolicy, channels: Channels) -> None:
+        self.registry = registry
+        self.policy = policy
+        self.channels = channels
+        self._calls: dict[str, set[grpc.aio.Call]] = {}
+        self._lost: set[int] = set()
+        registry.on_dead.append(self._worker_died)
+
+    async def _worker_died(self, view: WorkerView) -> None:
+        for call in self._calls.pop(view.worker_id, set()):
+            self._lost.add(id(call))
+            call.cancel()
+        await self.channels.drop(view.state.address)
+
+    async def place(self, spec: ModelSpec, service: str, wait_s: float) -> WorkerView:
+        """A worker for the model, waiting up to `wait_s` for one to fit."""
+        deadline = time.monotonic() + wait_s
+        needs = needs_of(spec, spec.id)
+        while True:
+            views = {v.worker_id: v for v in self.registry.for_service(service)}
+            decision = self.policy.place(needs, [v.info() for v in views.values()])
+            if decision.worker_id is not None:
+                view = views[decision.worker_id]
+                for model_id in decision.evict:
+                    await self._evict(view, model_id)
+                return view
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if not views:
+                    raise Unavailable(f"no {service} worker is running to serve '{spec.id}'")
+                raise ResourceExhausted(f"every {service} worker able to serve '{spec.id}' is busy "
+                                        f"({decision.reason}); retry later or use the queue")
+            await self.registry.wait_changed(min(remaining, 0.5))
+
+    async def _evict(self, view: WorkerView, model_id: str) -> None:
+        stub = worker_pb2_grpc.WorkerStub(self.channels.get(view.state.address))
+        with contextlib.suppress(grpc.RpcError):
+            await stub.EvictModel(worker_pb2.EvictModelRequest(model_id=model_id), timeout=10)
+
+    async def call(self, spec: ModelSpec, task: Task, request: Message, *, request_id: str,
+                   wait_s: float, timeout_s: float | None = None) -> AsyncIterator[Message]:
+        """Streams the typed events of one attempt on one worker (unary calls yield once)."""
+        view = await self.place(spec, task.service, wait_s)
+        channel = self.channels.get(view.state.address)
+        metadata = ((REQUEST_ID_KEY, request_id),)
+        if task.streaming:
+            call = channel.unary_stream(task.path, request_serializer=type(request).SerializeToString,
+                                        response_deserializer=task.response_cls.FromString)(
+                request, metadata=metadata, timeout=timeout_s)
+        else:
+            call = channel.unary_unary(task.path, request_serializer=type(request).SerializeToString,
+                                       response_deserializer=task.response_cls.FromString)(
+                request, metadata=metadata, timeout=timeout_s)
+        view.local_in_flight += 1
+        calls = self._calls.setdefault(view.worker_id, set())
+        calls.add(call)
+        try:
+            if task.streaming:
+                async for event in call:
+                    yield event
+            else:
+                yield await call
+        except asyncio.CancelledError:
+            if id(call) in self._lost:
+                raise WorkerLost(f"worker {view.worker_id} was lost mid-call") from None
+            call.cancel()
+            raise
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE or id(call) in self._lost:
+                raise WorkerLost(f"worker {view.worker_id} became unavailable: {exc.details()}") from None
+            raise from_rpc_error(exc) from None
+        finally:
+            calls.discard(call)
+            self._lost.discard(id(call))
+            view.local_in_flight = max(0, view.local_in_flight - 1)
+            await self.registry.notify()
+
+
+def retryable(error: GenmeshError) -> bool:
+    return isinstance(error, WorkerLost)

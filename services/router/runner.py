@@ -1,0 +1,111 @@
+"""Runs one request on the mesh: resolve the model, validate its input, place it, stream events,
+retry on a lost worker where that is safe, and account usage. Shared by sync, stream, typed-proxy
+and queued requests."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from google.protobuf import struct_pb2
+from google.protobuf.message import Message
+
+from genmesh import jsonpb
+from genmesh.catalog import Catalog, ModelSpec
+from genmesh.errors import GenmeshError, InvalidArgument
+from genmesh.tasks import Task
+from genmesh.v1 import common_pb2
+from genmesh.services.router.convert import case_of
+from genmesh.services.router.dispatch import Dispatcher, retryable
+
+log = logging.getLogger("genmesh.router.runner")
+
+
+@dataclass
+class Prepared:
+    spec: ModelSpec
+    task: Task
+    request: Message
+    model_id: str  # as the caller named it (apps keep their sub-path)
+
+
+@dataclass
+class Outcome:
+    """What one run produced, for usage records and job results."""
+
+    usage: common_pb2.Usage
+    result: Message | None = None
+    started: float = 0.0
+    finished: float = 0.0
+    error: GenmeshError | None = None
+
+
+class Runner:
+    def __init__(self, catalog: Catalog, dispatcher: Dispatcher, *, max_attempts: int,
+                 default_wait_s: float = 30.0) -> None:
+        self.catalog = catalog
+        self.dispatcher = dispatcher
+        self.max_attempts = max_attempts
+        self.default_wait_s = default_wait_s
+
+    def prepare_json(self, model_id: str, data: dict[str, Any] | struct_pb2.Struct) -> Prepared:
+        if not model_id:
+            raise InvalidArgument("is required", field="model_id")
+        spec = self.catalog.get(model_id)
+        task = spec.task_spec
+        request = jsonpb.parse_input(data, task.request_cls)
+        return self._finish(spec, task, request, model_id)
+
+    def prepare_typed(self, task: Task, request: Message) -> Prepared:
+        model_id = getattr(request, "model_id", "")
+        if not model_id:
+            raise InvalidArgument("is required", field="model_id")
+        spec = self.catalog.get(model_id)
+        if spec.task_spec.service != task.service:
+            raise InvalidArgument(f"model '{model_id}' is a {spec.task} model, not served by "
+                                  f"{task.grpc_service}", field="model_id")
+        if task.name != "count-tokens" and spec.task_spec.path != task.path:
+            raise InvalidArgument(f"model '{model_id}' does {spec.task}; call "
+                                  f"{spec.task_spec.grpc_service}.{spec.task_spec.method}",
+                                  field="model_id")
+        return self._finish(spec, task, request, model_id)
+
+    def _finish(self, spec: ModelSpec, task: Task, request: Message, model_id: str) -> Prepared:
+        # Workers know models by catalog id (aliases resolved); apps keep the endpoint path.
+        request.model_id = model_id if spec.task == "app" else spec.id
+        return Prepared(spec, task, request, model_id)
+
+    async def events(self, prep: Prepared, *, request_id: str, outcome: Outcome,
+                     wait_s: float | None = None, timeout_s: float | None = None,
+                     safe_to_retry_after_output: bool = False) -> AsyncIterator[tuple[str, Message]]:
+        """(case, payload) of each event; re-places on a lost worker while that is safe."""
+        attempt = 0
+        emitted_output = False
+        while True:
+            attempt += 1
+            try:
+                outcome.started = outcome.started or time.time()
+                async for event in self.dispatcher.call(
+                        prep.spec, prep.task, prep.request, request_id=request_id,
+                        wait_s=self.default_wait_s if wait_s is None else wait_s, timeout_s=timeout_s):
+                    case, payload = case_of(event)
+                    if case == "usage":
+                        outcome.usage.MergeFrom(payload)
+                    elif case == "result":
+                        outcome.result = payload
+                    elif case not in ("progress", "log"):
+                        emitted_output = True
+                    yield case, payload
+                outcome.finished = time.time()
+                return
+            except GenmeshError as exc:
+                can_retry = retryable(exc) and attempt < self.max_attempts and (
+                    safe_to_retry_after_output or not emitted_output)
+                if not can_retry:
+                    outcome.error = exc
+                    outcome.finished = time.time()
+                    raise
+                log.warning("worker lost; re-placing", extra={"request_id": request_id,
+                                                              "model_id": prep.spec.id, "attempt": attempt})
+                outcome.usage.Clear()

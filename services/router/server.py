@@ -1,0 +1,347 @@
+"""The router's gRPC surface: the generic Router service and the typed modality services, proxied.
+
+Servicers only translate and delegate: to the runner (sync and streamed runs), the queue
+(submit/status/result/cancel) and the catalog.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+import grpc
+from google.protobuf.message import Message
+
+from genmesh import blobstore, bus, db, jsonpb, keys
+from genmesh.catalog import Catalog
+from genmesh.errors import GenmeshError, InvalidArgument, NotFound, PermissionDenied
+from genmesh.keys import Identity
+from genmesh.rpc import Channels, servicer_errors
+from genmesh.settings import Settings
+from genmesh.tasks import PROXIED_METHODS, Task
+from genmesh.v1 import common_pb2, router_pb2, router_pb2_grpc
+from genmesh.services.router.auth import Authenticator
+from genmesh.services.router.convert import result_output, to_generic
+from genmesh.services.router.dispatch import Dispatcher
+from genmesh.services.router.jobs import Job, JobStore
+from genmesh.services.router.placement import ResidentFirst
+from genmesh.services.router.queue import JobQueue
+from genmesh.services.router.registry import WorkerRegistry
+from genmesh.services.router.runner import Outcome, Prepared, Runner
+from genmesh.services.router.usage import UsagePublisher, record
+from genmesh.services.router.webhooks import WebhookSender
+
+log = logging.getLogger("genmesh.router")
+SYNC_WAIT_S = 30.0
+
+
+class Mesh:
+    """The router's live parts, built in `start` once NATS and Postgres are reachable."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.router_id = f"router-{uuid.uuid4().hex[:8]}"
+        self.catalog = Catalog.load(settings.catalog_path)
+        self.registry = WorkerRegistry(settings.worker_dead_after_s)
+        self.channels = Channels()
+        self.dispatcher = Dispatcher(self.registry, ResidentFirst(), self.channels)
+        self.runner = Runner(self.catalog, self.dispatcher, max_attempts=settings.max_attempts)
+        self.pool: Any = None
+        self.nc: Any = None
+        self.auth: Authenticator
+        self.store: JobStore
+        self.queue: JobQueue
+        self.usage: UsagePublisher
+        self.webhooks: WebhookSender
+
+    async def start(self) -> None:
+        s = self.settings
+        if not s.nats_url or not s.database_url:
+            raise RuntimeError("router needs GENMESH_NATS_URL and GENMESH_DATABASE_URL "
+                               "(`genmesh up` sets both)")
+        self.pool = await db.connect(s.database_url, max_size=20)
+        await db.migrate(self.pool)
+        if s.api_key:
+            await keys.ensure_bootstrap_key(self.pool, s.api_key)
+        self.nc = await bus.connect(s.nats_url, self.router_id)
+        js = self.nc.jetstream()
+        await bus.ensure_streams(js)
+        self.auth = Authenticator(self.pool)
+        await self.nc.subscribe(bus.KEY_REVOKED_SUBJECT, cb=self._on_key_revoked)
+        self.store = JobStore(self.pool, s.result_retention_days)
+        self.usage = UsagePublisher(js)
+        self.webhooks = WebhookSender(self.store, blobstore.signing_secret(s), s.webhook_max_attempts,
+                                      s.webhook_backoff_s)
+        await self.registry.start(self.nc)
+        self.queue = JobQueue(router_id=self.router_id, nc=self.nc, js=js, store=self.store,
+                              runner=self.runner, registry=self.registry, usage=self.usage,
+                              webhooks=self.webhooks, ack_wait_s=s.queue_ack_wait_s,
+                              default_run_timeout_s=s.run_timeout_s)
+        await self.queue.start()
+
+    async def _on_key_revoked(self, _msg: Any) -> None:
+        self.auth.forget_all()
+
+    async def drain(self) -> None:
+        await self.queue.drain()
+
+    async def stop(self) -> None:
+        await self.usage.flush()
+        await self.webhooks.close()
+        await self.registry.stop()
+        await self.channels.close()
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.close(), 5)
+
+    # --- running requests -----------------------------------------------------------------------
+
+    async def run_events(self, identity: Identity, prep: Prepared, *, mode: str,
+                         timeout_s: float | None) -> AsyncIterator[tuple[str, str, Message]]:
+        """(request_id, case, payload) of a sync or streamed run; publishes its usage record."""
+        request_id = uuid.uuid4().hex
+        outcome = Outcome(usage=common_pb2.Usage())
+        created = time.time()
+        status = common_pb2.JOB_STATUS_FAILED
+        error: GenmeshError | None = None
+        try:
+            async for case, payload in self.runner.events(prep, request_id=request_id, outcome=outcome,
+                                                         wait_s=SYNC_WAIT_S, timeout_s=timeout_s or None):
+                yield request_id, case, payload
+            status = common_pb2.JOB_STATUS_COMPLETED
+        except GenmeshError as exc:
+            error = exc
+            raise
+        except asyncio.CancelledError:
+            status = common_pb2.JOB_STATUS_CANCELLED
+            raise
+        finally:
+            finished = time.time()
+            started = outcome.started or created
+            self.usage.publish_soon(record(
+                request_id=request_id, model_id=prep.model_id, api_key_id=identity.key_id,
+                status=status, usage=outcome.usage, error=error.message if error else "",
+                error_type=error.error_type if error else "", created_at=created,
+                started_at=started, finished_at=finished, queue_time_s=started - created,
+                run_time_s=finished - started, mode=mode))
+
+    async def owned_job(self, identity: Identity, request_id: str) -> Job:
+        job = await self.store.get(request_id) if request_id else None
+        # Another key's job is reported as missing, not forbidden: ids must not leak.
+        if job is None or job.api_key_id != identity.key_id:
+            raise NotFound(f"request '{request_id}' not found")
+        return job
+
+
+class RouterServicer(router_pb2_grpc.RouterServicer):
+    def __init__(self, mesh: Mesh) -> None:
+        self.mesh = mesh
+
+    def _models(self) -> list[router_pb2.Model]:
+        return [spec.to_proto() for spec in self.mesh.catalog]
+
+    @servicer_errors
+    async def ListModels(self, request: router_pb2.ListModelsRequest,
+                         context: grpc.aio.ServicerContext) -> router_pb2.ListModelsResponse:
+        await self.mesh.auth.identify(context)
+        models = [m for m in self._models()
+                  if (not request.task or m.task == request.task)
+                  and (not request.service or m.service == request.service)]
+        return router_pb2.ListModelsResponse(models=models)
+
+    @servicer_errors
+    async def GetModel(self, request: router_pb2.GetModelRequest,
+                       context: grpc.aio.ServicerContext) -> router_pb2.GetModelResponse:
+        await self.mesh.auth.identify(context)
+        return router_pb2.GetModelResponse(model=self.mesh.catalog.get(request.model_id).to_proto())
+
+    @servicer_errors
+    async def Run(self, request: router_pb2.RunRequest,
+                  context: grpc.aio.ServicerContext) -> router_pb2.RunResponse:
+        identity = await self.mesh.auth.admit(context)
+        prep = self.mesh.runner.prepare_json(request.model_id, request.input)
+        response = router_pb2.RunResponse()
+        started = time.perf_counter()
+        async for request_id, case, payload in self.mesh.run_events(
+                identity, prep, mode="sync", timeout_s=request.timeout_seconds):
+            response.request_id = request_id
+            if case == "usage":
+                response.usage.MergeFrom(payload)
+            elif case == "result":
+                response.output.update(result_output(payload))
+        response.inference_time_seconds = time.perf_counter() - started
+        return response
+
+    @servicer_errors
+    async def Stream(self, request: router_pb2.StreamRequest,
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[router_pb2.StreamResponse]:
+        identity = await self.mesh.auth.admit(context)
+        prep = self.mesh.runner.prepare_json(request.model_id, request.input)
+        async for request_id, case, payload in self.mesh.run_events(
+                identity, prep, mode="stream", timeout_s=request.timeout_seconds):
+            yield to_generic(request_id, case, payload)
+
+    @servicer_errors
+    async def Submit(self, request: router_pb2.SubmitRequest,
+                     context: grpc.aio.ServicerContext) -> router_pb2.SubmitResponse:
+        identity = await self.mesh.auth.admit(context)
+        prep = self.mesh.runner.prepare_json(request.model_id, request.input)
+        job, position = await self.mesh.queue.submit(identity, prep, request)
+        return router_pb2.SubmitResponse(request_id=job.id, queue_position=position,
+                                         status=job.to_state(logs=False).status)
+
+    @servicer_errors
+    async def Status(self, request: router_pb2.StatusRequest,
+                     context: grpc.aio.ServicerContext) -> router_pb2.StatusResponse:
+        identity = await self.mesh.auth.identify(context)
+        job = await self.mesh.owned_job(identity, request.request_id)
+        position = await self.mesh.store.queue_position(job)
+        return router_pb2.StatusResponse(job=job.to_state(logs=request.logs, queue_position=position))
+
+    @servicer_errors
+    async def WatchStatus(self, request: router_pb2.WatchStatusRequest,
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[router_pb2.WatchStatusResponse]:
+        identity = await self.mesh.auth.identify(context)
+        job = await self.mesh.owned_job(identity, request.request_id)
+        changes: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_event(msg: Any) -> None:
+            changes.put_nowait(msg.data)
+
+        # Subscribe before reading the current state so no change falls between the two.
+        sub = await self.mesh.nc.subscribe(bus.events_subject(job.id), cb=on_event)
+        try:
+            last = None
+            while True:
+                job = await self.mesh.owned_job(identity, request.request_id)
+                state = job.to_state(logs=request.logs, queue_position=await self.mesh.store.queue_position(job))
+                key = (state.status, state.queue_position, state.progress.step, len(state.logs))
+                if key != last:
+                    last = key
+                    yield router_pb2.WatchStatusResponse(job=state)
+                if job.terminal:
+                    return
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changes.get(), timeout=2.0)
+                while not changes.empty():
+                    changes.get_nowait()
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    @servicer_errors
+    async def Result(self, request: router_pb2.ResultRequest,
+                     context: grpc.aio.ServicerContext) -> router_pb2.ResultResponse:
+        identity = await self.mesh.auth.identify(context)
+        job = await self.mesh.owned_job(identity, request.request_id)
+        response = router_pb2.ResultResponse(job=job.to_state(logs=True))
+        if job.output is not None:
+            response.output.update(job.output)
+        for item in job.usage or []:
+            response.usage.items.append(common_pb2.UsageItem(**item))
+        return response
+
+    @servicer_errors
+    async def Cancel(self, request: router_pb2.CancelRequest,
+                     context: grpc.aio.ServicerContext) -> router_pb2.CancelResponse:
+        identity = await self.mesh.auth.identify(context)
+        try:
+            job = await self.mesh.owned_job(identity, request.request_id)
+        except NotFound:
+            return router_pb2.CancelResponse(outcome=router_pb2.CANCEL_OUTCOME_NOT_FOUND)
+        return router_pb2.CancelResponse(outcome=await self.mesh.queue.cancel(job))
+
+    @servicer_errors
+    async def ListWebhookDeliveries(self, request: router_pb2.ListWebhookDeliveriesRequest,
+                                    context: grpc.aio.ServicerContext) -> router_pb2.ListWebhookDeliveriesResponse:
+        identity = await self.mesh.auth.identify(context)
+        await self.mesh.owned_job(identity, request.request_id)
+        out = router_pb2.ListWebhookDeliveriesResponse()
+        for row in await self.mesh.store.deliveries(request.request_id):
+            d = out.deliveries.add(attempt=row["attempt"], url=row["url"], status_code=row["status_code"],
+                                   error=row["error"] or "", duration_seconds=row["duration_s"])
+            d.attempted_at.FromDatetime(row["attempted_at"])
+        return out
+
+    @servicer_errors
+    async def ListWorkers(self, request: router_pb2.ListWorkersRequest,
+                          context: grpc.aio.ServicerContext) -> router_pb2.ListWorkersResponse:
+        identity = await self.mesh.auth.identify(context)
+        if not identity.is_admin:
+            raise PermissionDenied("listing workers needs an admin key")
+        views = self.mesh.registry.workers.values()
+        return router_pb2.ListWorkersResponse(workers=[
+            v.state for v in views if not request.service or v.state.service == request.service])
+
+
+class ProxyMethod:
+    """One typed modality RPC served by the router and forwarded to a placed worker."""
+
+    def __init__(self, mesh: Mesh, task: Task) -> None:
+        self.mesh = mesh
+        self.task = task
+
+    @servicer_errors
+    async def stream(self, request: Message, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+        identity = await self.mesh.auth.admit(context)
+        prep = self.mesh.runner.prepare_typed(self.task, request)
+        event_cls = self.task.response_cls
+        async for _rid, case, payload in self.mesh.run_events(identity, prep, mode="grpc", timeout_s=None):
+            event = event_cls()
+            getattr(event, case).CopyFrom(payload)
+            yield event
+
+    @servicer_errors
+    async def unary(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
+        identity = await self.mesh.auth.admit(context)
+        prep = self.mesh.runner.prepare_typed(self.task, request)
+        result: Message | None = None
+        async for _rid, _case, payload in self.mesh.run_events(identity, prep, mode="grpc", timeout_s=None):
+            result = payload
+        if result is None:
+            raise InvalidArgument("the worker returned nothing", field="model_id")
+        return result
+
+
+def proxy_handlers(mesh: Mesh) -> list[grpc.GenericRpcHandler]:
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+    for path, task in PROXIED_METHODS.items():
+        service, method = path.strip("/").split("/")
+        proxy = ProxyMethod(mesh, task)
+        if task.streaming:
+            handler = grpc.unary_stream_rpc_method_handler(
+                proxy.stream, request_deserializer=task.request_cls.FromString,
+                response_serializer=task.response_cls.SerializeToString)
+        else:
+            handler = grpc.unary_unary_rpc_method_handler(
+                proxy.unary, request_deserializer=task.request_cls.FromString,
+                response_serializer=task.response_cls.SerializeToString)
+        by_service.setdefault(service, {})[method] = handler
+    return [grpc.method_handlers_generic_handler(s, m) for s, m in by_service.items()]
+
+
+class RouterComponent:
+    def __init__(self, settings: Settings) -> None:
+        self.mesh = Mesh(settings)
+        proxied = sorted({p.strip("/").split("/")[0] for p in PROXIED_METHODS})
+        self.service_names = ["genmesh.v1.Router", *proxied]
+
+    def register(self, server: grpc.aio.Server) -> None:
+        router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(self.mesh), server)
+        server.add_generic_rpc_handlers(proxy_handlers(self.mesh))
+
+    async def start(self, port: int) -> None:
+        await self.mesh.start()
+
+    async def drain(self) -> None:
+        await self.mesh.drain()
+
+    async def stop(self) -> None:
+        await self.mesh.stop()
+
+
+__all__ = ["RouterComponent", "jsonpb"]

@@ -1,0 +1,1 @@
+"""Video generation service: text-to-video on diffusers pipelines."""
