@@ -49,7 +49,8 @@ class EmbeddedError(RuntimeError):
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _tail(path: Path, since: int, limit: int = 2000) -> str:
@@ -481,7 +482,7 @@ class EmbeddedPostgres(_Server):
         log_since = self._log_offset()
         began = time.monotonic()
         proc = await spawn(
-            [str(bin_dir / "initdb"), "-D", str(scratch), "-U", self.SUPERUSER, "--auth=trust",
+            [str(bin_dir / "initdb"), "-D", str(scratch), "-U", self.SUPERUSER, "--auth=trust", "--no-sync",
              "-E", "UTF8", "--locale=C", "--no-instructions"],
             env=_pg_env(scratch), cwd=scratch, user=user, stdout=self._log, stderr=self._log)
         try:

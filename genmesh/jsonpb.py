@@ -208,3 +208,18 @@ def _field_schema(field: FieldDescriptor, seen: tuple[str, ...]) -> dict[str, An
     if field.is_repeated:
         return {"type": "array", "items": item}
     return item
+
+
+def plain_json(value: Any) -> Any:
+    """Struct numbers are all doubles; integral ones go back to ints for JSON clients."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: plain_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_json(v) for v in value]
+    return value
+
+
+def struct_to_json(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return plain_json(json_format.MessageToDict(struct))

@@ -7,6 +7,7 @@ so a parent killed with SIGKILL still takes its children down with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -129,10 +130,8 @@ async def spawn(
 def _signal_group(pgid: int, sig: int) -> None:
     # Our children lead their own process group; anything still in it after the leader exited
     # would otherwise be an orphan. A pgid is not reused while its group has members.
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 async def stop(proc: Process, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
@@ -142,10 +141,8 @@ async def stop(proc: Process, *, sig: int = signal.SIGTERM, timeout: float = 10.
     A negative code means the child died of that signal.
     """
     if proc.returncode is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
         try:
             await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
@@ -172,6 +169,7 @@ async def wait_first_exit(procs: Mapping[str, Process]) -> tuple[str, int]:
     """Wait until any of the named children exits; return its name and exit code.
 
     A supervisor awaits this alongside its shutdown signal to notice a child that crashed.
+    On Python 3.11 a child given stdout/stderr pipes counts as exited once those close too.
     """
     if not procs:
         raise ValueError("no children to wait for")

@@ -132,7 +132,7 @@ def build_tiny_t2v(directory: Path) -> None:
     torch.manual_seed(SEED)
     adapter = MotionAdapter(
         block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
-        motion_norm_num_groups=32, motion_max_seq_length=256,
+        motion_norm_num_groups=32, motion_max_seq_length=32,  # as released adapters
     ).eval()
     # AnimateDiff's recommended sampler: DDIM on a linear beta schedule with linspace spacing.
     scheduler = DDIMScheduler(

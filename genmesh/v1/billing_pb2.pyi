@@ -85,7 +85,7 @@ class ApiKey(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., scope: _Optional[_Union[ApiKeyScope, str]] = ..., prefix: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spend_limit: _Optional[float] = ..., rate_limit_per_minute: _Optional[float] = ..., spent: _Optional[float] = ...) -> None: ...
 
 class UsageLine(_message.Message):
-    __slots__ = ("model_id", "api_key_id", "unit", "quantity", "unit_price", "cost", "currency", "requests")
+    __slots__ = ("model_id", "api_key_id", "unit", "quantity", "unit_price", "cost", "currency", "requests", "per")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     API_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class UsageLine(_message.Message):
     COST_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PER_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     api_key_id: str
     unit: str
@@ -102,7 +103,8 @@ class UsageLine(_message.Message):
     cost: float
     currency: str
     requests: int
-    def __init__(self, model_id: _Optional[str] = ..., api_key_id: _Optional[str] = ..., unit: _Optional[str] = ..., quantity: _Optional[float] = ..., unit_price: _Optional[float] = ..., cost: _Optional[float] = ..., currency: _Optional[str] = ..., requests: _Optional[int] = ...) -> None: ...
+    per: float
+    def __init__(self, model_id: _Optional[str] = ..., api_key_id: _Optional[str] = ..., unit: _Optional[str] = ..., quantity: _Optional[float] = ..., unit_price: _Optional[float] = ..., cost: _Optional[float] = ..., currency: _Optional[str] = ..., requests: _Optional[int] = ..., per: _Optional[float] = ...) -> None: ...
 
 class UsageBucket(_message.Message):
     __slots__ = ("bucket", "lines")
@@ -137,14 +139,16 @@ class GetUsageResponse(_message.Message):
     def __init__(self, buckets: _Optional[_Iterable[_Union[UsageBucket, _Mapping]]] = ..., total_cost: _Optional[float] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class PlannedUsage(_message.Message):
-    __slots__ = ("model_id", "items", "calls")
+    __slots__ = ("model_id", "items", "calls", "machine_type")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_TYPE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     items: _containers.RepeatedCompositeFieldContainer[_common_pb2.UsageItem]
     calls: int
-    def __init__(self, model_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[_common_pb2.UsageItem, _Mapping]]] = ..., calls: _Optional[int] = ...) -> None: ...
+    machine_type: str
+    def __init__(self, model_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[_common_pb2.UsageItem, _Mapping]]] = ..., calls: _Optional[int] = ..., machine_type: _Optional[str] = ...) -> None: ...
 
 class EstimateCostRequest(_message.Message):
     __slots__ = ("planned",)
@@ -163,7 +167,7 @@ class EstimateCostResponse(_message.Message):
     def __init__(self, total_cost: _Optional[float] = ..., currency: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[UsageLine, _Mapping]]] = ...) -> None: ...
 
 class RequestLog(_message.Message):
-    __slots__ = ("request_id", "model_id", "api_key_id", "status", "queue_time_seconds", "run_time_seconds", "error", "error_type", "cost", "currency", "created_at", "finished_at", "usage")
+    __slots__ = ("request_id", "model_id", "api_key_id", "status", "queue_time_seconds", "run_time_seconds", "error", "error_type", "cost", "currency", "created_at", "finished_at", "usage", "mode", "machine_type")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     API_KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +181,8 @@ class RequestLog(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_TYPE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model_id: str
     api_key_id: str
@@ -190,7 +196,9 @@ class RequestLog(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
     usage: _common_pb2.Usage
-    def __init__(self, request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., api_key_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., queue_time_seconds: _Optional[float] = ..., run_time_seconds: _Optional[float] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., cost: _Optional[float] = ..., currency: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
+    mode: str
+    machine_type: str
+    def __init__(self, request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., api_key_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., queue_time_seconds: _Optional[float] = ..., run_time_seconds: _Optional[float] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., cost: _Optional[float] = ..., currency: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., mode: _Optional[str] = ..., machine_type: _Optional[str] = ...) -> None: ...
 
 class ListRequestLogsRequest(_message.Message):
     __slots__ = ("model_ids", "status", "start", "end", "page_size", "cursor", "api_key_id")
@@ -241,14 +249,16 @@ class ModelMetrics(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., error_rate: _Optional[float] = ..., p50_latency_seconds: _Optional[float] = ..., p95_latency_seconds: _Optional[float] = ..., p99_latency_seconds: _Optional[float] = ..., throughput_per_second: _Optional[float] = ...) -> None: ...
 
 class GetModelMetricsRequest(_message.Message):
-    __slots__ = ("start", "end", "model_ids")
+    __slots__ = ("start", "end", "model_ids", "api_key_id")
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     MODEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     start: _timestamp_pb2.Timestamp
     end: _timestamp_pb2.Timestamp
     model_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    api_key_id: str
+    def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_ids: _Optional[_Iterable[str]] = ..., api_key_id: _Optional[str] = ...) -> None: ...
 
 class GetModelMetricsResponse(_message.Message):
     __slots__ = ("metrics",)
@@ -257,20 +267,24 @@ class GetModelMetricsResponse(_message.Message):
     def __init__(self, metrics: _Optional[_Iterable[_Union[ModelMetrics, _Mapping]]] = ...) -> None: ...
 
 class ModelPrice(_message.Message):
-    __slots__ = ("model_id", "price", "effective_from")
+    __slots__ = ("model_id", "price", "effective_from", "machine_type")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PRICE_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_FROM_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_TYPE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     price: _router_pb2.Price
     effective_from: _timestamp_pb2.Timestamp
-    def __init__(self, model_id: _Optional[str] = ..., price: _Optional[_Union[_router_pb2.Price, _Mapping]] = ..., effective_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    machine_type: str
+    def __init__(self, model_id: _Optional[str] = ..., price: _Optional[_Union[_router_pb2.Price, _Mapping]] = ..., effective_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., machine_type: _Optional[str] = ...) -> None: ...
 
 class ListPricesRequest(_message.Message):
-    __slots__ = ("model_ids",)
+    __slots__ = ("model_ids", "include_history")
     MODEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HISTORY_FIELD_NUMBER: _ClassVar[int]
     model_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    include_history: bool
+    def __init__(self, model_ids: _Optional[_Iterable[str]] = ..., include_history: _Optional[bool] = ...) -> None: ...
 
 class ListPricesResponse(_message.Message):
     __slots__ = ("prices",)
@@ -279,12 +293,14 @@ class ListPricesResponse(_message.Message):
     def __init__(self, prices: _Optional[_Iterable[_Union[ModelPrice, _Mapping]]] = ...) -> None: ...
 
 class SetPriceRequest(_message.Message):
-    __slots__ = ("model_id", "price")
+    __slots__ = ("model_id", "price", "machine_type")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PRICE_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_TYPE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     price: _router_pb2.Price
-    def __init__(self, model_id: _Optional[str] = ..., price: _Optional[_Union[_router_pb2.Price, _Mapping]] = ...) -> None: ...
+    machine_type: str
+    def __init__(self, model_id: _Optional[str] = ..., price: _Optional[_Union[_router_pb2.Price, _Mapping]] = ..., machine_type: _Optional[str] = ...) -> None: ...
 
 class SetPriceResponse(_message.Message):
     __slots__ = ("price",)

@@ -130,7 +130,7 @@ class WorkerRuntime:
             self._heartbeat.cancel()
         if self._nc is not None:
             with contextlib.suppress(Exception):
-                await self._nc.drain()
+                await self._nc.close()
 
     @contextlib.asynccontextmanager
     async def job(self, context: grpc.aio.ServicerContext, model_id: str) -> AsyncIterator[JobContext]:

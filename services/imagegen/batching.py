@@ -55,8 +55,10 @@ class _Pending:
 class ImageBatcher:
     """Collects `submit` calls for one `ImagePipeline` and runs them in batches off the loop.
 
-    `on_step` callbacks run on the event loop thread (marshalled from the compute thread), in
-    step order and before `submit` returns, so they may touch asyncio objects directly.
+    `on_step` callbacks run on the event loop thread, so they may touch asyncio objects
+    directly (e.g. `queue.put_nowait`); keep them quick. The compute thread waits (up to
+    `step_handoff_s`) for each to return before the next step, so a request cancelled while
+    handling step k's event stops at step k, exactly as when running alone.
     Blocking compute runs in `executor` (the loop's default executor when None).
     """
 
@@ -64,6 +66,7 @@ class ImageBatcher:
     window_s: float = 0.005
     max_batch_images: int = 8
     executor: Executor | None = None
+    step_handoff_s: float = 1.0
     stats: BatchStats = field(default_factory=BatchStats)
 
     def __post_init__(self) -> None:
@@ -158,7 +161,8 @@ class ImageBatcher:
         loop = asyncio.get_running_loop()
         requests = [GenerationRequest(
             params=p.params, cancel=p.cancel,
-            on_step=_relay(loop, lambda ev, p=p: self._deliver_step(p, ev)),
+            on_step=_handoff(loop, lambda ev, p=p: self._deliver_step(p, ev),
+                             self.step_handoff_s),
             on_drop=_relay(loop, lambda exc, p=p: _fail(p, exc)),
         ) for p in batch]
         self.stats.batches += 1
@@ -195,6 +199,27 @@ def _relay(loop: asyncio.AbstractEventLoop, fn: Callable[[object], None]
            ) -> Callable[[object], None]:
     """Call `fn` on the loop thread, preserving order, from the compute thread."""
     return lambda arg: loop.call_soon_threadsafe(fn, arg)
+
+
+def _handoff(loop: asyncio.AbstractEventLoop, fn: Callable[[object], None], timeout: float
+             ) -> Callable[[object], None]:
+    """Like `_relay`, but the compute thread waits until `fn` has run (bounded by `timeout`,
+    so a stalled loop slows a batch but never hangs it)."""
+    def call(arg: object) -> None:
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                fn(arg)
+            finally:
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            return
+        done.wait(timeout)
+    return call
 
 
 def _fail(pending: _Pending, exc: BaseException) -> None:

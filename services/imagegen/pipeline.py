@@ -6,9 +6,11 @@ diffusers call at a time (diffusers pipelines and schedulers are stateful, not t
 """
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,7 @@ class ImageResult:
     seed: int  # image i was generated with seed + i
     steps: int  # denoising steps run (fewer than requested for image-to-image)
     usage: ImageUsage
+    inference_time_seconds: float  # the pipeline call that produced it (shared in a batch)
 
 
 @dataclass
@@ -130,7 +133,12 @@ def generators(seed: int, count: int) -> list[torch.Generator]:
 
 
 class ImagePipeline:
-    """A loaded text-to-image model, also serving image-to-image from the same weights."""
+    """A loaded text-to-image model, also serving image-to-image from the same weights.
+
+    Loads any diffusers text-to-image directory through `AutoPipelineForText2Image` (SD 1.x/2.x,
+    SD-Turbo, SDXL...); latent previews need a 4-channel UNet latent space and are skipped
+    for other latent layouts (e.g. FLUX's packed latents).
+    """
 
     def __init__(self, pipe: Any) -> None:
         self._txt2img = pipe
@@ -141,9 +149,9 @@ class ImagePipeline:
     @classmethod
     def from_pretrained(cls, directory: Path | str, *, device: str = "cpu",
                         torch_dtype: torch.dtype | None = None) -> ImagePipeline:
-        from diffusers import StableDiffusionPipeline
+        from diffusers import AutoPipelineForText2Image
 
-        return cls(load_diffusers(StableDiffusionPipeline, directory, device=device,
+        return cls(load_diffusers(AutoPipelineForText2Image, directory, device=device,
                                   torch_dtype=torch_dtype))
 
     @property
@@ -152,7 +160,8 @@ class ImagePipeline:
 
     def defaults(self) -> ImageDefaults:
         """The model's native resolution (UNet sample size x VAE factor) and sampler."""
-        side = int(self._txt2img.unet.config.sample_size) * self._txt2img.vae_scale_factor
+        denoiser = getattr(self._txt2img, "unet", None) or self._txt2img.transformer
+        side = int(denoiser.config.sample_size) * self._txt2img.vae_scale_factor
         sampler = next((name for name, (cls_name, over) in SCHEDULERS.items()
                         if cls_name == self._scheduler_config["_class_name"] and not over),
                        "euler")
@@ -186,6 +195,7 @@ class ImagePipeline:
                 batch.drop(i, Cancelled("cancelled before it started"))
         if not batch.live:
             return batch.outcomes()
+        started = time.perf_counter()
         with self._lock:
             pipe, kwargs = self._prepare(requests)
             try:
@@ -193,6 +203,7 @@ class ImagePipeline:
                               callback_on_step_end_tensor_inputs=["latents"]).images
             except _AllDropped:
                 return batch.outcomes()
+        elapsed = time.perf_counter() - started
         for i in list(batch.live):
             request = requests[i]
             if request.cancel is not None and request.cancel.is_set():
@@ -203,7 +214,7 @@ class ImagePipeline:
             encoded = tuple(encode_image(images[start + j], p.output_format, seed=p.seed + j)
                             for j in range(p.num_images))
             batch.results[i] = ImageResult(
-                images=encoded, seed=p.seed, steps=batch.total,
+                images=encoded, seed=p.seed, steps=batch.total, inference_time_seconds=elapsed,
                 usage=ImageUsage(images=p.num_images,
                                  megapixels=p.num_images * p.width * p.height / 1e6))
         return batch.outcomes()
@@ -222,7 +233,7 @@ class ImagePipeline:
             if p.image is not None:
                 inits += [load_init_image(p.image, p.width, p.height)] * p.num_images
         kwargs: dict[str, Any] = {
-            "prompt": prompts, "negative_prompt": negatives, "generator": gens,
+            "prompt": prompts, "generator": gens,
             "num_inference_steps": first.num_inference_steps,
             "guidance_scale": first.guidance_scale, "output_type": "pil",
         }
@@ -232,15 +243,17 @@ class ImagePipeline:
         else:
             pipe = self._txt2img
             kwargs.update(width=first.width, height=first.height)
+        if "negative_prompt" in inspect.signature(pipe.__call__).parameters:
+            kwargs["negative_prompt"] = negatives
         pipe.scheduler = make_scheduler(first.scheduler, self._scheduler_config)
         return pipe, kwargs
 
     def _img2img_pipe(self) -> Any:
         if self._img2img is None:
-            from diffusers import StableDiffusionImg2ImgPipeline
+            from diffusers import AutoPipelineForImage2Image
 
-            components = {**self._txt2img.components, "requires_safety_checker": False}
-            self._img2img = StableDiffusionImg2ImgPipeline(**components)
+            # Same modules, no second copy of the weights.
+            self._img2img = AutoPipelineForImage2Image.from_pipe(self._txt2img)
             self._img2img.set_progress_bar_config(disable=True)
         return self._img2img
 
@@ -288,12 +301,13 @@ class _Batch:
     def on_step_end(self, pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         step, self.total = i + 1, pipe.num_timesteps
         latents = tensors["latents"]
+        can_preview = latents.ndim == 4 and latents.shape[1] == 4  # UNet latents, SD VAE
         scale: float | None = None
         for index in list(self.live):
             request = self.requests[index]
             p = request.params
             previews: tuple[bytes, ...] = ()
-            if should_preview(step, self.total, p.preview_every):
+            if can_preview and should_preview(step, self.total, p.preview_every):
                 scale = scale if scale is not None else scheduler_noise_scale(pipe.scheduler)
                 start = self.offsets[index]
                 previews = tuple(latents_to_png(latents[start + j], noise_scale=scale)

@@ -110,18 +110,18 @@ class VisionChatModel:
                                   f"{self.context_length} context tokens: at most {room}", field="max_tokens")
 
         watcher = _Watcher(self._decode, prompt.prompt_tokens, self._eos_ids, stops, on_delta, cancel)
+        if watcher.cancelled():
+            return VisionResult(text="", finish_reason="cancelled", prompt_tokens=prompt.prompt_tokens,
+                                completion_tokens=0)
         processors = LogitsProcessorList()
         if temperature > 0:
             generator = torch.Generator(device=self.device)
-            generator.manual_seed(seed if seed is not None else secrets.randbits(63))
+            generator.manual_seed(seed % 2**64 if seed is not None else secrets.randbits(63))
             processors.append(_SeededSampler(temperature, top_p, generator))
         # Greedy over our sampler's one-hot choice: generate() keeps the model-specific input handling
         # (image features, caches, positions) while the randomness stays per-request and seeded.
         config = GenerationConfig(max_new_tokens=max_tokens, do_sample=False, eos_token_id=self._eos_ids,
                                   pad_token_id=self._pad_id)
-        if watcher.cancelled():
-            return VisionResult(text="", finish_reason="cancelled", prompt_tokens=prompt.prompt_tokens,
-                                completion_tokens=0)
         with torch.inference_mode():
             output = self._model.generate(**prompt.inputs, generation_config=config, logits_processor=processors,
                                           stopping_criteria=StoppingCriteriaList([watcher]))

@@ -69,7 +69,7 @@ class WorkerRegistry:
         view = self.workers.get(state.worker_id)
         if view is None:
             self.workers[state.worker_id] = WorkerView(state, time.monotonic())
-            log.info("worker joined", extra={"worker_id": state.worker_id, "service": state.service,
+            log.info("worker joined", extra={"worker_id": state.worker_id, "worker_service": state.service,
                                              "address": state.address})
         else:
             view.state = state

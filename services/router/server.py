@@ -94,7 +94,7 @@ class Mesh:
         await self.registry.stop()
         await self.channels.close()
         with contextlib.suppress(Exception):
-            await self.nc.drain()
+            await self.nc.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pool.close(), 5)
 

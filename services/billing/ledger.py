@@ -1,0 +1,297 @@
+"""The usage ledger: a durable JetStream pull consumer writing each UsageRecord to Postgres once.
+
+Records are fetched in batches, priced as of their finished_at, inserted in one transaction
+(`ON CONFLICT (request_id) DO NOTHING`, so redeliveries and re-publishes are no-ops) and acked
+only after the commit. While billing is down, records wait in the stream; on restart the durable
+consumer resumes where it stopped, and anything delivered but never acked comes back.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import nats.errors
+from google.protobuf.message import DecodeError
+from nats.js import JetStreamContext
+from prometheus_client import Counter, Gauge, Histogram
+
+from genmesh import bus, pricing
+from genmesh.v1 import billing_pb2
+from genmesh.services.billing.convert import status_name
+from genmesh.services.billing.prices import PriceStore
+
+log = logging.getLogger("genmesh.billing.ledger")
+
+DURABLE = "billing"
+FILTER_SUBJECT = "genmesh.usage.>"
+MAX_TEXT = 4000
+
+RECORDS_WRITTEN = Counter("genmesh_billing_records_written",
+                          "Usage records written to the ledger")
+DUPLICATES_SKIPPED = Counter("genmesh_billing_duplicates_skipped",
+                             "Usage records already in the ledger (redelivered or re-published)")
+INVALID_RECORDS = Counter("genmesh_billing_invalid_records",
+                          "Messages on the usage stream that are not a usable UsageRecord")
+UNPRICED_ITEMS = Counter("genmesh_billing_unpriced_items",
+                         "Usage items with no price in force (written at zero cost)", ["unit"])
+LAG_MESSAGES = Gauge("genmesh_billing_lag_messages",
+                     "Usage records in the stream not yet delivered to billing")
+LAG_SECONDS = Gauge("genmesh_billing_lag_seconds",
+                    "Age of the newest usage record billing has written")
+BATCH_SECONDS = Histogram("genmesh_billing_batch_seconds", "Time to price and write one batch")
+
+_TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
+              asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+              asyncpg.OperatorInterventionError, asyncpg.TooManyConnectionsError,
+              asyncpg.SerializationError, asyncpg.DeadlockDetectedError)  # expected while PG restarts
+
+_INSERT = """
+INSERT INTO ledger (request_id, model_id, api_key_id, status, mode, machine_type, usage, cost,
+                    currency, prices, error, error_type, created_at, started_at, finished_at,
+                    queue_time_s, run_time_s)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::jsonb[], $8::float8[], $9::text[], $10::jsonb[], $11::text[], $12::text[],
+                     $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::float8[],
+                     $17::float8[])
+ON CONFLICT (request_id) DO NOTHING
+RETURNING request_id
+"""
+
+
+def _text(value: str, limit: int = MAX_TEXT) -> str:
+    # Postgres text cannot hold NUL; an over-long error message is not worth a failed batch.
+    return value.replace("\x00", "")[:limit]
+
+
+def _time(rec: billing_pb2.UsageRecord, name: str) -> dt.datetime | None:
+    if not rec.HasField(name):
+        return None
+    return getattr(rec, name).ToDatetime(tzinfo=dt.timezone.utc)
+
+
+def _seconds(value: float) -> float:
+    return value if math.isfinite(value) and value >= 0 else 0.0
+
+
+def decode(data: bytes) -> billing_pb2.UsageRecord | None:
+    """The record in a stream message, or None when it is not one."""
+    try:
+        rec = billing_pb2.UsageRecord.FromString(data)
+    except DecodeError:
+        return None
+    if not rec.request_id or not rec.model_id:
+        return None
+    return rec
+
+
+@dataclass(frozen=True)
+class Row:
+    """One ledger row, priced."""
+
+    request_id: str
+    model_id: str
+    api_key_id: str
+    status: str
+    mode: str
+    machine_type: str
+    usage: list[dict[str, Any]]
+    priced: pricing.Priced
+    error: str
+    error_type: str
+    created_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime
+    queue_time_s: float
+    run_time_s: float
+
+
+def to_row(rec: billing_pb2.UsageRecord, book: pricing.PriceBook, received_at: dt.datetime) -> Row:
+    """Prices a record as of its finished_at (when it was never set: when billing received it)."""
+    items = []
+    for item in rec.usage.items:
+        if not math.isfinite(item.quantity) or item.quantity < 0:
+            # A negative or infinite quantity is a worker bug; dropping the item keeps the rest.
+            log.warning("invalid usage item dropped", extra={
+                "request_id": rec.request_id, "unit": item.unit, "quantity": repr(item.quantity)})
+            continue
+        items.append((_text(item.unit, 64), item.quantity))
+    finished = _time(rec, "finished_at") or received_at
+    status = status_name(rec.status)
+    priced = pricing.price_record(book, model_id=rec.model_id, items=items, at=finished,
+                                  status=status, machine_type=rec.machine_type,
+                                  run_time_s=_seconds(rec.run_time_seconds))
+    return Row(request_id=_text(rec.request_id, 256), model_id=_text(rec.model_id, 256),
+               api_key_id=_text(rec.api_key_id, 256), status=status, mode=_text(rec.mode, 32),
+               machine_type=_text(rec.machine_type, 64),
+               usage=[{"unit": u, "quantity": q} for u, q in items], priced=priced,
+               error=_text(rec.error), error_type=_text(rec.error_type, 128),
+               created_at=_time(rec, "created_at"), started_at=_time(rec, "started_at"),
+               finished_at=finished, queue_time_s=_seconds(rec.queue_time_seconds),
+               run_time_s=_seconds(rec.run_time_seconds))
+
+
+class LedgerWriter:
+    """Prices and inserts records in one transaction; returns how many were new."""
+
+    def __init__(self, pool: asyncpg.Pool, prices: PriceStore) -> None:
+        self.pool = pool
+        self.prices = prices
+
+    async def write(self, records: list[billing_pb2.UsageRecord]) -> int:
+        unique = list({rec.request_id: rec for rec in reversed(records)}.values())[::-1]
+        received = dt.datetime.now(dt.timezone.utc)
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Under the lock, no price can be added between pricing these rows and committing them.
+            book = await self.prices.book(conn, lock=True)
+            rows = [to_row(rec, book, received) for rec in unique]
+            inserted = await conn.fetch(_INSERT, *_columns(rows))
+        new = {r["request_id"] for r in inserted}
+        for row in rows:
+            if row.request_id in new:
+                for unit in row.priced.unpriced_units:
+                    UNPRICED_ITEMS.labels(unit=unit).inc()
+        return len(new)
+
+
+def _columns(rows: list[Row]) -> list[list[Any]]:
+    return [[r.request_id for r in rows], [r.model_id for r in rows], [r.api_key_id for r in rows],
+            [r.status for r in rows], [r.mode for r in rows], [r.machine_type for r in rows],
+            [r.usage for r in rows], [r.priced.cost for r in rows],
+            [r.priced.currency for r in rows],
+            [[line.to_json() for line in r.priced.lines] for r in rows],
+            [r.error for r in rows], [r.error_type for r in rows], [r.created_at for r in rows],
+            [r.started_at for r in rows], [r.finished_at for r in rows],
+            [r.queue_time_s for r in rows], [r.run_time_s for r in rows]]
+
+
+class Ledger:
+    """The consumer loop: fetch up to `batch_size`, write them in one transaction, then ack."""
+
+    def __init__(self, js: JetStreamContext, writer: LedgerWriter, *, batch_size: int = 256,
+                 ack_wait_s: float = 30.0, fetch_timeout_s: float = 1.0) -> None:
+        self.js = js
+        self.writer = writer
+        self.batch_size = batch_size
+        self.ack_wait_s = ack_wait_s
+        self.fetch_timeout_s = fetch_timeout_s
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        await bus.ensure_consumer(self.js, bus.USAGE_STREAM, DURABLE, FILTER_SUBJECT,
+                                  ack_wait=self.ack_wait_s)
+        self._sub = await self.js.pull_subscribe_bind(durable=DURABLE, stream=bus.USAGE_STREAM)
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name="billing-ledger")
+
+    async def stop(self) -> None:
+        """Finishes the batch in hand (written and acked), then stops fetching."""
+        self._stopping.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self.fetch_timeout_s + 10)
+            except asyncio.TimeoutError:
+                self._task.cancel()
+            self._task = None
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - the connection may already be gone
+                pass
+            self._sub = None
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                msgs = await self._sub.fetch(self.batch_size, timeout=self.fetch_timeout_s)
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                LAG_MESSAGES.set(0)  # nothing waiting
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - NATS restarting: keep trying
+                log.warning("usage fetch failed", extra={"error": repr(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.1
+            await self.handle(msgs)
+
+    async def handle(self, msgs: list[Any]) -> None:
+        """Writes one fetched batch and acks it; undecodable messages are terminated."""
+        batch: list[tuple[billing_pb2.UsageRecord, Any]] = []
+        for msg in msgs:
+            rec = decode(msg.data)
+            if rec is None:
+                await self._refuse(msg, "not a UsageRecord with request_id and model_id")
+            else:
+                batch.append((rec, msg))
+        if batch:
+            started = time.perf_counter()
+            result = await self._write(batch)
+            if result is None:
+                return  # stopping before the rows were committed: they will be redelivered
+            written, kept = result
+            BATCH_SECONDS.observe(time.perf_counter() - started)
+            RECORDS_WRITTEN.inc(written)
+            DUPLICATES_SKIPPED.inc(len(kept) - written)
+            for msg in kept:
+                await msg.ack()
+        last = msgs[-1].metadata
+        LAG_MESSAGES.set(last.num_pending)
+        LAG_SECONDS.set(max(0.0, (dt.datetime.now(dt.timezone.utc) - last.timestamp).total_seconds()))
+
+    async def _refuse(self, msg: Any, reason: str, request_id: str = "") -> None:
+        INVALID_RECORDS.inc()
+        log.error("usage message refused and terminated",
+                  extra={"subject": msg.subject, "request_id": request_id, "reason": reason})
+        await msg.term()
+
+    async def _write(self, batch: list[tuple[billing_pb2.UsageRecord, Any]]
+                     ) -> tuple[int, list[Any]] | None:
+        """(rows written, messages to ack), retrying while Postgres is unavailable; None when
+        billing stopped before the rows were committed."""
+        delay = 0.1
+        while True:
+            try:
+                written = await self.writer.write([rec for rec, _ in batch])
+                return written, [msg for _, msg in batch]
+            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+                # A record Postgres refuses would block the stream forever: isolate it.
+                if len(batch) == 1:
+                    await self._refuse(batch[0][1], repr(exc), batch[0][0].request_id)
+                    return 0, []
+                return await self._write_one_by_one(batch)
+            except _TRANSIENT as exc:
+                log.warning("ledger write failed; retrying", extra={"error": repr(exc),
+                                                                    "records": len(batch)})
+            except Exception:  # noqa: BLE001 - keep the records (unacked) rather than lose them
+                log.exception("ledger write failed; retrying", extra={"records": len(batch)})
+            if self._stopping.is_set():
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _write_one_by_one(self, batch: list[tuple[billing_pb2.UsageRecord, Any]]
+                                ) -> tuple[int, list[Any]] | None:
+        written, kept = 0, []
+        for item in batch:
+            result = await self._write([item])
+            if result is None:
+                # Ack what is committed so far; the rest is redelivered.
+                RECORDS_WRITTEN.inc(written)
+                DUPLICATES_SKIPPED.inc(len(kept) - written)
+                for msg in kept:
+                    await msg.ack()
+                return None
+            written += result[0]
+            kept += result[1]
+        return written, kept

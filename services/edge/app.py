@@ -1,0 +1,107 @@
+"""The edge's ASGI application: routes, error rendering, body-size cap, and the mesh client."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from genmesh.services.edge.responses import JSON
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from genmesh import blobstore
+from genmesh.errors import GenmeshError
+from genmesh.settings import Settings
+from genmesh.services.edge import errors, fal
+from genmesh.services.edge.auth import IdentityCache
+from genmesh.services.edge.mesh_client import MeshClient
+
+
+class BodyLimit:
+    """413 for bodies over the cap, whether or not they announce their length."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._too_large(scope, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._too_large(scope, send)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        from genmesh.errors import InvalidArgument
+        from starlette.requests import Request
+
+        error = InvalidArgument(f"request body larger than {self.max_bytes} bytes", field="body")
+        error.http_status = 413
+        response = errors.render(Request(scope), error)
+        await response(scope, None, send)  # type: ignore[arg-type]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.mesh = MeshClient(settings)
+        app.state.identities = IdentityCache(app.state.mesh)
+        app.state.blobs = blobstore.open_store(settings)
+        yield
+        await app.state.mesh.close()
+
+    app = FastAPI(title="genmesh", version="0.1.0", openapi_url="/openapi.json", docs_url=None,
+                  redoc_url=None, lifespan=lifespan, default_response_class=JSON,
+                  description="Self-hosted generative inference: OpenAI- and FAL-compatible APIs.")
+    app.state.settings = settings
+    app.add_exception_handler(GenmeshError, errors.genmesh_error)
+    app.add_exception_handler(RequestValidationError, errors.validation_error)
+    app.add_exception_handler(HTTPException, errors.http_error)
+    app.add_exception_handler(Exception, errors.unexpected_error)
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    for module in _route_modules():
+        app.include_router(module.router)
+    # The FAL catch-all (POST /{owner}/{model}) comes last so it never shadows other routes.
+    app.include_router(fal.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _route_modules() -> list[Any]:
+    """Route modules mounted before the FAL catch-all, in order (present ones only)."""
+    import importlib
+
+    out = []
+    for name in ("files", "openai_api", "platform", "realtime", "apps_api"):
+        try:
+            out.append(importlib.import_module(f"genmesh.services.edge.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"genmesh.services.edge.{name}":
+                raise
+    return out

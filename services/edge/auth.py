@@ -1,0 +1,41 @@
+"""The caller's key at the edge: required on every API route and forwarded to the mesh, which
+decides what it may do. Edge-only routes (files) resolve it through billing, cached briefly."""
+from __future__ import annotations
+
+import time
+
+from fastapi import Request
+
+from genmesh import keys
+from genmesh.errors import Unauthenticated
+from genmesh.keys import Identity
+from genmesh.v1 import billing_pb2
+
+CACHE_TTL_S = 1.0
+
+
+def authorization(request: Request) -> str:
+    """The Authorization header, normalized to `Bearer <key>`; 401 when absent or malformed."""
+    secret = keys.parse_authorization(request.headers.get("authorization"))
+    if secret is None:
+        raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>' or 'Authorization: Key <key>'")
+    return f"Bearer {secret}"
+
+
+class IdentityCache:
+    def __init__(self, mesh) -> None:  # noqa: ANN001 - MeshClient
+        self.mesh = mesh
+        self._cache: dict[str, tuple[Identity, float]] = {}
+
+    async def identify(self, request: Request) -> Identity:
+        auth = authorization(request)
+        hit = self._cache.get(auth)
+        now = time.monotonic()
+        if hit and hit[1] > now:
+            return hit[0]
+        resp = await self.mesh.unary(self.mesh.billing.Authenticate,
+                                     billing_pb2.AuthenticateRequest(secret=auth.split(" ", 1)[1]), auth)
+        scope = "admin" if resp.key.scope == billing_pb2.API_KEY_SCOPE_ADMIN else "user"
+        identity = Identity(resp.key.id, scope)
+        self._cache[auth] = (identity, now + CACHE_TTL_S)
+        return identity
