@@ -7,6 +7,7 @@ case (preview, frame, segment, chunk, partial) is a partial output.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
@@ -27,6 +28,19 @@ class Task:
     @property
     def path(self) -> str:
         return f"/{self.grpc_service}/{self.method}"
+
+    def validate(self, request: Message) -> None:
+        """The modality's own request rules (ranges, choices), run by the router before
+        queueing so a bad job is refused at submit rather than failing later."""
+        target = VALIDATORS.get(self.service)
+        if target is None:
+            return
+        module_name, _, func = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            return
+        getattr(module, func)(request)
 
 
 def _t(name: str, service: str, grpc_service: str, method: str, req: type[Message],
@@ -54,6 +68,15 @@ TASKS: dict[str, Task] = {t.name: t for t in [
        streaming=False),
     _t("app", "apps", "AppRunner", "Invoke", apps_pb2.InvokeRequest, apps_pb2.InvokeEvent),
 ]}
+
+# Torch-free validators, "module:function(request)"; each raises InvalidArgument naming the field.
+VALIDATORS: dict[str, str] = {
+    "echo": "genmesh.services.echo.params:validate",
+    "imagegen": "genmesh.services.imagegen.params:validate_request",
+    "videogen": "genmesh.services.videogen.params:validate_request",
+    "audio": "genmesh.services.audio.params:validate_request",
+    "llm": "genmesh.services.llm.params:validate_request",
+}
 
 SERVICES = sorted({t.service for t in TASKS.values()})
 

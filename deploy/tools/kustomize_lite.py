@@ -400,7 +400,7 @@ def _set_image(build: _Build, entry: dict[str, Any]) -> None:
     if unsupported or "name" not in entry:
         raise UnsupportedKustomization(f"images entry {entry!r}")
     for container in _containers(build):
-        name, tag, digest = _split_image(container.get("image", ""))
+        name, tag, digest = split_image(container.get("image", ""))
         if name != entry["name"]:
             continue
         name = entry.get("newName", name)
@@ -412,7 +412,7 @@ def _set_image(build: _Build, entry: dict[str, Any]) -> None:
         container["image"] = image
 
 
-def _split_image(image: str) -> tuple[str, str | None, str | None]:
+def split_image(image: str) -> tuple[str, str | None, str | None]:
     name, _, digest = image.partition("@")
     slash = name.rfind("/")
     colon = name.rfind(":")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import math
 import time
@@ -55,10 +56,12 @@ _INSERT = """
 INSERT INTO ledger (request_id, model_id, api_key_id, status, mode, machine_type, usage, cost,
                     currency, prices, error, error_type, created_at, started_at, finished_at,
                     queue_time_s, run_time_s)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::jsonb[], $8::float8[], $9::text[], $10::jsonb[], $11::text[], $12::text[],
-                     $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::float8[],
-                     $17::float8[])
+SELECT r, m, k, st, mo, mt, u::jsonb, c, cur, p::jsonb, e, et, ca, sa, fa, q, rt
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::float8[], $9::text[], $10::text[], $11::text[], $12::text[],
+            $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::float8[],
+            $17::float8[])
+     AS t(r, m, k, st, mo, mt, u, c, cur, p, e, et, ca, sa, fa, q, rt)
 ON CONFLICT (request_id) DO NOTHING
 RETURNING request_id
 """
@@ -162,9 +165,10 @@ class LedgerWriter:
 def _columns(rows: list[Row]) -> list[list[Any]]:
     return [[r.request_id for r in rows], [r.model_id for r in rows], [r.api_key_id for r in rows],
             [r.status for r in rows], [r.mode for r in rows], [r.machine_type for r in rows],
-            [r.usage for r in rows], [r.priced.cost for r in rows],
+            # JSON as text: asyncpg would read a list of lists as a two-dimensional array.
+            [json.dumps(r.usage) for r in rows], [r.priced.cost for r in rows],
             [r.priced.currency for r in rows],
-            [[line.to_json() for line in r.priced.lines] for r in rows],
+            [json.dumps([line.to_json() for line in r.priced.lines]) for r in rows],
             [r.error for r in rows], [r.error_type for r in rows], [r.created_at for r in rows],
             [r.started_at for r in rows], [r.finished_at for r in rows],
             [r.queue_time_s for r in rows], [r.run_time_s for r in rows]]

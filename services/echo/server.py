@@ -7,22 +7,10 @@ from typing import AsyncIterator
 import grpc
 
 from genmesh.errors import Internal, InvalidArgument
+from genmesh.services.echo.params import validate
 from genmesh.rpc import servicer_errors
 from genmesh.v1 import common_pb2, echo_pb2, echo_pb2_grpc
 from genmesh.worker import WorkerComponent, WorkerRuntime
-
-MAX_EVENTS = 10_000
-MAX_DELAY_MS = 60_000
-
-
-def validate(request: echo_pb2.EchoRequest) -> None:
-    if not 0 <= request.num_events <= MAX_EVENTS:
-        raise InvalidArgument(f"must be between 0 and {MAX_EVENTS}", field="num_events")
-    if not 0 <= request.delay_ms <= MAX_DELAY_MS:
-        raise InvalidArgument(f"must be between 0 and {MAX_DELAY_MS}", field="delay_ms")
-    if request.fail_with not in ("", "invalid_argument", "internal"):
-        raise InvalidArgument("must be invalid_argument or internal", field="fail_with")
-
 
 class EchoServicer(echo_pb2_grpc.EchoServicer):
     def __init__(self, runtime: WorkerRuntime) -> None:

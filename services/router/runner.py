@@ -74,6 +74,7 @@ class Runner:
     def _finish(self, spec: ModelSpec, task: Task, request: Message, model_id: str) -> Prepared:
         # Workers know models by catalog id (aliases resolved); apps keep the endpoint path.
         request.model_id = model_id if spec.task == "app" else spec.id
+        task.validate(request)
         return Prepared(spec, task, request, model_id)
 
     async def events(self, prep: Prepared, *, request_id: str, outcome: Outcome,

@@ -182,13 +182,43 @@ def test_tiny_whisper_yields_well_formed_segments(whisper: WhisperSTT) -> None:
     assert body["segments"][0]["tokens"] and body["segments"][0]["avg_logprob"] < 0
 
 
-def test_whisper_reads_long_audio_window_by_window(whisper: WhisperSTT) -> None:
-    windows: list[float] = []
-    transcript = whisper.transcribe(noise(40.0), 16000, language="en",
-                                    on_segment=lambda s: windows.append(s.seek / 100))
+def test_whisper_reads_long_audio_window_by_window(whisper: WhisperSTT,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    window_lengths: list[int] = []
+    features = whisper._features
+
+    def spy(chunk: np.ndarray) -> object:
+        window_lengths.append(len(chunk))
+        return features(chunk)
+
+    monkeypatch.setattr(whisper, "_features", spy)
+    transcript = whisper.transcribe(noise(40.0), 16000, language="en")
     assert_well_formed(transcript)
     assert transcript.language == "en"
-    assert len(set(windows)) >= 2 and max(windows) > 0  # more than one 30 s window was decoded
+    # 40 s = a full 30 s window, then the rest (the tiny model's last segment closes each window).
+    assert window_lengths == [30 * 16000, 10 * 16000]
+
+
+def _ts(seconds: float, whisper: WhisperSTT) -> int:
+    return whisper._timestamp_begin + round(seconds / 0.02)
+
+
+def test_whisper_window_split_follows_openai_seek_rule(whisper: WhisperSTT) -> None:
+    from genmesh.services.audio.stt_whisper import _Window
+
+    a, b = whisper.tokenizer(" hi", add_special_tokens=False).input_ids, [ord("x") - 33]
+    closed = [_ts(0, whisper), *a, _ts(2, whisper), _ts(2, whisper), *b, _ts(5, whisper)]
+    segments, consumed = whisper._split(_Window(closed, -1.0, None), 30.0)
+    assert [(s, e) for s, e, _, _ in segments] == [(0.0, 2.0), (2.0, 5.0)]
+    assert consumed == 30.0  # ended on a single timestamp: the window is done
+    open_ended = [_ts(0, whisper), *a, _ts(12, whisper), _ts(12, whisper), *b]
+    segments, consumed = whisper._split(_Window(open_ended, -1.0, None), 30.0)
+    assert [(s, e) for s, e, _, _ in segments] == [(0.0, 12.0)]
+    assert consumed == 12.0  # the unfinished text is decoded again from 12 s
+    beyond = [_ts(0, whisper), *a, _ts(3, whisper), _ts(9, whisper), *b, _ts(9.5, whisper)]
+    segments, consumed = whisper._split(_Window(beyond, -1.0, None), 8.0)
+    assert [(s, e) for s, e, _, _ in segments] == [(0.0, 3.0)]  # past the audio's end: dropped
+    assert consumed == 8.0
 
 
 def test_whisper_translates_with_prompt_and_word_timestamps(whisper: WhisperSTT) -> None:

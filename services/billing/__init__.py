@@ -1,0 +1,2 @@
+"""billing: the usage ledger (exactly once, from JetStream), pricing, usage/log/metrics queries
+and API keys."""
