@@ -7,6 +7,7 @@
 Kubernetes uses its native gRPC and HTTP probes instead; Docker has neither, so compose calls
 this. Exit status 0 means healthy, 1 unhealthy, 2 usage error.
 """
+
 from __future__ import annotations
 
 import sys

@@ -4,6 +4,7 @@ The schema is the one the check-jsonschema package vendors from the compose-spec
 Files are loaded with PyYAML, which resolves anchors and `<<` merge keys as Compose does;
 `${VAR}` interpolation is left as text (the schema accepts it wherever a string goes).
 """
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,18 @@ from typing import Any
 
 import jsonschema
 import yaml
-
 from mesh_facts import (
-    GENMESH_ENV, GPU_WORKERS, MIN_ROUTER_REPLICAS, REQUIRED_ENV, SERVICE_PORTS, WORKER_ENV, WORKERS,
-    argv_problem, as_int, is_genmesh, service_module,
+    GENMESH_ENV,
+    GPU_WORKERS,
+    MIN_ROUTER_REPLICAS,
+    REQUIRED_ENV,
+    SERVICE_PORTS,
+    WORKER_ENV,
+    WORKERS,
+    argv_problem,
+    as_int,
+    is_genmesh,
+    service_module,
 )
 
 Document = dict[str, Any]
@@ -38,7 +47,9 @@ def compose_schema_problems(document: Document, source: str) -> list[str]:
     # not as "not valid under any of the given schemas" of the enclosing oneOf.
     errors = [jsonschema.exceptions.best_match([e]) for e in validator.iter_errors(document)]
     errors.sort(key=lambda e: [str(p) for p in e.absolute_path])
-    return [f"{source}: {'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors]
+    return [
+        f"{source}: {'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors
+    ]
 
 
 def _environment(service: Document) -> dict[str, str]:
@@ -98,8 +109,13 @@ def _dependency_problems(where: str, service: Document, services: dict[str, Docu
         if other is None:
             problems.append(f"{where}: depends on missing service {target!r}")
         elif condition == "service_healthy" and "healthcheck" not in other:
-            problems.append(f"{where}: waits for {target} to be healthy, but {target} has no healthcheck")
-        elif condition == "service_completed_successfully" and str(other.get("restart", "no")) != "no":
+            problems.append(
+                f"{where}: waits for {target} to be healthy, but {target} has no healthcheck"
+            )
+        elif (
+            condition == "service_completed_successfully"
+            and str(other.get("restart", "no")) != "no"
+        ):
             problems.append(f"{where}: waits for {target} to complete, but {target} restarts")
     return problems
 
@@ -128,18 +144,26 @@ def _service_problems(where: str, name: str, module: str, service: Document) -> 
     return problems
 
 
-def compose_gpu_override_problems(document: Document, source: str = "compose.gpu.yaml") -> list[str]:
+def compose_gpu_override_problems(
+    document: Document, source: str = "compose.gpu.yaml"
+) -> list[str]:
     """The GPU override: one CUDA image for all, and a GPU for every GPU worker."""
     problems = compose_schema_problems(document, source)
     services = document.get("services") or {}
     images = {str(s.get("image")) for s in services.values()}
     if len(images) != 1:
-        problems.append(f"{source}: the override must give every genmesh service one image, "
-                        f"got {sorted(images)}")
+        problems.append(
+            f"{source}: the override must give every genmesh service one image, "
+            f"got {sorted(images)}"
+        )
     for name in sorted(GPU_WORKERS):
         service = services.get(name) or {}
-        reservations = ((service.get("deploy") or {}).get("resources") or {}).get("reservations") or {}
-        if not any("gpu" in (d.get("capabilities") or []) for d in reservations.get("devices") or []):
+        reservations = ((service.get("deploy") or {}).get("resources") or {}).get(
+            "reservations"
+        ) or {}
+        if not any(
+            "gpu" in (d.get("capabilities") or []) for d in reservations.get("devices") or []
+        ):
             problems.append(f"{source}: service {name}: reserves no GPU device")
         if _environment(service).get("GENMESH_DEVICE") != "cuda":
             problems.append(f"{source}: service {name}: must set GENMESH_DEVICE=cuda")

@@ -8,6 +8,7 @@ CI runs the same checks through tests/unit/test_deploy_manifests.py. The checks 
 in k8s_checks.py, compose_checks.py and dockerfile_checks.py; the facts they hold the files to
 in mesh_facts.py.
 """
+
 from __future__ import annotations
 
 import sys
@@ -23,9 +24,20 @@ from dockerfile_checks import dockerfile_problems  # noqa: E402
 from k8s_checks import KUBERNETES_VERSION, mesh_problems, schema_problems  # noqa: E402
 
 __all__ = [
-    "COMPOSE_FILE", "COMPOSE_GPU_FILE", "DOCKERFILE", "KUBERNETES_VERSION", "OVERLAYS", "Overlay",
-    "all_problems", "compose_gpu_override_problems", "compose_problems", "dockerfile_problems",
-    "load_compose", "mesh_problems", "render_overlay", "schema_problems",
+    "COMPOSE_FILE",
+    "COMPOSE_GPU_FILE",
+    "DOCKERFILE",
+    "KUBERNETES_VERSION",
+    "OVERLAYS",
+    "Overlay",
+    "all_problems",
+    "compose_gpu_override_problems",
+    "compose_problems",
+    "dockerfile_problems",
+    "load_compose",
+    "mesh_problems",
+    "render_overlay",
+    "schema_problems",
 ]
 
 DEPLOY_DIR = Path(__file__).resolve().parents[1]
@@ -56,7 +68,8 @@ def all_problems() -> dict[str, list[str]]:
     for name, overlay in OVERLAYS.items():
         objects = render_overlay(name)
         report[f"k8s overlay {name}"] = schema_problems(objects) + mesh_problems(
-            objects, gpu=overlay.gpu, variant=overlay.variant)
+            objects, gpu=overlay.gpu, variant=overlay.variant
+        )
     report["compose.yaml"] = compose_problems(load_compose(COMPOSE_FILE))
     report["compose.gpu.yaml"] = compose_gpu_override_problems(load_compose(COMPOSE_GPU_FILE))
     report["Dockerfile"] = dockerfile_problems(DOCKERFILE.read_text())

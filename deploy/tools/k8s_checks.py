@@ -5,21 +5,39 @@ deploy/schemas/keda-scaledobject.schema.json for KEDA ScaledObjects. Rules: one 
 services, ports and settings, probes, references, selectors, disruption budgets, autoscaling
 on the job queue, network isolation and GPU placement. Each check returns a list of problems.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jsonschema
 import kubernetes_validate
-
 import kustomize_lite
 from mesh_facts import (
-    GENMESH_ENV, GPU_PRODUCT_LABEL, GPU_RESOURCE, GPU_WORKERS, HTTP_SERVICES, METRICS_PORT,
-    MIN_ROUTER_REPLICAS, NATS_MONITOR_PORT, PART_OF_LABEL, PRIORITIES, QUANTITY, QUEUE_STREAM,
-    REQUIRED_ENV, SCALE_TO_ZERO, SERVICE_PORTS, WORKER_ENV, WORKERS, argv_problem, as_int,
-    is_genmesh, service_module,
+    GENMESH_ENV,
+    GPU_PRODUCT_LABEL,
+    GPU_RESOURCE,
+    GPU_WORKERS,
+    HTTP_SERVICES,
+    METRICS_PORT,
+    MIN_ROUTER_REPLICAS,
+    NATS_MONITOR_PORT,
+    PART_OF_LABEL,
+    PRIORITIES,
+    QUANTITY,
+    QUEUE_STREAM,
+    REQUIRED_ENV,
+    SCALE_TO_ZERO,
+    SERVICE_PORTS,
+    WORKER_ENV,
+    WORKERS,
+    argv_problem,
+    as_int,
+    is_genmesh,
+    service_module,
 )
 
 KEDA_SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "keda-scaledobject.schema.json"
@@ -39,14 +57,18 @@ def schema_problems(objects: Iterable[Object], version: str = KUBERNETES_VERSION
     for obj in objects:
         where = _where(obj)
         if obj.get("kind") == "ScaledObject":
-            problems += [f"{where}: {_json_path(e.absolute_path)}: {e.message}"
-                         for e in keda.iter_errors(obj)]
+            problems += [
+                f"{where}: {_json_path(e.absolute_path)}: {e.message}"
+                for e in keda.iter_errors(obj)
+            ]
             continue
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.SchemaNotFoundError:
-            problems.append(f"{where}: no schema for {obj.get('apiVersion')} {obj.get('kind')} "
-                            f"in Kubernetes {version}")
+            problems.append(
+                f"{where}: no schema for {obj.get('apiVersion')} {obj.get('kind')} "
+                f"in Kubernetes {version}"
+            )
         except kubernetes_validate.ValidationError as error:
             problems.append(f"{where}: {_json_path(error.path)}: {error.message}")
     return problems
@@ -117,7 +139,11 @@ def _pod_spec(obj: Object) -> Object:
 
 def _pod_labels(obj: Object) -> dict[str, str]:
     node: Any = obj
-    path = ("spec", "jobTemplate", "spec", "template") if obj["kind"] == "CronJob" else ("spec", "template")
+    path = (
+        ("spec", "jobTemplate", "spec", "template")
+        if obj["kind"] == "CronJob"
+        else ("spec", "template")
+    )
     for key in path:
         node = (node or {}).get(key)
     return ((node or {}).get("metadata") or {}).get("labels") or {}
@@ -164,12 +190,15 @@ def _image_problems(index: _Index, variant: str) -> list[str]:
             where = f"{_where(workload)} container {container.get('name')}"
             images.setdefault(container.get("image", ""), []).append(where)
             if container.get("command"):
-                problems.append(f"{where}: sets `command`, replacing the image's tini entrypoint; "
-                                "use `args`")
+                problems.append(
+                    f"{where}: sets `command`, replacing the image's tini entrypoint; use `args`"
+                )
             if (problem := argv_problem(argv)) is not None:
                 problems.append(f"{where}: {problem}")
     if len(images) > 1:
-        listing = "; ".join(f"{image}: {', '.join(users)}" for image, users in sorted(images.items()))
+        listing = "; ".join(
+            f"{image}: {', '.join(users)}" for image, users in sorted(images.items())
+        )
         problems.append(f"genmesh containers use {len(images)} images, not one: {listing}")
     for image in images:
         if variant not in (kustomize_lite.split_image(image)[1] or ""):
@@ -212,11 +241,15 @@ def _service_deployment_problems(index: _Index) -> list[str]:
         for container in _pod_spec(workload).get("containers", []):
             for probe in ("readinessProbe", "livenessProbe"):
                 if probe not in container:
-                    problems.append(f"{_where(workload)} container {container.get('name')}: no {probe}")
+                    problems.append(
+                        f"{_where(workload)} container {container.get('name')}: no {probe}"
+                    )
     return problems
 
 
-def _probe_problems(where: str, container: Object, service: str, port_name: str, port: int) -> list[str]:
+def _probe_problems(
+    where: str, container: Object, service: str, port_name: str, port: int
+) -> list[str]:
     problems = []
     for name in ("readinessProbe", "livenessProbe", "startupProbe"):
         probe = container.get(name)
@@ -242,7 +275,9 @@ def _effective_env(index: _Index, container: Object) -> set[str]:
     return names
 
 
-def _env_problems(index: _Index, where: str, container: Object, service: str, port: int) -> list[str]:
+def _env_problems(
+    index: _Index, where: str, container: Object, service: str, port: int
+) -> list[str]:
     problems = []
     env = _effective_env(index, container)
     for name in sorted(n for n in env if n.startswith("GENMESH_") and n not in GENMESH_ENV):
@@ -254,12 +289,16 @@ def _env_problems(index: _Index, where: str, container: Object, service: str, po
         return problems
     advertise = _env_value(container, "GENMESH_ADVERTISE_ADDR")
     if advertise != f"$(POD_IP):{port}":
-        problems.append(f"{where}: GENMESH_ADVERTISE_ADDR must be $(POD_IP):{port}, got {advertise!r}")
+        problems.append(
+            f"{where}: GENMESH_ADVERTISE_ADDR must be $(POD_IP):{port}, got {advertise!r}"
+        )
     names = [e.get("name") for e in container.get("env") or []]
     pod_ip = next((e for e in container.get("env") or [] if e.get("name") == "POD_IP"), {})
     if ((pod_ip.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") != "status.podIP":
         problems.append(f"{where}: POD_IP must come from the downward API (status.podIP)")
-    elif "GENMESH_ADVERTISE_ADDR" in names and names.index("POD_IP") > names.index("GENMESH_ADVERTISE_ADDR"):
+    elif "GENMESH_ADVERTISE_ADDR" in names and names.index("POD_IP") > names.index(
+        "GENMESH_ADVERTISE_ADDR"
+    ):
         problems.append(f"{where}: POD_IP must be defined before GENMESH_ADVERTISE_ADDR to expand")
     return problems
 
@@ -275,11 +314,7 @@ def _reference_problems(index: _Index) -> list[str]:
     for workload in index.workloads():
         where = _where(workload)
         spec = _pod_spec(workload)
-        templates = (workload.get("spec") or {}).get("volumeClaimTemplates") or []
-        volume_names = {v.get("name") for v in spec.get("volumes") or []}
-        volume_names |= {t["metadata"]["name"] for t in templates}
-
-        def need(kind: str, ref: Object, name_field: str, key: str | None, what: str) -> None:
+        for kind, ref, name_field, key, what in _references(workload):
             name = ref.get(name_field)
             obj = index.get(kind, name or "")
             if obj is None:
@@ -287,39 +322,58 @@ def _reference_problems(index: _Index) -> list[str]:
                     problems.append(f"{where}: {what} refers to missing {kind} {name!r}")
             elif key is not None and key not in (obj.get("data") or {}):
                 problems.append(f"{where}: {what} refers to missing key {key!r} of {kind} {name!r}")
-
+        templates = (workload.get("spec") or {}).get("volumeClaimTemplates") or []
+        volume_names = {v.get("name") for v in spec.get("volumes") or []}
+        volume_names |= {t["metadata"]["name"] for t in templates}
         for container in _containers(workload):
-            cname = container.get("name")
-            for source in container.get("envFrom") or []:
-                if "configMapRef" in source:
-                    need("ConfigMap", source["configMapRef"], "name", None, f"container {cname} envFrom")
-                if "secretRef" in source:
-                    need("Secret", source["secretRef"], "name", None, f"container {cname} envFrom")
-            for env in container.get("env") or []:
-                value_from = env.get("valueFrom") or {}
-                what = f"container {cname} env {env.get('name')}"
-                if "configMapKeyRef" in value_from:
-                    ref = value_from["configMapKeyRef"]
-                    need("ConfigMap", ref, "name", ref.get("key"), what)
-                if "secretKeyRef" in value_from:
-                    ref = value_from["secretKeyRef"]
-                    need("Secret", ref, "name", ref.get("key"), what)
             for mount in container.get("volumeMounts") or []:
                 if mount.get("name") not in volume_names:
-                    problems.append(f"{where}: container {cname} mounts undeclared volume "
-                                    f"{mount.get('name')!r}")
+                    problems.append(
+                        f"{where}: container {container.get('name')} mounts undeclared volume "
+                        f"{mount.get('name')!r}"
+                    )
         for volume in spec.get("volumes") or []:
-            what = f"volume {volume.get('name')}"
-            if "configMap" in volume:
-                for item in volume["configMap"].get("items") or [{}]:
-                    need("ConfigMap", volume["configMap"], "name", item.get("key"), what)
-            if "secret" in volume:
-                for item in volume["secret"].get("items") or [{}]:
-                    need("Secret", volume["secret"], "secretName", item.get("key"), what)
             claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
             if claim is not None and claim not in claims:
-                problems.append(f"{where}: {what} claims missing PersistentVolumeClaim {claim!r}")
+                problems.append(
+                    f"{where}: volume {volume.get('name')} claims missing "
+                    f"PersistentVolumeClaim {claim!r}"
+                )
     return problems
+
+
+def _references(workload: Object) -> Iterator[tuple[str, Object, str, str | None, str]]:
+    """(kind, reference, its name field, key or None, where) for each ConfigMap/Secret use."""
+    for container in _containers(workload):
+        cname = container.get("name")
+        for source in container.get("envFrom") or []:
+            if "configMapRef" in source:
+                yield (
+                    "ConfigMap",
+                    source["configMapRef"],
+                    "name",
+                    None,
+                    f"container {cname} envFrom",
+                )
+            if "secretRef" in source:
+                yield "Secret", source["secretRef"], "name", None, f"container {cname} envFrom"
+        for env in container.get("env") or []:
+            value_from = env.get("valueFrom") or {}
+            what = f"container {cname} env {env.get('name')}"
+            if "configMapKeyRef" in value_from:
+                ref = value_from["configMapKeyRef"]
+                yield "ConfigMap", ref, "name", ref.get("key"), what
+            if "secretKeyRef" in value_from:
+                ref = value_from["secretKeyRef"]
+                yield "Secret", ref, "name", ref.get("key"), what
+    for volume in _pod_spec(workload).get("volumes") or []:
+        what = f"volume {volume.get('name')}"
+        if "configMap" in volume:
+            for item in volume["configMap"].get("items") or [{}]:
+                yield "ConfigMap", volume["configMap"], "name", item.get("key"), what
+        if "secret" in volume:
+            for item in volume["secret"].get("items") or [{}]:
+                yield "Secret", volume["secret"], "secretName", item.get("key"), what
 
 
 def _quantity_problems(index: _Index) -> list[str]:
@@ -329,8 +383,10 @@ def _quantity_problems(index: _Index) -> list[str]:
             for section, amounts in (container.get("resources") or {}).items():
                 for resource, amount in (amounts or {}).items():
                     if not QUANTITY.match(str(amount)):
-                        problems.append(f"{_where(workload)} container {container.get('name')}: "
-                                        f"resources.{section}.{resource} {amount!r} is not a quantity")
+                        problems.append(
+                            f"{_where(workload)} container {container.get('name')}: "
+                            f"resources.{section}.{resource} {amount!r} is not a quantity"
+                        )
     return problems
 
 
@@ -340,11 +396,15 @@ def _selector_problems(index: _Index) -> list[str]:
     for controller in controllers:
         selector = _match_labels(controller)
         if not _matches(selector, _pod_labels(controller)):
-            problems.append(f"{_where(controller)}: selector {selector} does not match its own pod template")
+            problems.append(
+                f"{_where(controller)}: selector {selector} does not match its own pod template"
+            )
         for other in controllers:
             if other is not controller and _matches(selector, _pod_labels(other)):
-                problems.append(f"{_where(controller)}: selector {selector} also selects the pods "
-                                f"of {_where(other)}")
+                problems.append(
+                    f"{_where(controller)}: selector {selector} also selects the pods "
+                    f"of {_where(other)}"
+                )
     for service in index.of_kind("Service"):
         selector = service["spec"].get("selector") or {}
         targets = [w for w in index.workloads() if _matches(selector, _pod_labels(w))]
@@ -355,8 +415,9 @@ def _selector_problems(index: _Index) -> list[str]:
         for port in service["spec"].get("ports") or []:
             target = port.get("targetPort", port.get("port"))
             if not any(target in (p.get("name"), p.get("containerPort")) for p in container_ports):
-                problems.append(f"{_where(service)}: targetPort {target!r} is not a port of the pods "
-                                "it selects")
+                problems.append(
+                    f"{_where(service)}: targetPort {target!r} is not a port of the pods it selects"
+                )
     return problems
 
 
@@ -370,8 +431,10 @@ def _disruption_budget_problems(index: _Index) -> list[str]:
     for deployment in index.of_kind("Deployment"):
         covering = [b for b in budgets if _matches(_match_labels(b), _pod_labels(deployment))]
         if len(covering) != 1:
-            problems.append(f"{_where(deployment)}: covered by {len(covering)} PodDisruptionBudgets, "
-                            "needs exactly 1")
+            problems.append(
+                f"{_where(deployment)}: covered by {len(covering)} PodDisruptionBudgets, "
+                "needs exactly 1"
+            )
     return problems
 
 
@@ -379,7 +442,8 @@ def _autoscaling_problems(index: _Index) -> list[str]:
     """Every worker Deployment scales with KEDA on its service's two queue consumers."""
     problems = []
     nats_services = {
-        s["metadata"]["name"] for s in index.of_kind("Service")
+        s["metadata"]["name"]
+        for s in index.of_kind("Service")
         if any(p.get("port") == NATS_MONITOR_PORT for p in s["spec"].get("ports") or [])
     }
     scalers: dict[str, int] = {}
@@ -389,8 +453,10 @@ def _autoscaling_problems(index: _Index) -> list[str]:
         target_ref = spec.get("scaleTargetRef") or {}
         target = index.get(target_ref.get("kind", "Deployment"), target_ref.get("name", ""))
         if target is None:
-            problems.append(f"{where}: scales missing {target_ref.get('kind', 'Deployment')} "
-                            f"{target_ref.get('name')!r}")
+            problems.append(
+                f"{where}: scales missing {target_ref.get('kind', 'Deployment')} "
+                f"{target_ref.get('name')!r}"
+            )
             continue
         scalers[target["metadata"]["name"]] = scalers.get(target["metadata"]["name"], 0) + 1
         service = _deployment_service(target)
@@ -398,51 +464,69 @@ def _autoscaling_problems(index: _Index) -> list[str]:
             problems.append(f"{where}: scales {_where(target)}, which is not a queue-fed worker")
             continue
         if "replicas" in target["spec"]:
-            problems.append(f"{_where(target)}: sets spec.replicas, which fights {where}; "
-                            "leave it to KEDA")
+            problems.append(
+                f"{_where(target)}: sets spec.replicas, which fights {where}; leave it to KEDA"
+            )
         low, high = as_int(spec.get("minReplicaCount", 0)), as_int(spec.get("maxReplicaCount", 100))
         if low is not None and high is not None and low > high:
             problems.append(f"{where}: minReplicaCount {low} > maxReplicaCount {high}")
         # Extra GPU classes may rest at zero; the service's default Deployment may not.
         is_default = target["metadata"]["name"] == service
         if service not in SCALE_TO_ZERO and is_default and low is not None and low < 1:
-            problems.append(f"{where}: {service} must keep at least one replica (minReplicaCount >= 1)")
+            problems.append(
+                f"{where}: {service} must keep at least one replica (minReplicaCount >= 1)"
+            )
         problems += _trigger_problems(where, scaled_object, service, nats_services)
     for service, deployments in index.deployments_by_service().items():
         for deployment in deployments if service in WORKERS else ():
             count = scalers.get(deployment["metadata"]["name"], 0)
             if count != 1:
-                problems.append(f"{_where(deployment)}: scaled by {count} ScaledObjects, needs exactly 1")
+                problems.append(
+                    f"{_where(deployment)}: scaled by {count} ScaledObjects, needs exactly 1"
+                )
     return problems
 
 
-def _trigger_problems(where: str, scaled_object: Object, service: str, nats_services: set[str]) -> list[str]:
+def _trigger_problems(
+    where: str, scaled_object: Object, service: str, nats_services: set[str]
+) -> list[str]:
     problems = []
     namespace = scaled_object["metadata"].get("namespace")
     consumers = set()
     for trigger in (scaled_object.get("spec") or {}).get("triggers") or []:
         meta = trigger.get("metadata") or {}
         if trigger.get("type") != "nats-jetstream":
-            problems.append(f"{where}: trigger {trigger.get('type')!r}; workers scale on "
-                            "nats-jetstream lag")
+            problems.append(
+                f"{where}: trigger {trigger.get('type')!r}; workers scale on nats-jetstream lag"
+            )
             continue
         if meta.get("stream") != QUEUE_STREAM:
-            problems.append(f"{where}: stream {meta.get('stream')!r}, the job queue is {QUEUE_STREAM}")
+            problems.append(
+                f"{where}: stream {meta.get('stream')!r}, the job queue is {QUEUE_STREAM}"
+            )
         consumers.add(meta.get("consumer"))
         host, _, port = meta.get("natsServerMonitoringEndpoint", "").partition(":")
         name, _, domain = host.partition(".")
         if port != str(NATS_MONITOR_PORT) or name not in nats_services:
-            problems.append(f"{where}: natsServerMonitoringEndpoint {host}:{port} is not a Service "
-                            f"exposing NATS monitoring on {NATS_MONITOR_PORT}")
+            problems.append(
+                f"{where}: natsServerMonitoringEndpoint {host}:{port} is not a Service "
+                f"exposing NATS monitoring on {NATS_MONITOR_PORT}"
+            )
         elif not domain:
-            problems.append(f"{where}: natsServerMonitoringEndpoint {host} needs its namespace "
-                            "(<service>.<namespace>.svc): KEDA resolves it from its own namespace")
+            problems.append(
+                f"{where}: natsServerMonitoringEndpoint {host} needs its namespace "
+                "(<service>.<namespace>.svc): KEDA resolves it from its own namespace"
+            )
         elif domain.split(".")[0] != namespace:
-            problems.append(f"{where}: natsServerMonitoringEndpoint names namespace "
-                            f"{domain.split('.')[0]!r}, the mesh is in {namespace!r}")
+            problems.append(
+                f"{where}: natsServerMonitoringEndpoint names namespace "
+                f"{domain.split('.')[0]!r}, the mesh is in {namespace!r}"
+            )
     wanted = {f"queue-{service}-{priority}" for priority in PRIORITIES}
     if consumers != wanted:
-        problems.append(f"{where}: consumers {sorted(c for c in consumers if c)}, expected {sorted(wanted)}")
+        problems.append(
+            f"{where}: consumers {sorted(c for c in consumers if c)}, expected {sorted(wanted)}"
+        )
     return problems
 
 
@@ -450,10 +534,16 @@ def _network_policy_problems(index: _Index) -> list[str]:
     """Ingress denied by default; only the edge open to the outside; the mesh open to itself."""
     problems = []
     policies = index.of_kind("NetworkPolicy")
-    if not any(p["spec"].get("podSelector") == {} and "Ingress" in (p["spec"].get("policyTypes") or [])
-               and not p["spec"].get("ingress") for p in policies):
-        problems.append("no default-deny ingress NetworkPolicy (podSelector {}, policyTypes [Ingress], "
-                        "no rules)")
+    if not any(
+        p["spec"].get("podSelector") == {}
+        and "Ingress" in (p["spec"].get("policyTypes") or [])
+        and not p["spec"].get("ingress")
+        for p in policies
+    ):
+        problems.append(
+            "no default-deny ingress NetworkPolicy (podSelector {}, policyTypes [Ingress], "
+            "no rules)"
+        )
     edge_port = SERVICE_PORTS["edge"]
     edge_reachable = False
     for policy in policies:
@@ -465,25 +555,31 @@ def _network_policy_problems(index: _Index) -> list[str]:
             ports = {p.get("port") for p in rule.get("ports") or []}
             if not peers or any("ipBlock" in peer for peer in peers):
                 if not only_edge:
-                    problems.append(f"{where}: admits traffic from outside the mesh to pods other "
-                                    "than the edge")
+                    problems.append(
+                        f"{where}: admits traffic from outside the mesh to pods other than the edge"
+                    )
                 elif ports and ports <= {edge_port, "http"}:
                     edge_reachable = True
                 else:
-                    problems.append(f"{where}: opens edge ports {sorted(map(str, ports)) or 'all'} "
-                                    "beyond its HTTP port")
+                    problems.append(
+                        f"{where}: opens edge ports {sorted(map(str, ports)) or 'all'} "
+                        "beyond its HTTP port"
+                    )
             elif any("namespaceSelector" in peer for peer in peers):
                 if not (ports and ports <= {NATS_MONITOR_PORT, METRICS_PORT}):
-                    problems.append(f"{where}: admits other namespaces on ports "
-                                    f"{sorted(map(str, ports)) or 'all'}; only NATS monitoring "
-                                    f"({NATS_MONITOR_PORT}) and metrics ({METRICS_PORT}) may be")
+                    problems.append(
+                        f"{where}: admits other namespaces on ports "
+                        f"{sorted(map(str, ports)) or 'all'}; only NATS monitoring "
+                        f"({NATS_MONITOR_PORT}) and metrics ({METRICS_PORT}) may be"
+                    )
     if not edge_reachable:
         problems.append("no NetworkPolicy admits outside traffic to the edge's HTTP port")
     key, value = PART_OF_LABEL
     for workload in index.workloads():
         if _pod_labels(workload).get(key) != value:
-            problems.append(f"{_where(workload)}: pods lack {key}={value}, so the mesh's policies "
-                            "shut them out")
+            problems.append(
+                f"{_where(workload)}: pods lack {key}={value}, so the mesh's policies shut them out"
+            )
     return problems
 
 
@@ -498,15 +594,21 @@ def _gpu_problems(index: _Index, gpu: bool) -> list[str]:
         request = (resources.get("requests") or {}).get(GPU_RESOURCE)
         if not (gpu and _deployment_service(deployment) in GPU_WORKERS):
             if limit or request:
-                problems.append(f"{where}: requests {GPU_RESOURCE} but is not a GPU worker of a GPU overlay")
+                problems.append(
+                    f"{where}: requests {GPU_RESOURCE} but is not a GPU worker of a GPU overlay"
+                )
             continue
         spec = _pod_spec(deployment)
         if (as_int(limit) or 0) < 1:
             problems.append(f"{where}: GPU worker without a {GPU_RESOURCE} limit")
         if request is not None and request != limit:
-            problems.append(f"{where}: {GPU_RESOURCE} request {request} differs from its limit {limit}")
+            problems.append(
+                f"{where}: {GPU_RESOURCE} request {request} differs from its limit {limit}"
+            )
         if not (spec.get("nodeSelector") or {}).get(GPU_PRODUCT_LABEL):
-            problems.append(f"{where}: GPU worker without a {GPU_PRODUCT_LABEL} nodeSelector (its GPU class)")
+            problems.append(
+                f"{where}: GPU worker without a {GPU_PRODUCT_LABEL} nodeSelector (its GPU class)"
+            )
         if not any(t.get("key") == GPU_RESOURCE for t in spec.get("tolerations") or []):
             problems.append(f"{where}: GPU worker does not tolerate the {GPU_RESOURCE} node taint")
         if _env_value(container, "GENMESH_DEVICE") != "cuda":

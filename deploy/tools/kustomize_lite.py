@@ -17,6 +17,7 @@ Anything outside this subset raises :class:`UnsupportedKustomization` rather tha
 rendered wrongly. tests/unit/test_deploy_manifests.py also compares this renderer's output
 with `kubectl kustomize` wherever kubectl is installed.
 """
+
 from __future__ import annotations
 
 import base64
@@ -24,9 +25,10 @@ import copy
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -34,8 +36,15 @@ __all__ = ["KustomizeError", "UnsupportedKustomization", "render"]
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 SUPPORTED_FIELDS = {
-    "apiVersion", "kind", "resources", "namespace", "labels", "images", "patches",
-    "configMapGenerator", "secretGenerator",
+    "apiVersion",
+    "kind",
+    "resources",
+    "namespace",
+    "labels",
+    "images",
+    "patches",
+    "configMapGenerator",
+    "secretGenerator",
 }
 GENERATOR_FIELDS = {"name", "behavior", "envs", "literals"}
 SECRET_GENERATOR_FIELDS = GENERATOR_FIELDS | {"type"}
@@ -44,9 +53,19 @@ IMAGES_FIELDS = {"name", "newName", "newTag", "digest"}
 PATCH_FIELDS = {"path"}
 
 CLUSTER_SCOPED_KINDS = {
-    "Namespace", "Node", "PersistentVolume", "StorageClass", "CustomResourceDefinition",
-    "ClusterRole", "ClusterRoleBinding", "PriorityClass", "IngressClass", "RuntimeClass",
-    "CSIDriver", "APIService", "ValidatingWebhookConfiguration",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "StorageClass",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PriorityClass",
+    "IngressClass",
+    "RuntimeClass",
+    "CSIDriver",
+    "APIService",
+    "ValidatingWebhookConfiguration",
     "MutatingWebhookConfiguration",
 }
 # Objects whose references kustomize rewrites in ways this renderer does not implement.
@@ -115,7 +134,8 @@ class _Build:
 
     def find(self, kind: str, name: str, namespace: str | None = None) -> _Resource | None:
         matches = [
-            r for r in self.resources
+            r
+            for r in self.resources
             if r.kind == kind and r.name == name and (namespace is None or r.namespace == namespace)
         ]
         if len(matches) > 1:
@@ -124,7 +144,9 @@ class _Build:
 
     def add(self, resource: _Resource) -> None:
         if any(r.key() == resource.key() for r in self.resources):
-            raise KustomizeError(f"duplicate object {resource.kind}/{resource.name} from {resource.origin}")
+            raise KustomizeError(
+                f"duplicate object {resource.kind}/{resource.name} from {resource.origin}"
+            )
         self.resources.append(resource)
 
 
@@ -193,7 +215,9 @@ def _load_objects(path: Path) -> Iterator[dict[str, Any]]:
     for obj in yaml.safe_load_all(path.read_text()):
         if obj is None:
             continue
-        if not isinstance(obj, dict) or not all(k in obj for k in ("apiVersion", "kind", "metadata")):
+        if not isinstance(obj, dict) or not all(
+            k in obj for k in ("apiVersion", "kind", "metadata")
+        ):
             raise KustomizeError(f"{path}: every document needs apiVersion, kind and metadata")
         if not obj["metadata"].get("name"):
             raise KustomizeError(f"{path}: {obj['kind']} without metadata.name")
@@ -205,10 +229,14 @@ def _load_objects(path: Path) -> Iterator[dict[str, Any]]:
 # ------------------------------------------------------------------------------- generators
 
 
-def _generate(build: _Build, directory: Path, spec: dict[str, Any], kind: str, allowed: set[str]) -> None:
+def _generate(
+    build: _Build, directory: Path, spec: dict[str, Any], kind: str, allowed: set[str]
+) -> None:
     unsupported = set(spec) - allowed
     if unsupported:
-        raise UnsupportedKustomization(f"{directory}: {kind} generator fields {sorted(unsupported)}")
+        raise UnsupportedKustomization(
+            f"{directory}: {kind} generator fields {sorted(unsupported)}"
+        )
     name = spec.get("name")
     if not name:
         raise KustomizeError(f"{directory}: {kind} generator without a name")
@@ -226,13 +254,21 @@ def _generate(build: _Build, directory: Path, spec: dict[str, Any], kind: str, a
     existing = build.find(kind, name)
     if behavior == "create":
         if existing is not None:
-            raise KustomizeError(f"{directory}: {kind}/{name} already exists; use behavior merge or replace")
-        build.add(_Resource(_generated_object(kind, name, pairs, spec), generated=True, origin=str(directory)))
+            raise KustomizeError(
+                f"{directory}: {kind}/{name} already exists; use behavior merge or replace"
+            )
+        build.add(
+            _Resource(
+                _generated_object(kind, name, pairs, spec), generated=True, origin=str(directory)
+            )
+        )
         return
     if behavior not in ("merge", "replace"):
         raise KustomizeError(f"{directory}: unknown generator behavior {behavior!r}")
     if existing is None or not existing.generated:
-        raise KustomizeError(f"{directory}: behavior {behavior} but no generated {kind}/{name} to {behavior}")
+        raise KustomizeError(
+            f"{directory}: behavior {behavior} but no generated {kind}/{name} to {behavior}"
+        )
     data = dict(_decoded_data(existing.obj)) if behavior == "merge" else {}
     data.update(pairs)
     fresh = _generated_object(kind, name, data, spec)
@@ -259,7 +295,9 @@ def _read_env_file(path: Path) -> Iterator[tuple[str, str]]:
             raise KustomizeError(f"{path}:{number}: {key!r} is not a valid variable name")
         if not sep:
             # kustomize would read the value from its own environment: not reproducible.
-            raise UnsupportedKustomization(f"{path}:{number}: {key} has no '=' (value from the environment)")
+            raise UnsupportedKustomization(
+                f"{path}:{number}: {key} has no '=' (value from the environment)"
+            )
         yield key, value
 
 
@@ -269,13 +307,23 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _generated_object(kind: str, name: str, pairs: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
+def _generated_object(
+    kind: str, name: str, pairs: dict[str, str], spec: dict[str, Any]
+) -> dict[str, Any]:
     if kind == "ConfigMap":
-        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": dict(pairs)}
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "data": dict(pairs),
+        }
     encoded = {k: _base64_lines(v) for k, v in pairs.items()}
     return {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-        "type": spec.get("type", "Opaque"), "data": encoded,
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "type": spec.get("type", "Opaque"),
+        "data": encoded,
     }
 
 
@@ -285,7 +333,7 @@ def _base64_lines(value: str) -> str:
     encoded = base64.b64encode(value.encode()).decode()
     if len(encoded) < 70:
         return encoded
-    return "".join(encoded[i:i + 70] + "\n" for i in range(0, len(encoded), 70))
+    return "".join(encoded[i : i + 70] + "\n" for i in range(0, len(encoded), 70))
 
 
 def _decoded_data(obj: dict[str, Any]) -> dict[str, str]:
@@ -300,15 +348,23 @@ def _decoded_data(obj: dict[str, Any]) -> dict[str, str]:
 
 def _apply_patch_file(build: _Build, directory: Path, entry: dict[str, Any]) -> None:
     if not isinstance(entry, dict) or set(entry) - PATCH_FIELDS or "path" not in entry:
-        raise UnsupportedKustomization(f"{directory}: patches entries must be {{path: FILE}} only, got {entry!r}")
+        raise UnsupportedKustomization(
+            f"{directory}: patches entries must be {{path: FILE}} only, got {entry!r}"
+        )
     path = directory / entry["path"]
     if not path.is_file():
         raise KustomizeError(f"{directory}: patch {entry['path']!r} does not exist")
     for patch in yaml.safe_load_all(path.read_text()):
         if patch is None:
             continue
-        if not isinstance(patch, dict) or "kind" not in patch or not patch.get("metadata", {}).get("name"):
-            raise UnsupportedKustomization(f"{path}: only strategic-merge patches with kind and metadata.name")
+        if (
+            not isinstance(patch, dict)
+            or "kind" not in patch
+            or not patch.get("metadata", {}).get("name")
+        ):
+            raise UnsupportedKustomization(
+                f"{path}: only strategic-merge patches with kind and metadata.name"
+            )
         meta = patch["metadata"]
         target = build.find(patch["kind"], meta["name"], meta.get("namespace"))
         if target is None:
@@ -320,13 +376,26 @@ def _apply_patch_file(build: _Build, directory: Path, entry: dict[str, Any]) -> 
 def _merge_key(kind: str, path: tuple[str, ...]) -> str | None:
     """The strategic-merge key of the list at `path` ([] marks list items), or None: replace."""
     last = path[-1]
-    inside_container = len(path) >= 3 and path[-2] == "[]" and path[-3] in (
-        "containers", "initContainers", "ephemeralContainers")
-    if last in ("containers", "initContainers", "ephemeralContainers", "volumes", "imagePullSecrets"):
+    inside_container = (
+        len(path) >= 3
+        and path[-2] == "[]"
+        and path[-3] in ("containers", "initContainers", "ephemeralContainers")
+    )
+    if last in (
+        "containers",
+        "initContainers",
+        "ephemeralContainers",
+        "volumes",
+        "imagePullSecrets",
+    ):
         return "name"
     if inside_container:
-        return {"env": "name", "volumeMounts": "mountPath", "ports": "containerPort",
-                "volumeDevices": "devicePath"}.get(last)
+        return {
+            "env": "name",
+            "volumeMounts": "mountPath",
+            "ports": "containerPort",
+            "volumeDevices": "devicePath",
+        }.get(last)
     if last == "ports" and kind == "Service" and path == ("spec", "ports"):
         return "port"
     if last == "topologySpreadConstraints":
@@ -361,9 +430,15 @@ def _merge(base: Any, patch: Any, kind: str, path: tuple[str, ...]) -> Any:
             if not isinstance(item, dict) or key not in item:
                 raise KustomizeError(f"{kind}: item of {'/'.join(path)} lacks merge key {key!r}")
             original = by_key.get(item[key])
-            merged.append(copy.deepcopy(item) if original is None else _merge(original, item, kind, path + ("[]",)))
+            merged.append(
+                copy.deepcopy(item)
+                if original is None
+                else _merge(original, item, kind, path + ("[]",))
+            )
         named = {item[key] for item in patch}
-        merged.extend(copy.deepcopy(b) for b in base if not (isinstance(b, dict) and b.get(key) in named))
+        merged.extend(
+            copy.deepcopy(b) for b in base if not (isinstance(b, dict) and b.get(key) in named)
+        )
         return merged
     return copy.deepcopy(patch)
 
@@ -382,7 +457,9 @@ def _add_labels(build: _Build, entry: dict[str, Any]) -> None:
     if unsupported:
         raise UnsupportedKustomization(f"labels fields {sorted(unsupported)}")
     if entry.get("includeSelectors"):
-        raise UnsupportedKustomization("labels.includeSelectors (selectors are immutable: keep them explicit)")
+        raise UnsupportedKustomization(
+            "labels.includeSelectors (selectors are immutable: keep them explicit)"
+        )
     pairs = {str(k): str(v) for k, v in (entry.get("pairs") or {}).items()}
     for resource in build.resources:
         resource.obj["metadata"].setdefault("labels", {}).update(pairs)
@@ -418,7 +495,7 @@ def split_image(image: str) -> tuple[str, str | None, str | None]:
     colon = name.rfind(":")
     tag = None
     if colon > slash:
-        name, tag = name[:colon], name[colon + 1:]
+        name, tag = name[:colon], name[colon + 1 :]
     return name, tag, digest or None
 
 
@@ -461,27 +538,29 @@ def _add_name_hashes(build: _Build) -> None:
             renames[(resource.kind, resource.namespace, resource.name)] = new_name
             resource.obj["metadata"]["name"] = new_name
     for resource, spec in _pod_specs(build.resources):
-        namespace = resource.namespace
+        for kind, holder, key in _name_references(spec):
+            target = (kind, resource.namespace, holder.get(key))
+            if target in renames:
+                holder[key] = renames[target]
 
-        def rename(kind: str, holder: dict[str, Any] | None, key: str) -> None:
-            if holder and (kind, namespace, holder.get(key)) in renames:
-                holder[key] = renames[(kind, namespace, holder[key])]
 
-        for group in ("initContainers", "containers", "ephemeralContainers"):
-            for container in spec.get(group, []):
-                for source in container.get("envFrom", []):
-                    rename("ConfigMap", source.get("configMapRef"), "name")
-                    rename("Secret", source.get("secretRef"), "name")
-                for env in container.get("env", []):
-                    value_from = env.get("valueFrom") or {}
-                    rename("ConfigMap", value_from.get("configMapKeyRef"), "name")
-                    rename("Secret", value_from.get("secretKeyRef"), "name")
-        for volume in spec.get("volumes", []):
-            rename("ConfigMap", volume.get("configMap"), "name")
-            rename("Secret", volume.get("secret"), "secretName")
-            for source in (volume.get("projected") or {}).get("sources", []):
-                rename("ConfigMap", source.get("configMap"), "name")
-                rename("Secret", source.get("secret"), "name")
+def _name_references(spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(kind, mapping, key) for every ConfigMap or Secret name in a pod spec."""
+    for group in ("initContainers", "containers", "ephemeralContainers"):
+        for container in spec.get(group, []):
+            for source in container.get("envFrom", []):
+                yield "ConfigMap", source.get("configMapRef") or {}, "name"
+                yield "Secret", source.get("secretRef") or {}, "name"
+            for env in container.get("env", []):
+                value_from = env.get("valueFrom") or {}
+                yield "ConfigMap", value_from.get("configMapKeyRef") or {}, "name"
+                yield "Secret", value_from.get("secretKeyRef") or {}, "name"
+    for volume in spec.get("volumes", []):
+        yield "ConfigMap", volume.get("configMap") or {}, "name"
+        yield "Secret", volume.get("secret") or {}, "secretName"
+        for source in (volume.get("projected") or {}).get("sources", []):
+            yield "ConfigMap", source.get("configMap") or {}, "name"
+            yield "Secret", source.get("secret") or {}, "name"
 
 
 def _content_hash(obj: dict[str, Any]) -> str:
@@ -495,8 +574,13 @@ def _content_hash(obj: dict[str, Any]) -> str:
         fields["type"] = obj.get("type", "")
     # Go's encoding/json: sorted keys, no spaces, and <, >, & escaped for HTML.
     encoded = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    for char, escape in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"),
-                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, escape in (
+        ("&", "\\u0026"),
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         encoded = encoded.replace(char, escape)
     digest = hashlib.sha256(encoded.encode()).hexdigest()[:10]
     # Avoid strings that could read as words or numbers, exactly as kustomize does.

@@ -3,15 +3,22 @@
 The checks in k8s_checks.py, compose_checks.py and dockerfile_checks.py hold the deployment
 files to these facts; change them here when the mesh changes.
 """
+
 from __future__ import annotations
 
 import re
 
 # Every service is `python -m genmesh.services.<name>`, listening on this port.
 SERVICE_PORTS = {
-    "router": 50051, "billing": 50052, "edge": 8080,
-    "echo": 50060, "imagegen": 50061, "videogen": 50062,
-    "audio": 50063, "llm": 50064, "apps": 50065,
+    "router": 50051,
+    "billing": 50052,
+    "edge": 8080,
+    "echo": 50060,
+    "imagegen": 50061,
+    "videogen": 50062,
+    "audio": 50063,
+    "llm": 50064,
+    "apps": 50065,
 }
 HTTP_SERVICES = frozenset({"edge"})
 WORKERS = frozenset({"echo", "imagegen", "videogen", "audio", "llm", "apps"})
@@ -28,21 +35,50 @@ PRIORITIES = ("normal", "low")
 NATS_MONITOR_PORT = 8222
 
 # The GENMESH_* variables the services read; anything else is a typo.
-GENMESH_ENV = frozenset({
-    "GENMESH_NATS_URL", "GENMESH_DATABASE_URL", "GENMESH_S3_BUCKET", "GENMESH_S3_ENDPOINT_URL",
-    "GENMESH_S3_REGION", "GENMESH_S3_ACCESS_KEY_ID", "GENMESH_S3_SECRET_ACCESS_KEY",
-    "GENMESH_API_KEY", "GENMESH_SIGNING_SECRET", "GENMESH_HOST", "GENMESH_PORT",
-    "GENMESH_ROUTER_ADDR", "GENMESH_BILLING_ADDR", "GENMESH_PUBLIC_URL", "GENMESH_DATA_DIR",
-    "GENMESH_MODELS_DIR", "GENMESH_DEVICE", "GENMESH_ZONE", "GENMESH_WORKER_CAPACITY",
-    "GENMESH_LOG_LEVEL", "GENMESH_METRICS_PORT", "GENMESH_ADVERTISE_ADDR",
-})
+GENMESH_ENV = frozenset(
+    {
+        "GENMESH_NATS_URL",
+        "GENMESH_DATABASE_URL",
+        "GENMESH_S3_BUCKET",
+        "GENMESH_S3_ENDPOINT_URL",
+        "GENMESH_S3_REGION",
+        "GENMESH_S3_ACCESS_KEY_ID",
+        "GENMESH_S3_SECRET_ACCESS_KEY",
+        "GENMESH_API_KEY",
+        "GENMESH_SIGNING_SECRET",
+        "GENMESH_HOST",
+        "GENMESH_PORT",
+        "GENMESH_ROUTER_ADDR",
+        "GENMESH_BILLING_ADDR",
+        "GENMESH_PUBLIC_URL",
+        "GENMESH_DATA_DIR",
+        "GENMESH_MODELS_DIR",
+        "GENMESH_DEVICE",
+        "GENMESH_ZONE",
+        "GENMESH_WORKER_CAPACITY",
+        "GENMESH_LOG_LEVEL",
+        "GENMESH_METRICS_PORT",
+        "GENMESH_ADVERTISE_ADDR",
+    }
+)
 # What every long-running genmesh container must be given; workers also WORKER_ENV.
-REQUIRED_ENV = frozenset({
-    "GENMESH_NATS_URL", "GENMESH_DATABASE_URL", "GENMESH_HOST", "GENMESH_PORT",
-    "GENMESH_ROUTER_ADDR", "GENMESH_BILLING_ADDR", "GENMESH_METRICS_PORT", "GENMESH_MODELS_DIR",
-    "GENMESH_S3_BUCKET", "GENMESH_S3_ACCESS_KEY_ID", "GENMESH_S3_SECRET_ACCESS_KEY",
-    "GENMESH_API_KEY", "GENMESH_SIGNING_SECRET",
-})
+REQUIRED_ENV = frozenset(
+    {
+        "GENMESH_NATS_URL",
+        "GENMESH_DATABASE_URL",
+        "GENMESH_HOST",
+        "GENMESH_PORT",
+        "GENMESH_ROUTER_ADDR",
+        "GENMESH_BILLING_ADDR",
+        "GENMESH_METRICS_PORT",
+        "GENMESH_MODELS_DIR",
+        "GENMESH_S3_BUCKET",
+        "GENMESH_S3_ACCESS_KEY_ID",
+        "GENMESH_S3_SECRET_ACCESS_KEY",
+        "GENMESH_API_KEY",
+        "GENMESH_SIGNING_SECRET",
+    }
+)
 WORKER_ENV = frozenset({"GENMESH_ADVERTISE_ADDR"})
 
 # Kubernetes specifics.
@@ -77,8 +113,10 @@ def argv_problem(argv: list[str]) -> str | None:
         return f"unknown service module genmesh.services.{module}"
     if tuple(argv) in CLI_COMMANDS:
         return None
-    return (f"runs {' '.join(argv)!r}, not `python -m genmesh.services.<name>` "
-            "or a known `genmesh` command")
+    return (
+        f"runs {' '.join(argv)!r}, not `python -m genmesh.services.<name>` "
+        "or a known `genmesh` command"
+    )
 
 
 def as_int(value: object) -> int | None:

@@ -44,7 +44,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             printable.append(b)
             chars.append(256 + extra)
             extra += 1
-    return dict(zip(printable, (chr(c) for c in chars)))
+    return dict(zip(printable, (chr(c) for c in chars), strict=True))
 
 
 def _whisper_specials() -> list[str]:
@@ -66,8 +66,8 @@ def _whisper_processor(directory: Path) -> object:
         vocab.setdefault(token, len(vocab))
     vocab["<|endoftext|>"] = len(vocab)
     tokenizer = WhisperTokenizer(vocab=vocab, merges=list(_WHISPER_MERGES))
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in _whisper_specials()],
-                         special_tokens=True)
+    specials = [AddedToken(t, special=True, normalized=False) for t in _whisper_specials()]
+    tokenizer.add_tokens(specials, special_tokens=True)
     # Timestamp tokens are added but not special, exactly as in the released checkpoints:
     # decode() drops them through its own filter, and they sit right after the last special id.
     tokenizer.add_tokens([AddedToken(f"<|{i * 0.02:.2f}|>", normalized=False)
@@ -117,7 +117,8 @@ def build_tiny_vits(directory: Path) -> None:
     from transformers import VitsConfig, VitsModel, VitsTokenizer
 
     directory.mkdir(parents=True, exist_ok=True)
-    vocab = {"<pad>": 0} | {ch: i + 1 for i, ch in enumerate(_VITS_CHARS)} | {"<unk>": len(_VITS_CHARS) + 1}
+    vocab = {"<pad>": 0} | {ch: i + 1 for i, ch in enumerate(_VITS_CHARS)}
+    vocab["<unk>"] = len(vocab)
     with tempfile.TemporaryDirectory() as tmp:
         vocab_file = Path(tmp) / "vocab.json"
         vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), "utf-8")

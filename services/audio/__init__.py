@@ -1,1 +1,5 @@
-"""Speech to text and text to speech: decoding uploads, recognisers, voices, encoders, subtitles."""
+"""Speech to text and text to speech, the compute core of the audio worker.
+
+decode (uploads -> samples), stt + stt_pocketsphinx / stt_whisper (recognisers), subtitles
+(response formats), tts + tts_espeak / tts_vits (speech engines), voices, encode (streamed files).
+"""

@@ -33,7 +33,7 @@ class DecodedAudio:
 
 
 def sniff_format(data: bytes) -> str | None:
-    """The demuxer for these bytes, recognised by magic numbers; None when not an audio container."""
+    """The demuxer for these bytes, recognised by magic numbers; None for anything else."""
     head = data[:16]
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return "wav"
@@ -59,8 +59,8 @@ def decode_audio(data: bytes, *, sample_rate: int = 16000, max_bytes: int = MAX_
     if not data:
         raise InvalidArgument("the audio file is empty", field=field)
     if len(data) > max_bytes:
-        raise InvalidArgument(f"the audio file is {len(data)} bytes; the limit is {max_bytes} bytes",
-                              field=field)
+        raise InvalidArgument(f"the audio file is {len(data)} bytes; the limit is {max_bytes} "
+                              "bytes", field=field)
     fmt = sniff_format(data)
     if fmt is None:
         raise InvalidArgument(f"unrecognised audio format; expected {SUPPORTED}", field=field)
@@ -68,7 +68,8 @@ def decode_audio(data: bytes, *, sample_rate: int = 16000, max_bytes: int = MAX_
     try:
         container = av.open(io.BytesIO(data), mode="r", format=fmt)
     except (av.error.FFmpegError, ValueError) as exc:
-        raise InvalidArgument(f"could not read the {fmt} audio: {_reason(exc)}", field=field) from None
+        raise InvalidArgument(f"could not read the {fmt} audio: {_reason(exc)}",
+                              field=field) from None
     with container:
         if not container.streams.audio:
             raise InvalidArgument(f"the {fmt} file contains no audio stream", field=field)
@@ -84,7 +85,7 @@ def decode_audio(data: bytes, *, sample_rate: int = 16000, max_bytes: int = MAX_
                 try:
                     frames = packet.decode()
                 except av.error.InvalidDataError:
-                    # One damaged packet (e.g. a truncated last frame) costs its samples, not the file.
+                    # A damaged packet (say a truncated last frame) costs its samples, not the file.
                     bad_packets += 1
                     continue
                 for frame in frames:

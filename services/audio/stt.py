@@ -134,6 +134,8 @@ class SpeechToText(ABC):
         cancel = cancel or threading.Event()
         audio = resample(np.asarray(audio, dtype=np.float32).reshape(-1), sample_rate,
                          self.sample_rate)
+        if audio.size == 0:
+            raise InvalidArgument("the audio is empty", field="file")
         duration = len(audio) / self.sample_rate
         if options.language is None:
             options = dataclasses.replace(options, language=self._detect_language(audio, cancel))
@@ -141,14 +143,16 @@ class SpeechToText(ABC):
         for raw in self._segments(audio, options, cancel):
             _check(cancel)
             segment = _clamp(raw, len(segments), segments[-1].end if segments else 0.0, duration)
+            if not options.word_timestamps:
+                segment = dataclasses.replace(segment, words=None)
             segments.append(segment)
             if on_segment is not None:
                 on_segment(segment)
         _check(cancel)
         words = tuple(w for s in segments for w in s.words or ()) if word_timestamps else None
-        return Transcript(text=" ".join(s.text for s in segments if s.text), language=options.language,
-                          duration=duration, segments=tuple(segments), words=words,
-                          task=options.task)
+        return Transcript(text=" ".join(s.text for s in segments if s.text),
+                          language=options.language, duration=duration,
+                          segments=tuple(segments), words=words, task=options.task)
 
     def _validate(self, language: str | None, task: str, prompt: str | None, temperature: float,
                   word_timestamps: bool) -> TranscribeOptions:

@@ -50,8 +50,9 @@ class WhisperSTT(SpeechToText):
         self.features = processor.feature_extractor  # type: ignore[attr-defined]
         config = model.generation_config  # type: ignore[attr-defined]
         self._lang_to_id: dict[str, int] = dict(getattr(config, "lang_to_id", None) or {})
-        self._multilingual = bool(getattr(config, "is_multilingual", False)) and bool(self._lang_to_id)
-        self._translates = self._multilingual and "translate" in (getattr(config, "task_to_id", None) or {})
+        self._multilingual = bool(getattr(config, "is_multilingual", False) and self._lang_to_id)
+        tasks = getattr(config, "task_to_id", None) or {}
+        self._translates = self._multilingual and "translate" in tasks
         self._sot = config.decoder_start_token_id
         eos = config.eos_token_id
         self._eot = eos[0] if isinstance(eos, list) else eos
@@ -177,7 +178,7 @@ class WhisperSTT(SpeechToText):
         scores = out["scores"]
         generated = out["sequences"][0, -len(scores):].tolist() if scores else []
         logprobs = [float(torch.log_softmax(step[0].float(), -1)[token])
-                    for step, token in zip(scores, generated)]
+                    for step, token in zip(scores, generated, strict=True)]
         finite = [lp for lp in logprobs if math.isfinite(lp)]
         times = None
         if options.word_timestamps and "token_timestamps" in out:
@@ -208,7 +209,7 @@ class WhisperSTT(SpeechToText):
         if cuts and ends_single:
             cuts.append(len(tokens))
         if not cuts:  # no closed pair: the whole window is one segment
-            stamps = [self._time(t) for t, ts in zip(tokens, is_time) if ts]
+            stamps = [self._time(t) for t, ts in zip(tokens, is_time, strict=True) if ts]
             end = stamps[-1] if stamps and stamps[-1] > 0 else duration
             return [(0.0, min(end, duration), tokens, self._words(window, 0, len(tokens), end))], \
                 duration
@@ -218,7 +219,8 @@ class WhisperSTT(SpeechToText):
             start = self._time(piece[0]) if is_time[last] else 0.0
             end = self._time(piece[-1]) if is_time[cut - 1] else duration
             if start < duration:  # segments placed after the end of the audio are hallucinated
-                segments.append((start, max(start, end), piece, self._words(window, last, cut, end)))
+                words = self._words(window, last, cut, end)
+                segments.append((start, max(start, end), piece, words))
             last = cut
         if not segments:
             return [], duration
@@ -260,6 +262,7 @@ class _CancelCriteria(StoppingCriteria):
     def __init__(self, cancel: threading.Event) -> None:
         self.cancel = cancel
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor,
+                 **kwargs: object) -> torch.Tensor:
         return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool,
                           device=input_ids.device)

@@ -32,8 +32,8 @@ class EspeakTTS(TextToSpeech):
     def __init__(self, binary: str = "espeak-ng") -> None:
         path = shutil.which(binary)
         if path is None:
-            raise ModelUnavailable(f"the espeak-ng engine needs the {binary!r} binary, which is not "
-                                   "installed on this worker (apt-get install espeak-ng)")
+            raise ModelUnavailable(f"the espeak-ng engine needs the {binary!r} binary, which is "
+                                   "not installed on this worker (apt-get install espeak-ng)")
         self.binary = path
 
     def render(self, text: str, voice: Voice, speed: float) -> np.ndarray:
@@ -44,7 +44,7 @@ class EspeakTTS(TextToSpeech):
             done = subprocess.run(command, input=text.encode("utf-8"), capture_output=True,
                                   timeout=TIMEOUT_S, check=False)
         except FileNotFoundError:
-            raise ModelUnavailable(f"the espeak-ng binary {self.binary!r} has disappeared") from None
+            raise ModelUnavailable(f"the espeak-ng binary {self.binary!r} is gone") from None
         if done.returncode != 0 or not done.stdout.startswith(b"RIFF"):
             reason = done.stderr.decode("utf-8", "replace").strip() or f"exit {done.returncode}"
             raise Internal(f"espeak-ng failed: {reason}")

@@ -186,6 +186,7 @@ class Ledger:
         self.fetch_timeout_s = fetch_timeout_s
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._busy = False
         self._sub: Any = None
 
     async def start(self) -> None:
@@ -198,12 +199,14 @@ class Ledger:
     async def stop(self) -> None:
         """Finishes the batch in hand (written and acked), then stops fetching."""
         self._stopping.set()
-        if self._task is not None:
+        task, self._task = self._task, None
+        if task is not None:
+            if not self._busy:
+                task.cancel()  # waiting in fetch: nothing in hand
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), self.fetch_timeout_s + 10)
-            except asyncio.TimeoutError:
-                self._task.cancel()
-            self._task = None
+                await asyncio.wait_for(task, self.fetch_timeout_s + 10)
+            except (asyncio.CancelledError, asyncio.TimeoutError):
+                pass
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()
@@ -219,15 +222,17 @@ class Ledger:
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 LAG_MESSAGES.set(0)  # nothing waiting
                 continue
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # noqa: BLE001 - NATS restarting: keep trying
                 log.warning("usage fetch failed", extra={"error": repr(exc)})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.1
-            await self.handle(msgs)
+            self._busy = True  # set before any await: stop() now waits instead of cancelling
+            try:
+                await self.handle(msgs)
+            finally:
+                self._busy = False
 
     async def handle(self, msgs: list[Any]) -> None:
         """Writes one fetched batch and acks it; undecodable messages are terminated."""

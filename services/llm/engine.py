@@ -34,6 +34,7 @@ from .sampling import SequenceSampler, sample
 from .tools import ToolCallParser, resolve_tool_choice, tool_call_grammar
 
 log = logging.getLogger(__name__)
+MIN_LOGPROB = -9999.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class EngineConfig:
     max_prefill_tokens: int = 4096  # padded prompt tokens admitted per loop, so decoding keeps going
     prefill_chunk: int = 512  # prompt tokens per prefill forward (bounds attention memory)
     kv_block: int = 128  # cache columns added at a time
+    # Intra-op threads of the engine thread (torch's setting is per thread); None keeps torch's
+    # default. On a small shared CPU, 1 avoids OpenMP stalls when other processes hold a core.
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,25 @@ class _Group:
     completion_tokens: int = 0
 
     def deliver(self, item: list[Delta] | BaseException) -> None:
+        _deliver([(self, item)])
+
+
+def _deliver(items: list[tuple[_Group, list[Delta] | BaseException]]) -> None:
+    """Hand results to their callers' event loops: one wake-up per loop, not per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Group, list[Delta] | BaseException]]] = {}
+    for group, item in items:
+        by_loop.setdefault(group.loop, []).append((group, item))  # type: ignore[arg-type]
+    for loop, batch in by_loop.items():
         try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)  # type: ignore[union-attr]
+            loop.call_soon_threadsafe(_put_all, batch)
         except RuntimeError:  # the caller's loop is gone: nobody is listening any more
-            self.cancelled = True
+            for group, _ in batch:
+                group.cancelled = True
+
+
+def _put_all(batch: list[tuple[_Group, list[Delta] | BaseException]]) -> None:
+    for group, item in batch:
+        group.queue.put_nowait(item)  # type: ignore[union-attr]
 
 
 @dataclass(eq=False)
@@ -85,6 +104,11 @@ class _Seq:
     parser: ToolCallParser | None
     output: list[int] = field(default_factory=list)
     done: bool = False
+
+
+def _finite(logprob: float) -> float:
+    # Tokens a grammar forbids have probability 0; JSON has no -inf, so report OpenAI's floor.
+    return max(logprob, MIN_LOGPROB)
 
 
 class LLMEngine:
@@ -242,6 +266,8 @@ class LLMEngine:
     # ---- the engine thread --------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
         with torch.inference_mode():
             while True:
                 with self._cv:
@@ -350,8 +376,7 @@ class LLMEngine:
         for row, seq in enumerate(seqs):
             delta = self._advance(seq, picked.tokens[row], picked.logprobs[row], picked.top_logprobs[row])
             out.setdefault(seq.group, []).append(delta)
-        for group, deltas in out.items():
-            group.deliver(deltas)
+        _deliver(list(out.items()))  # type: ignore[arg-type]
 
     def _advance(self, seq: _Seq, token: int, logprob: float | None, top: list[tuple[int, float]]) -> Delta:
         group, params = seq.group, seq.sampler.params
@@ -406,8 +431,8 @@ class LLMEngine:
 
     def _token_logprob(self, token: int, logprob: float, top: list[tuple[int, float]]) -> TokenLogprob:
         tb = self._token_bytes
-        return TokenLogprob(token=tb.text(token), token_id=token, logprob=logprob, bytes=tuple(tb(token)),
-                            top_logprobs=tuple(TopLogprob(token=tb.text(t), token_id=t, logprob=lp,
+        return TokenLogprob(token=tb.text(token), token_id=token, logprob=_finite(logprob), bytes=tuple(tb(token)),
+                            top_logprobs=tuple(TopLogprob(token=tb.text(t), token_id=t, logprob=_finite(lp),
                                                           bytes=tuple(tb(t))) for t, lp in top))
 
     def _fail_all(self, error: GenmeshError) -> None:

@@ -189,6 +189,8 @@ class ToolCallParser:
             self._scan = _JsonScanner()
             return True
         if self._state == "args":
+            if not self._scan.started:
+                buf = self._buffer = buf.lstrip()  # layout between `"arguments":` and the value
             end = self._scan.feed(buf)
             piece = buf if end is None else buf[:end]
             if piece:
@@ -252,7 +254,7 @@ class _JsonScanner:
         self._depth = 0
         self._in_string = False
         self._escaped = False
-        self._started = False
+        self.started = False
         self._scalar = False
 
     def feed(self, text: str) -> int | None:
@@ -268,10 +270,10 @@ class _JsonScanner:
                     if self._depth == 0:
                         return i + 1
                 continue
-            if not self._started:
+            if not self.started:
                 if ch.isspace():
                     continue
-                self._started = True
+                self.started = True
                 if ch not in "{[\"":
                     self._scalar = True
             if self._scalar:

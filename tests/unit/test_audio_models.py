@@ -40,12 +40,13 @@ def test_tiny_whisper_loads_with_whisper_token_layout(built: dict[str, Path]) ->
     model = WhisperForConditionalGeneration.from_pretrained(directory)
     tokenizer = processor.tokenizer
     ids = tokenizer.convert_tokens_to_ids
-    # Language tokens follow <|startoftranscript|>; timestamps follow <|notimestamps|> and close the vocab.
+    # Languages follow <|startoftranscript|>; timestamps follow <|notimestamps|> and end the vocab.
     assert ids("<|en|>") == ids("<|startoftranscript|>") + 1
     assert ids("<|0.00|>") == model.generation_config.no_timestamps_token_id + 1
     assert ids("<|30.00|>") == model.config.vocab_size - 1
     tokenizer.set_prefix_tokens(language="french", task="translate", predict_timestamps=True)
-    assert tokenizer.prefix_tokens == [ids("<|startoftranscript|>"), ids("<|fr|>"), ids("<|translate|>")]
+    assert tokenizer.prefix_tokens == [ids("<|startoftranscript|>"), ids("<|fr|>"),
+                                       ids("<|translate|>")]
     text_ids = tokenizer(" the cat sat", add_special_tokens=False).input_ids
     assert tokenizer.decode(text_ids) == " the cat sat"
     assert model.generation_config.lang_to_id["<|de|>"] == ids("<|de|>")

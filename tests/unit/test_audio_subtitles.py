@@ -10,7 +10,8 @@ from genmesh.errors import InvalidArgument
 from genmesh.services.audio.stt import Segment, Transcript, Word
 from genmesh.services.audio.subtitles import render_transcript, timestamp
 
-SRT_CUE = re.compile(r"^(\d+)\n(\d{2}:\d{2}:\d{2},\d{3}) --> (\d{2}:\d{2}:\d{2},\d{3})\n(.+)$", re.S)
+SRT_CUE = re.compile(r"^(\d+)\n(\d{2}:\d{2}:\d{2},\d{3}) --> (\d{2}:\d{2}:\d{2},\d{3})\n(.+)$",
+                     re.S)
 VTT_CUE = re.compile(r"^(\d{2}:\d{2}:\d{2}\.\d{3}) --> (\d{2}:\d{2}:\d{2}\.\d{3})\n(.+)$", re.S)
 
 

@@ -166,7 +166,8 @@ def test_bad_requests_are_rejected_before_any_audio(espeak: EspeakTTS, kwargs: d
 
 
 def test_voice_names_are_case_insensitive(espeak: EspeakTTS) -> None:
-    assert espeak.synthesize("Hi.", "Alloy", 1.0, "pcm") == espeak.synthesize("Hi.", "alloy", 1.0, "pcm")
+    assert espeak.synthesize("Hi.", "Alloy", 1.0, "pcm") == \
+        espeak.synthesize("Hi.", "alloy", 1.0, "pcm")
     assert {"alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",
             "verse"} <= set(VOICES)
 

@@ -1,13 +1,14 @@
-"""deploy/healthcheck.py, the compose healthcheck, tells serving from not serving over real sockets."""
+"""deploy/healthcheck.py, compose's healthcheck, tells serving from not serving on real sockets."""
+
 from __future__ import annotations
 
 import http.server
 import importlib.util
 import threading
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 import grpc
 import pytest
@@ -58,7 +59,9 @@ def http_server() -> Iterator[str]:
         server.server_close()
 
 
-def test_grpc_probe_passes_only_while_the_server_reports_serving(probe: ModuleType, health_server) -> None:
+def test_grpc_probe_passes_only_while_the_server_reports_serving(
+    probe: ModuleType, health_server
+) -> None:
     target, servicer = health_server
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     assert probe.main(["grpc", target]) == 0
