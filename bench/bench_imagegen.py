@@ -6,6 +6,10 @@ concurrent same-shape requests through `ImageBatcher` (one pipeline call) agains
 requests run one after another.
 
     python bench/bench_imagegen.py [--model-dir DIR] [--size 64] [--steps 8] [--concurrency 4]
+                                   [--threads N]
+
+On a shared machine pass --threads 1: OpenMP threads that lose their core to another process
+stall each other at every barrier, which turns millisecond steps into second-long outliers.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from genmesh.models.diffusion import BUILDERS
 from genmesh.services.imagegen.batching import ImageBatcher
@@ -59,9 +65,12 @@ async def _batched(pipeline: ImagePipeline, batch: list[ImageParams]) -> float:
 
 
 def run(model_dir: Path | None = None, *, size: int = 64, steps: int = 8,
-        concurrency: int = 4, repeats: int = 3) -> dict[str, Any]:
+        concurrency: int = 4, repeats: int = 3, threads: int | None = None) -> dict[str, Any]:
     """Measure and return the numbers (medians over `repeats`)."""
+    if threads:
+        torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
+        model_name = str(model_dir) if model_dir else "genmesh/tiny-sd"
         if model_dir is None:
             model_dir = Path(tmp) / "tiny-sd"
             BUILDERS["genmesh/tiny-sd"](model_dir)
@@ -86,8 +95,9 @@ def run(model_dir: Path | None = None, *, size: int = 64, steps: int = 8,
 
     seq, bat = statistics.median(sequential), statistics.median(batched)
     return {
-        "model": str(model_dir) if model_dir else "genmesh/tiny-sd",
+        "model": model_name,
         "size": size, "steps": steps, "concurrency": concurrency,
+        "threads": torch.get_num_threads(),
         "step_ms": statistics.median(step_times) * 1000,
         "first_preview_ms": statistics.median(first_previews) * 1000,
         "request_s": statistics.median(totals),
@@ -104,9 +114,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int)
     args = parser.parse_args()
     result = run(args.model_dir, size=args.size, steps=args.steps,
-                 concurrency=args.concurrency, repeats=args.repeats)
+                 concurrency=args.concurrency, repeats=args.repeats, threads=args.threads)
     rows = [
         ("per-step time", f"{result['step_ms']:.1f} ms", ""),
         ("time to first preview", f"{result['first_preview_ms']:.1f} ms", ""),
@@ -118,8 +129,8 @@ def main() -> None:
         ("batching speedup", f"{result['batching_speedup']:.2f}x",
          f"target >= {TARGETS['batching_speedup']}x"),
     ]
-    print(f"imagegen {result['size']}x{result['size']}, {result['steps']} steps "
-          f"({result['model']})")
+    print(f"imagegen {result['size']}x{result['size']}, {result['steps']} steps, "
+          f"{result['threads']} torch threads ({result['model']})")
     for name, value, note in rows:
         print(f"  {name:<36} {value:>16}  {note}")
 

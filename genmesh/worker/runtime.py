@@ -187,6 +187,10 @@ class WorkerComponent:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        if self.uses_torch:
+            import torch
+
+            torch.set_num_threads(max(1, settings.torch_threads))
         self.catalog = Catalog.load(settings.catalog_path)
         self.runtime = WorkerRuntime(settings, self.service, self.catalog.for_service(self.service),
                                      use_torch=self.uses_torch)

@@ -8,6 +8,7 @@ consumer resumes where it stopped, and anything delivered but never acked comes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -208,10 +209,8 @@ class Ledger:
             except (asyncio.CancelledError, asyncio.TimeoutError):
                 pass
         if self._sub is not None:
-            try:
+            with contextlib.suppress(Exception):  # the connection may already be gone
                 await self._sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - the connection may already be gone
-                pass
             self._sub = None
 
     async def _run(self) -> None:

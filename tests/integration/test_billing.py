@@ -355,7 +355,9 @@ async def test_set_price_is_for_admins_and_names_the_bad_field(env: Env) -> None
 async def test_usage_series_buckets_by_hour_and_day_by_model_and_key(env: Env) -> None:
     key, secret = await env.new_key()
     day = dt.datetime(2024, 3, 1, tzinfo=UTC)
-    at = lambda h, m: day + dt.timedelta(hours=h, minutes=m)  # noqa: E731
+
+    def at(hours: int, minutes: int) -> dt.datetime:
+        return day + dt.timedelta(hours=hours, minutes=minutes)
     await env.publish([
         usage_record(f"u-{key}-1", "test/chat", key, {"input_tokens": 1000, "output_tokens": 200}, finished=at(10, 5)),
         usage_record(f"u-{key}-2", "test/chat", key, {"input_tokens": 3000, "output_tokens": 800}, finished=at(10, 40)),
@@ -501,7 +503,7 @@ async def test_model_metrics_report_latency_percentiles_error_rate_and_throughpu
 
 async def test_a_user_key_reads_only_its_own_usage_logs_metrics_and_spend(env: Env) -> None:
     a, a_secret = await env.new_key()
-    b, b_secret = await env.new_key()
+    b, _ = await env.new_key()
     now = dt.datetime.now(UTC)
     await env.publish([
         usage_record(f"iso-{a}-1", "test/stt", a, {"audio_seconds": 10}, finished=now),
