@@ -14,6 +14,8 @@ from genmesh.errors import GenmeshError, Internal, abort
 log = logging.getLogger("genmesh.rpc")
 
 REQUEST_ID_KEY = "x-request-id"
+# The caller's API key id, so workers file outputs under their owner in the blob store.
+KEY_ID_KEY = "x-genmesh-key-id"
 AUTH_KEY = "authorization"
 
 # Keepalives notice a dead peer (a SIGKILLed worker, a cut link) within seconds.

@@ -86,6 +86,8 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     async def start_child(self, name: str) -> Child:
+        if name not in self.ports:
+            self.ports[name] = free_port()
         child = self.children.get(name) or Child(name, self.ports[name])
         env = {**os.environ, **self.env, "GENMESH_PORT": str(child.port)}
         if child.log_file is None:
@@ -158,6 +160,11 @@ class Supervisor:
             await asyncio.sleep(delay)
             if not self.stopping:
                 await self.start_child(name)
+
+    async def stop_child(self, name: str, sig: int = signal.SIGTERM) -> int:
+        child = self.children[name]
+        assert child.proc is not None
+        return await process.stop(child.proc, sig=sig, timeout=35.0)
 
     async def stop(self) -> None:
         self.stopping = True

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["KustomizeError", "UnsupportedKustomization", "render"]
+__all__ = ["POD_SPEC_PATHS", "KustomizeError", "UnsupportedKustomization", "render", "split_image"]
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 SUPPORTED_FIELDS = {

@@ -20,7 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from genmesh import bus
 from genmesh.catalog import GB, Catalog, ModelSpec
 from genmesh.errors import NotFound
-from genmesh.rpc import REQUEST_ID_KEY, metadata_value, servicer_errors
+from genmesh.rpc import KEY_ID_KEY, REQUEST_ID_KEY, metadata_value, servicer_errors
 from genmesh.settings import Settings
 from genmesh.v1 import worker_pb2, worker_pb2_grpc
 from genmesh.worker import devices as device_info
@@ -41,6 +41,7 @@ class JobContext:
 
     request_id: str
     model: ModelSpec
+    key_id: str = "anonymous"
     cancel: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.perf_counter)
 
@@ -137,7 +138,7 @@ class WorkerRuntime:
         """Tracks one call: in-flight accounting and cancellation when the caller goes away."""
         spec = self.find_model(model_id)
         request_id = metadata_value(context, REQUEST_ID_KEY) or uuid.uuid4().hex
-        job = JobContext(request_id, spec)
+        job = JobContext(request_id, spec, metadata_value(context, KEY_ID_KEY) or "anonymous")
         self.running[request_id] = job
         context.add_done_callback(lambda _ctx: job.cancel.set())
         try:

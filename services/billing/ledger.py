@@ -45,7 +45,7 @@ UNPRICED_ITEMS = Counter("genmesh_billing_unpriced_items",
 LAG_MESSAGES = Gauge("genmesh_billing_lag_messages",
                      "Usage records in the stream not yet delivered to billing")
 LAG_SECONDS = Gauge("genmesh_billing_lag_seconds",
-                    "Age of the newest usage record billing has written")
+                    "Seconds the last handled usage record spent in the stream before billing")
 BATCH_SECONDS = Histogram("genmesh_billing_batch_seconds", "Time to price and write one batch")
 
 _TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
@@ -76,7 +76,12 @@ def _text(value: str, limit: int = MAX_TEXT) -> str:
 def _time(rec: billing_pb2.UsageRecord, name: str) -> dt.datetime | None:
     if not rec.HasField(name):
         return None
-    return getattr(rec, name).ToDatetime(tzinfo=dt.timezone.utc)
+    try:
+        return getattr(rec, name).ToDatetime(tzinfo=dt.timezone.utc)
+    except (ValueError, OverflowError):
+        log.warning("out-of-range timestamp ignored", extra={"request_id": rec.request_id,
+                                                            "field": name})
+        return None
 
 
 def _seconds(value: float) -> float:
@@ -140,6 +145,14 @@ def to_row(rec: billing_pb2.UsageRecord, book: pricing.PriceBook, received_at: d
                run_time_s=_seconds(rec.run_time_seconds))
 
 
+class RefusedRecord(Exception):
+    """A record that cannot be priced or stored as it is."""
+
+    def __init__(self, request_id: str, cause: Exception) -> None:
+        super().__init__(f"{request_id}: {cause!r}")
+        self.request_id = request_id
+
+
 class LedgerWriter:
     """Prices and inserts records in one transaction; returns how many were new."""
 
@@ -153,7 +166,12 @@ class LedgerWriter:
         async with self.pool.acquire() as conn, conn.transaction():
             # Under the lock, no price can be added between pricing these rows and committing them.
             book = await self.prices.book(conn, lock=True)
-            rows = [to_row(rec, book, received) for rec in unique]
+            rows = []
+            for rec in unique:
+                try:
+                    rows.append(to_row(rec, book, received))
+                except Exception as exc:  # noqa: BLE001 - one odd record must not stall the rest
+                    raise RefusedRecord(rec.request_id, exc) from exc
             inserted = await conn.fetch(_INSERT, *_columns(rows))
         new = {r["request_id"] for r in inserted}
         for row in rows:
@@ -272,8 +290,8 @@ class Ledger:
             try:
                 written = await self.writer.write([rec for rec, _ in batch])
                 return written, [msg for _, msg in batch]
-            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-                # A record Postgres refuses would block the stream forever: isolate it.
+            except (RefusedRecord, asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+                # A record that cannot be stored would block the stream forever: isolate it.
                 if len(batch) == 1:
                     await self._refuse(batch[0][1], repr(exc), batch[0][0].request_id)
                     return 0, []
@@ -285,6 +303,9 @@ class Ledger:
                 log.exception("ledger write failed; retrying", extra={"records": len(batch)})
             if self._stopping.is_set():
                 return None
+            for _, msg in batch:  # still working on them: do not redeliver yet
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 

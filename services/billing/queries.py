@@ -191,7 +191,8 @@ class Queries:
         if end is not None:
             where.add("l.finished_at < {0}", end)
         if request.cursor:
-            where.add("(l.finished_at, l.request_id) < ({0}::timestamptz, {1}::text)", *decode_cursor(request.cursor))
+            after = decode_cursor(request.cursor)
+            where.add("(l.finished_at, l.request_id) < ({0}::timestamptz, {1}::text)", *after)
         limit = where.param(size + 1)
         rows = await self.pool.fetch(f"""
             SELECT l.request_id, l.model_id, l.api_key_id, l.status, l.queue_time_s, l.run_time_s,

@@ -141,7 +141,7 @@ class ImageDefaults:
     height: int = 512
     num_inference_steps: int = 30
     guidance_scale: float = 7.5
-    scheduler: str = "euler"
+    scheduler: str | None = None  # None: the sampler the model ships with
     output_format: str = "png"
     strength: float = 0.8
 
@@ -153,6 +153,7 @@ class ImageParams:
     `preview_every=k` sends a preview after steps 1, 1+k, 1+2k, ... so a request of T steps
     gets ceil(T / k) previews, the first one after the first step. 0 turns previews off.
     `image` switches to image-to-image; `strength` (0, 1] is then how much of it is repainted.
+    `scheduler` None (or "") keeps the sampler the model ships with.
     """
 
     prompt: str
@@ -163,7 +164,7 @@ class ImageParams:
     guidance_scale: float = 7.5
     seed: int | None = None
     num_images: int = 1
-    scheduler: str = "euler"
+    scheduler: str | None = None
     output_format: str = "png"
     preview_every: int = 0
     image: bytes | None = field(default=None, repr=False)
@@ -181,7 +182,8 @@ class ImageParams:
             guidance_scale=check_float(self.guidance_scale, "guidance_scale", 0.0, MAX_GUIDANCE),
             seed=check_seed(self.seed),
             num_images=check_int(self.num_images, "num_images", 1, MAX_IMAGES),
-            scheduler=check_choice(self.scheduler, "scheduler", tuple(SCHEDULERS)),
+            scheduler=(None if self.scheduler in (None, "") else
+                       check_choice(self.scheduler, "scheduler", tuple(SCHEDULERS))),
             output_format=check_choice(self.output_format, "output_format", IMAGE_FORMATS),
             preview_every=check_int(self.preview_every, "preview_every", 0, MAX_STEPS),
             image=check_image_bytes(self.image),

@@ -118,11 +118,12 @@ def load_diffusers(pipeline_cls: type, directory: Path | str, *, device: str,
     return pipe
 
 
-def make_scheduler(name: str, base_config: Any) -> Any:
-    """A fresh scheduler of the named sampler on the model's own training schedule."""
+def make_scheduler(name: str | None, base_config: Any) -> Any:
+    """A fresh scheduler of the named sampler (None: the model's own) on the model's training
+    schedule. Fresh per call: schedulers carry state (step index, multistep solver history)."""
     import diffusers
 
-    class_name, overrides = SCHEDULERS[name]
+    class_name, overrides = SCHEDULERS[name] if name else (base_config["_class_name"], {})
     return getattr(diffusers, class_name).from_config(base_config, **overrides)
 
 
@@ -159,13 +160,15 @@ class ImagePipeline:
         return self._txt2img.device
 
     def defaults(self) -> ImageDefaults:
-        """The model's native resolution (UNet sample size x VAE factor) and sampler."""
+        """The model's native resolution (denoiser sample size x VAE factor)."""
         denoiser = getattr(self._txt2img, "unet", None) or self._txt2img.transformer
         side = int(denoiser.config.sample_size) * self._txt2img.vae_scale_factor
-        sampler = next((name for name, (cls_name, over) in SCHEDULERS.items()
-                        if cls_name == self._scheduler_config["_class_name"] and not over),
-                       "euler")
-        return ImageDefaults(width=side, height=side, scheduler=sampler)
+        return ImageDefaults(width=side, height=side)
+
+    @property
+    def scheduler_name(self) -> str:
+        """The diffusers class of the sampler the model ships with (used when none is asked)."""
+        return str(self._scheduler_config["_class_name"])
 
     def generate(self, params: ImageParams, *, on_step: StepCallback | None = None,
                  cancel: threading.Event | None = None) -> ImageResult:

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from genmesh.catalog import ModelSpec
 from genmesh.errors import GenmeshError, ResourceExhausted, Unavailable, from_rpc_error
-from genmesh.rpc import REQUEST_ID_KEY, Channels
+from genmesh.rpc import KEY_ID_KEY, REQUEST_ID_KEY, Channels
 from genmesh.tasks import Task
 from genmesh.v1 import worker_pb2, worker_pb2_grpc
 from genmesh.services.router.placement import ModelNeeds, PlacementPolicy
@@ -80,11 +80,11 @@ class Dispatcher:
             await stub.EvictModel(worker_pb2.EvictModelRequest(model_id=model_id), timeout=10)
 
     async def call(self, spec: ModelSpec, task: Task, request: Message, *, request_id: str,
-                   wait_s: float, timeout_s: float | None = None) -> AsyncIterator[Message]:
+                   wait_s: float, timeout_s: float | None = None, key_id: str = "") -> AsyncIterator[Message]:
         """Streams the typed events of one attempt on one worker (unary calls yield once)."""
         view = await self.place(spec, task.service, wait_s)
         channel = self.channels.get(view.state.address)
-        metadata = ((REQUEST_ID_KEY, request_id),)
+        metadata = ((REQUEST_ID_KEY, request_id), (KEY_ID_KEY, key_id))
         if task.streaming:
             call = channel.unary_stream(task.path, request_serializer=type(request).SerializeToString,
                                         response_deserializer=task.response_cls.FromString)(
@@ -109,6 +109,11 @@ class Dispatcher:
             raise
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE or id(call) in self._lost:
+                # Forget it now rather than at its heartbeat deadline, so the retry goes elsewhere;
+                # if it is alive after all, its next heartbeat brings it back.
+                if id(call) not in self._lost:
+                    calls.discard(call)
+                    await self.registry.declare_dead(view.worker_id)
                 raise WorkerLost(f"worker {view.worker_id} became unavailable: {exc.details()}") from None
             raise from_rpc_error(exc) from None
         finally:

@@ -215,7 +215,7 @@ class JobQueue:
             async with asyncio.timeout(run_timeout):
                 async for case, payload in self.runner.events(
                         prep, request_id=job.id, outcome=outcome, wait_s=3600.0,
-                        safe_to_retry_after_output=True):
+                        safe_to_retry_after_output=True, key_id=job.api_key_id):
                     if case == "progress" and time.monotonic() - last_progress > PROGRESS_EVERY_S:
                         last_progress = time.monotonic()
                         await self.store.set_progress(job.id, jsonpb.to_dict(payload))

@@ -79,7 +79,7 @@ class Runner:
 
     async def events(self, prep: Prepared, *, request_id: str, outcome: Outcome,
                      wait_s: float | None = None, timeout_s: float | None = None,
-                     safe_to_retry_after_output: bool = False) -> AsyncIterator[tuple[str, Message]]:
+                     safe_to_retry_after_output: bool = False, key_id: str = "") -> AsyncIterator[tuple[str, Message]]:
         """(case, payload) of each event; re-places on a lost worker while that is safe."""
         attempt = 0
         emitted_output = False
@@ -89,7 +89,8 @@ class Runner:
                 outcome.started = outcome.started or time.time()
                 async for event in self.dispatcher.call(
                         prep.spec, prep.task, prep.request, request_id=request_id,
-                        wait_s=self.default_wait_s if wait_s is None else wait_s, timeout_s=timeout_s):
+                        wait_s=self.default_wait_s if wait_s is None else wait_s, timeout_s=timeout_s,
+                        key_id=key_id):
                     case, payload = case_of(event)
                     if case == "usage":
                         outcome.usage.MergeFrom(payload)

@@ -110,7 +110,8 @@ class Mesh:
         error: GenmeshError | None = None
         try:
             async for case, payload in self.runner.events(prep, request_id=request_id, outcome=outcome,
-                                                         wait_s=SYNC_WAIT_S, timeout_s=timeout_s or None):
+                                                         wait_s=SYNC_WAIT_S, timeout_s=timeout_s or None,
+                                                         key_id=identity.key_id):
                 yield request_id, case, payload
             status = common_pb2.JOB_STATUS_COMPLETED
         except GenmeshError as exc:

@@ -81,6 +81,8 @@ class VideoPipeline:
         """Generate one video; raises Cancelled within one step (or one frame) of `cancel`."""
         params = params.with_seed()
         cancel = cancel if cancel is not None else threading.Event()
+        if cancel.is_set():
+            raise Cancelled("cancelled before it started")
         started = time.perf_counter()
         with self._lock:
             pipe, kwargs = self._prepare(params)

@@ -56,6 +56,8 @@ CATALOG = {"models": [
      "prices": [{"unit": "audio_seconds", "unit_price": 0.0001}]},
     {"id": "test/video", "task": "text-to-video", "service": "videogen",
      "prices": [{"unit": "video_seconds", "unit_price": 0.01}]},
+    {"id": "test/pricey", "task": "echo", "service": "echo",
+     "prices": [{"unit": "requests", "unit_price": 10.0}]},
 ]}
 
 
@@ -281,17 +283,28 @@ async def test_bad_messages_are_set_aside_without_blocking_the_records_behind_th
         usage_record(f"bad-{key}-app", "someone/app/generate", key, {}, run_s=10.0,
                      machine_type="GPU-A100"),
     ]
-    await env.publish(good)
-    rows = await eventually(lambda: _rows_when(env.pool, key, 5))
+    far_future = usage_record(f"bad-{key}-future", "test/image", key, {"megapixels": 1.0})
+    far_future.finished_at.seconds = 10**12  # beyond year 9999: billing uses its receipt time
+    overflowing = usage_record(f"bad-{key}-overflow", "test/pricey", key, {"requests": 1e308})
+    await env.publish([*good, far_future, overflowing])
+    rows = await eventually(lambda: _rows_when(env.pool, key, 6))
     costs = {r["request_id"].rsplit("-", 1)[1]: r["cost"] for r in rows}
     assert costs["ok"] == pytest.approx(0.002)
     assert costs["failed"] == 0.0  # failed requests are not charged
     assert costs["unpriced"] == pytest.approx(0.002)  # the priced part still is
     assert costs["alias"] == pytest.approx(0.1)  # priced as the model the alias names
     assert costs["app"] == pytest.approx(10.0 * DEFAULT_MACHINE_PRICES["GPU-A100"])
-    assert metric("genmesh_billing_invalid_records_total") - invalid_before == 1
+    assert costs["future"] == pytest.approx(0.002)
+    # A cost that overflows cannot be stored: that record alone is set aside.
+    await eventually(lambda: _equals(_metric_now("genmesh_billing_invalid_records_total"),
+                                     invalid_before + 2))
+    assert "overflow" not in costs
     assert (REGISTRY.get_sample_value("genmesh_billing_unpriced_items_total", {"unit": "frames"})
             - unpriced_before) == 1
+
+
+async def _metric_now(name: str) -> float:
+    return metric(name)
 
 
 async def _rows_when(pool: asyncpg.Pool, key: str, n: int) -> list[asyncpg.Record] | None:
@@ -332,7 +345,8 @@ async def test_set_price_is_for_admins_and_names_the_bad_field(env: Env) -> None
     denied = await rpc_error(env.stub.SetPrice(request, metadata=auth(user)))
     assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
     for bad, field in [
-        (billing_pb2.SetPriceRequest(model_id="test/video", price=router_pb2.Price(unit="frames", unit_price=1)),
+        (billing_pb2.SetPriceRequest(model_id="test/video", price=router_pb2.Price(
+            unit="frames", unit_price=1)),
          "price.unit"),
         (billing_pb2.SetPriceRequest(model_id="test/video", price=router_pb2.Price(
             unit="video_seconds", unit_price=-1)), "price.unit_price"),
@@ -359,8 +373,10 @@ async def test_usage_series_buckets_by_hour_and_day_by_model_and_key(env: Env) -
     def at(hours: int, minutes: int) -> dt.datetime:
         return day + dt.timedelta(hours=hours, minutes=minutes)
     await env.publish([
-        usage_record(f"u-{key}-1", "test/chat", key, {"input_tokens": 1000, "output_tokens": 200}, finished=at(10, 5)),
-        usage_record(f"u-{key}-2", "test/chat", key, {"input_tokens": 3000, "output_tokens": 800}, finished=at(10, 40)),
+        usage_record(f"u-{key}-1", "test/chat", key, {"input_tokens": 1000, "output_tokens": 200},
+                     finished=at(10, 5)),
+        usage_record(f"u-{key}-2", "test/chat", key, {"input_tokens": 3000, "output_tokens": 800},
+                     finished=at(10, 40)),
         usage_record(f"u-{key}-3", "test/image", key, {"megapixels": 0.5}, finished=at(10, 59)),
         usage_record(f"u-{key}-4", "test/image", key, {"megapixels": 2.0}, finished=at(11, 15)),
         usage_record(f"u-{key}-5", "test/image", key, {"megapixels": 1.0}, finished=at(33, 0)),
@@ -372,8 +388,8 @@ async def test_usage_series_buckets_by_hour_and_day_by_model_and_key(env: Env) -
 
     hourly = await env.stub.GetUsage(billing_pb2.GetUsageRequest(
         bucket_size=billing_pb2.BUCKET_SIZE_HOUR, **window), metadata=auth(secret))
-    got = {(b.bucket.ToDatetime(tzinfo=UTC), l.model_id, l.unit): (l.quantity, l.cost, l.requests)
-           for b in hourly.buckets for l in b.lines}
+    got = {(b.bucket.ToDatetime(tzinfo=UTC), line.model_id, line.unit):
+           (line.quantity, line.cost, line.requests) for b in hourly.buckets for line in b.lines}
     assert got == {
         (at(10, 0), "test/chat", "input_tokens"): (4000, pytest.approx(4000 * 0.05 / 1e6), 2),
         (at(10, 0), "test/chat", "output_tokens"): (1000, pytest.approx(1000 * 0.1 / 1e6), 2),
@@ -381,12 +397,12 @@ async def test_usage_series_buckets_by_hour_and_day_by_model_and_key(env: Env) -
         (at(11, 0), "test/image", "megapixels"): (2.0, pytest.approx(0.004), 1),
         (at(33, 0), "test/image", "megapixels"): (1.0, pytest.approx(0.002), 1),
     }
-    assert all(l.api_key_id == key and l.currency == "USD" for b in hourly.buckets for l in b.lines)
+    assert all(line.api_key_id == key and line.currency == "USD" for b in hourly.buckets for line in b.lines)
     assert hourly.total_cost == pytest.approx(4000 * 0.05 / 1e6 + 1000 * 0.1 / 1e6 + 0.007)
 
     daily = await env.stub.GetUsage(billing_pb2.GetUsageRequest(
         bucket_size=billing_pb2.BUCKET_SIZE_DAY, model_ids=["test/image"], **window), metadata=auth(secret))
-    assert [(b.bucket.ToDatetime(tzinfo=UTC), [(l.quantity, l.requests) for l in b.lines])
+    assert [(b.bucket.ToDatetime(tzinfo=UTC), [(line.quantity, line.requests) for line in b.lines])
             for b in daily.buckets] == [(day, [(2.5, 2)]), (day + dt.timedelta(days=1), [(1.0, 1)])]
 
     as_admin = await env.stub.GetUsage(billing_pb2.GetUsageRequest(
@@ -412,7 +428,7 @@ async def test_estimate_multiplies_planned_quantities_by_current_prices(env: Env
     chat = 10 * (1000 * 0.05 + 500 * 0.1) / 1e6
     app = 60 * DEFAULT_MACHINE_PRICES["GPU-H100"]
     assert resp.total_cost == pytest.approx(chat + 0.002 + app)
-    assert [(l.model_id, l.unit, l.quantity, l.requests) for l in resp.lines] == [
+    assert [(line.model_id, line.unit, line.quantity, line.requests) for line in resp.lines] == [
         ("test/chat", "input_tokens", 10000, 10), ("test/chat", "output_tokens", 5000, 10),
         ("test/image", "megapixels", 1.0, 1), ("someone/app", "runner_seconds", 60, 1)]
     assert resp.currency == "USD"
@@ -461,13 +477,15 @@ async def test_request_logs_page_newest_first_with_an_opaque_cursor(env: Env) ->
 
     failed = await env.stub.ListRequestLogs(billing_pb2.ListRequestLogsRequest(
         status=FAILED, model_ids=["test/speech"]), metadata=auth(secret))
-    assert sorted(l.request_id for l in failed.logs) == [f"log-{key}-{i:02d}" for i in (0, 5, 10, 15, 20)]
-    assert all(l.error == "boom" and l.error_type == "internal_error" and l.cost == 0 for l in failed.logs)
+    assert sorted(log.request_id for log in failed.logs) == [
+        f"log-{key}-{i:02d}" for i in (0, 5, 10, 15, 20)]
+    assert all((log.error, log.error_type, log.cost) == ("boom", "internal_error", 0)
+               for log in failed.logs)
 
     windowed = await env.stub.ListRequestLogs(billing_pb2.ListRequestLogsRequest(
         start=ts(base + dt.timedelta(seconds=10)), end=ts(base + dt.timedelta(seconds=11))),
         metadata=auth(secret))
-    assert [l.request_id for l in windowed.logs] == [f"log-{key}-21", f"log-{key}-20"]
+    assert [log.request_id for log in windowed.logs] == [f"log-{key}-21", f"log-{key}-20"]
 
     for bad, field in [(billing_pb2.ListRequestLogsRequest(page_size=1001), "page_size"),
                        (billing_pb2.ListRequestLogsRequest(cursor="not a cursor!"), "cursor")]:
@@ -517,10 +535,10 @@ async def test_a_user_key_reads_only_its_own_usage_logs_metrics_and_spend(env: E
 
     usage = await env.stub.GetUsage(billing_pb2.GetUsageRequest(
         bucket_size=billing_pb2.BUCKET_SIZE_HOUR, **window), metadata=as_a)
-    assert {l.api_key_id for bk in usage.buckets for l in bk.lines} == {a}
+    assert {line.api_key_id for bk in usage.buckets for line in bk.lines} == {a}
     assert usage.total_cost == pytest.approx(10 * 0.0001)
     logs = await env.stub.ListRequestLogs(billing_pb2.ListRequestLogsRequest(**window), metadata=as_a)
-    assert [l.request_id for l in logs.logs] == [f"iso-{a}-1"]
+    assert [log.request_id for log in logs.logs] == [f"iso-{a}-1"]
     metrics = await env.stub.GetModelMetrics(billing_pb2.GetModelMetricsRequest(
         model_ids=["test/stt"], **window), metadata=as_a)
     assert [m.requests for m in metrics.metrics] == [1]
@@ -540,10 +558,10 @@ async def test_a_user_key_reads_only_its_own_usage_logs_metrics_and_spend(env: E
     # An admin sees both, or one when it asks.
     both = await env.stub.ListRequestLogs(billing_pb2.ListRequestLogsRequest(
         model_ids=["test/stt"], **window), metadata=ADMIN)
-    assert {l.api_key_id for l in both.logs} >= {a, b}
+    assert {log.api_key_id for log in both.logs} >= {a, b}
     only_b = await env.stub.ListRequestLogs(billing_pb2.ListRequestLogsRequest(api_key_id=b, **window),
                                             metadata=ADMIN)
-    assert sorted(l.request_id for l in only_b.logs) == [f"iso-{b}-1", f"iso-{b}-2"]
+    assert sorted(log.request_id for log in only_b.logs) == [f"iso-{b}-1", f"iso-{b}-2"]
     listed = {k.id: k.spent for k in (await env.stub.ListApiKeys(
         billing_pb2.ListApiKeysRequest(), metadata=ADMIN)).keys}
     assert listed[a] == pytest.approx(0.001) and listed[b] == pytest.approx(0.005)

@@ -87,7 +87,8 @@ def test_missing_weights_is_model_unavailable(tmp_path: Path) -> None:
 
 def test_defaults_follow_the_model(pipeline: ImagePipeline) -> None:
     defaults = pipeline.defaults()
-    assert (defaults.width, defaults.height, defaults.scheduler) == (64, 64, "euler")
+    assert (defaults.width, defaults.height, defaults.scheduler) == (64, 64, None)
+    assert pipeline.scheduler_name == "EulerDiscreteScheduler"
 
 
 # --- progress and previews ----------------------------------------------------------------------
@@ -181,11 +182,12 @@ def test_usage_counts_images_and_megapixels(pipeline: ImagePipeline) -> None:
 
 def test_every_scheduler_runs(pipeline: ImagePipeline) -> None:
     outputs = {}
-    for name in SCHEDULERS:
+    for name in (None, *SCHEDULERS):
         result = pipeline.generate(params(scheduler=name, num_inference_steps=2))
         assert result.steps >= 2  # PNDM adds one warm-up step
         outputs[name] = result.images[0].data
-    assert len(set(outputs.values())) > 1  # the sampler really changed
+    assert outputs[None] == outputs["euler"]  # the tiny model ships Euler
+    assert outputs["euler"] != outputs["ddim"]  # the sampler really changed
 
 
 # --- validation ---------------------------------------------------------------------------------

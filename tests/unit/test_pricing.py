@@ -108,7 +108,8 @@ def test_apps_pay_runner_seconds_by_machine_type_unless_the_app_has_its_own_pric
     a100 = DEFAULT_MACHINE_PRICES["GPU-A100"]
     assert prices.in_force("bob/app", LATER, "GPU-A100")["runner_seconds"].unit_price == a100
     assert prices.in_force("alice/app", LATER, "GPU-A100")["runner_seconds"].unit_price == 0.002
-    assert prices.in_force("alice/app", LATER, "CPU")["runner_seconds"].unit_price == DEFAULT_MACHINE_PRICES["CPU"]
+    cpu = prices.in_force("alice/app", LATER, "CPU")["runner_seconds"]
+    assert cpu.unit_price == DEFAULT_MACHINE_PRICES["CPU"]
 
 
 def test_an_app_reporting_no_usage_is_billed_its_run_time_on_its_machine() -> None:
