@@ -74,6 +74,8 @@ class Supervisor:
     ports: dict[str, int] = field(default_factory=dict)
     children: dict[str, Child] = field(default_factory=dict)
     stopping: bool = False
+    # Run after the children stop (e.g. infrastructure started for this mesh alone).
+    cleanups: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in self.services:
@@ -177,6 +179,9 @@ class Supervisor:
         for child in self.children.values():
             if child.log_file is not None:
                 child.log_file.close()
+        for cleanup in self.cleanups:
+            with contextlib.suppress(Exception):
+                await cleanup()
 
 
 def _read_or_create(path: Path, make: Any) -> str:

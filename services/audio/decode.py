@@ -14,11 +14,11 @@ import numpy as np
 
 from genmesh.errors import InvalidArgument
 
-# OpenAI's upload limit; callers pass their own.
-MAX_BYTES = 25 * 1024 * 1024
-MAX_SECONDS = 2 * 60 * 60.0
+# The byte-level checks live in params: the router runs them on uploads before queueing.
+from .params import MAX_AUDIO_BYTES as MAX_BYTES
+from .params import check_audio_bytes, sniff_format  # noqa: F401 - sniff_format re-exported
 
-SUPPORTED = "WAV, MP3, FLAC, OGG (Vorbis/Opus), AAC, M4A or WebM"
+MAX_SECONDS = 2 * 60 * 60.0
 
 
 @dataclass(frozen=True)
@@ -32,38 +32,10 @@ class DecodedAudio:
         return len(self.samples) / self.sample_rate
 
 
-def sniff_format(data: bytes) -> str | None:
-    """The demuxer for these bytes, recognised by magic numbers; None for anything else."""
-    head = data[:16]
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "wav"
-    if head[:4] == b"fLaC":
-        return "flac"
-    if head[:4] == b"OggS":
-        return "ogg"
-    if head[:3] == b"ID3":
-        return "mp3"
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
-        # MPEG audio frame sync; layer bits 00 mean ADTS (AAC), anything else MPEG layer I-III.
-        return "aac" if head[1] & 0x06 == 0 else "mp3"
-    if head[:4] == b"\x1aE\xdf\xa3":
-        return "matroska"
-    if head[4:8] == b"ftyp":
-        return "mp4"
-    return None
-
-
 def decode_audio(data: bytes, *, sample_rate: int = 16000, max_bytes: int = MAX_BYTES,
                  max_seconds: float = MAX_SECONDS, field: str = "file") -> DecodedAudio:
     """Decode a whole upload to mono float32 at ``sample_rate``; reject what cannot be used."""
-    if not data:
-        raise InvalidArgument("the audio file is empty", field=field)
-    if len(data) > max_bytes:
-        raise InvalidArgument(f"the audio file is {len(data)} bytes; the limit is {max_bytes} "
-                              "bytes", field=field)
-    fmt = sniff_format(data)
-    if fmt is None:
-        raise InvalidArgument(f"unrecognised audio format; expected {SUPPORTED}", field=field)
+    fmt = check_audio_bytes(data, field=field, max_bytes=max_bytes)
     limit = int(max_seconds * sample_rate)
     try:
         container = av.open(io.BytesIO(data), mode="r", format=fmt)

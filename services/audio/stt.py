@@ -7,7 +7,6 @@ inside the audio), hands each to ``on_segment`` as soon as it exists and assembl
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 import zlib
 from abc import ABC, abstractmethod
@@ -20,9 +19,13 @@ import numpy as np
 from genmesh.errors import Cancelled, InvalidArgument
 
 from .decode import resample
-
-TASKS = ("transcribe", "translate")
-MAX_PROMPT_CHARS = 4096
+from .params import (  # noqa: F401 - the limits are re-exported
+    MAX_PROMPT_CHARS,
+    TASKS,
+    check_prompt,
+    check_task,
+    check_temperature,
+)
 
 
 @dataclass(frozen=True)
@@ -163,17 +166,11 @@ class SpeechToText(ABC):
                 allowed = ", ".join(sorted(self.languages))
                 raise InvalidArgument(f"language {language!r} is not supported by this model; "
                                       f"supported: {allowed}", field="language")
-        if task not in TASKS:
-            raise InvalidArgument(f"must be one of {', '.join(TASKS)}, got {task!r}", field="task")
+        check_task(task)
         if task == "translate" and not self.can_translate:
             raise InvalidArgument("this model cannot translate", field="task")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-                or not math.isfinite(temperature) or not 0.0 <= temperature <= 1.0:
-            raise InvalidArgument(f"must be a number from 0 to 1, got {temperature!r}",
-                                  field="temperature")
-        if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
-            raise InvalidArgument(f"is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}",
-                                  field="prompt")
+        check_temperature(temperature)
+        check_prompt(prompt)
         return TranscribeOptions(language=code, task=task, prompt=prompt or None,
                                  temperature=float(temperature),
                                  word_timestamps=bool(word_timestamps))

@@ -6,11 +6,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from genmesh.errors import InvalidArgument
-
+from .params import TRANSCRIPT_FORMATS as RESPONSE_FORMATS  # noqa: F401 - re-exported
+from .params import check_transcript_format as check_response_format
 from .stt import Segment, Transcript, Word, language_name
-
-RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 
 CONTENT_TYPES = {
     "json": "application/json",
@@ -19,13 +17,6 @@ CONTENT_TYPES = {
     "srt": "application/x-subrip; charset=utf-8",
     "vtt": "text/vtt; charset=utf-8",
 }
-
-
-def check_response_format(fmt: str, *, field: str = "response_format") -> str:
-    if fmt not in RESPONSE_FORMATS:
-        raise InvalidArgument(f"must be one of {', '.join(RESPONSE_FORMATS)}, got {fmt!r}",
-                              field=field)
-    return fmt
 
 
 def render_transcript(transcript: Transcript, fmt: str) -> str:

@@ -7,11 +7,10 @@ file (``synthesize``) is by construction the concatenation of the stream.
 """
 from __future__ import annotations
 
-import math
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,10 +18,19 @@ import numpy as np
 from genmesh.errors import Cancelled, InvalidArgument
 
 from .encode import AudioFormat, StreamEncoder, audio_format, output_sample_rate
+from .params import (  # noqa: F401 - the limits are re-exported
+    MAX_INPUT_CHARS,
+    MAX_SPEED,
+    MIN_SPEED,
+    check_input,
+    check_speech_format,
+    check_speed,
+)
 from .voices import Voice, resolve_voice
 
-MAX_INPUT_CHARS = 4096
-MIN_SPEED, MAX_SPEED = 0.25, 4.0
+# on_piece(pieces done, pieces in all, samples the last piece rendered)
+PieceCallback = Callable[[int, int, int], None]
+
 # Longest piece rendered at once: bounds latency to first audio and engine memory.
 MAX_PIECE_CHARS = 300
 
@@ -47,22 +55,13 @@ class SpeechRequest:
 
 def validate_speech(text: object, voice: object, speed: object, fmt: object) -> SpeechRequest:
     """Check every field of a speech request; raise InvalidArgument naming the first bad one."""
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidArgument("must be a non-empty string", field="input")
-    if len(text) > MAX_INPUT_CHARS:
-        raise InvalidArgument(f"is {len(text)} characters; the limit is {MAX_INPUT_CHARS}",
-                              field="input")
+    text = check_input(text)
     if not isinstance(voice, str):
         raise InvalidArgument("must be a voice name", field="voice")
     resolved = resolve_voice(voice)
-    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not math.isfinite(speed) \
-            or not MIN_SPEED <= speed <= MAX_SPEED:
-        raise InvalidArgument(f"must be a number from {MIN_SPEED} to {MAX_SPEED}, got {speed!r}",
-                              field="speed")
-    if not isinstance(fmt, str):
-        raise InvalidArgument("must be a format name", field="response_format")
-    return SpeechRequest(text=text, voice=resolved, speed=float(speed),
-                         format=audio_format(fmt.lower()))
+    speed = check_speed(speed)
+    return SpeechRequest(text=text, voice=resolved, speed=speed,
+                         format=audio_format(check_speech_format(fmt)))
 
 
 def split_sentences(text: str, max_chars: int = MAX_PIECE_CHARS) -> list[str]:
@@ -94,27 +93,34 @@ class TextToSpeech(ABC):
         return output_sample_rate(audio_format(fmt), self.sample_rate)
 
     def synthesize_stream(self, text: str, voice: str = "alloy", speed: float = 1.0,
-                          fmt: str = "mp3", cancel: threading.Event | None = None
-                          ) -> Iterator[bytes]:
+                          fmt: str = "mp3", cancel: threading.Event | None = None,
+                          on_piece: PieceCallback | None = None) -> Iterator[bytes]:
         """Validate now, then yield the encoded file in chunks as sentences are rendered.
 
         Every chunk is non-empty; their concatenation is one complete file. Raises ``Cancelled``
-        from the iterator when ``cancel`` is set between sentences.
+        from the iterator when ``cancel`` is set between sentences. ``on_piece(done, total,
+        samples)`` hears of each rendered piece (``samples`` at ``sample_rate``) before its bytes
+        are yielded, so callers can report progress and the audio's duration.
         """
         request = validate_speech(text, voice, speed, fmt)
-        return self._stream(request, cancel)
+        return self._stream(request, cancel, on_piece)
 
     def synthesize(self, text: str, voice: str = "alloy", speed: float = 1.0, fmt: str = "mp3",
                    cancel: threading.Event | None = None) -> bytes:
         """The whole file; byte for byte the concatenation of ``synthesize_stream``."""
         return b"".join(self.synthesize_stream(text, voice, speed, fmt, cancel))
 
-    def _stream(self, request: SpeechRequest, cancel: threading.Event | None) -> Iterator[bytes]:
+    def _stream(self, request: SpeechRequest, cancel: threading.Event | None,
+                on_piece: PieceCallback | None = None) -> Iterator[bytes]:
         encoder = StreamEncoder(request.format, self.sample_rate)
-        for piece in split_sentences(request.text):
+        pieces = split_sentences(request.text)
+        for done, piece in enumerate(pieces, start=1):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("speech synthesis was cancelled")
-            chunk = encoder.write(self.render(piece, request.voice, request.speed))
+            samples = self.render(piece, request.voice, request.speed)
+            if on_piece is not None:
+                on_piece(done, len(pieces), len(samples))
+            chunk = encoder.write(samples)
             if chunk:
                 yield chunk
         tail = encoder.close()

@@ -1,0 +1,61 @@
+"""Which engine serves a catalog entry, and loading it from where its weights live.
+
+PocketSphinx and espeak-ng need no weights (the model ships in the wheel, the voice in the
+binary); Whisper and VITS load with ``from_pretrained`` from the model's directory under
+``models_dir``. A missing directory is a ``ModelUnavailable`` that says how to get the weights.
+Loading blocks (seconds for real checkpoints): call it from a thread.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from genmesh.catalog import ModelSpec
+from genmesh.errors import ModelUnavailable
+
+from .stt import SpeechToText
+from .tts import TextToSpeech
+
+Engine = SpeechToText | TextToSpeech
+
+STT_ENGINES = ("pocketsphinx", "whisper")
+TTS_ENGINES = ("espeak", "vits")
+
+
+def weights_path(spec: ModelSpec, models_dir: Path) -> Path:
+    """The directory ``from_pretrained`` reads, or ModelUnavailable saying how to fill it."""
+    path = spec.weights_dir(models_dir)
+    if (path / "config.json").is_file():
+        return path
+    if spec.weights.startswith("build:"):
+        raise ModelUnavailable(
+            f"model '{spec.id}' is not built on this worker: run `genmesh models build "
+            f"{spec.weights.removeprefix('build:')}` (expected it in {path})")
+    if spec.weights.startswith("hub:"):
+        repo = spec.weights.removeprefix("hub:")
+        raise ModelUnavailable(
+            f"the weights of '{spec.id}' are not on this worker: expected the {repo} checkpoint "
+            f"(config.json, safetensors, tokenizer files) in {path}, e.g. "
+            f"`huggingface-cli download {repo} --local-dir {path}`")
+    raise ModelUnavailable(f"no weights for '{spec.id}' in {path}")
+
+
+def load_engine(spec: ModelSpec, models_dir: Path, device: str = "cpu") -> Engine:
+    """The ready engine for ``spec`` (blocking)."""
+    if spec.engine == "pocketsphinx":
+        from .stt_pocketsphinx import PocketSphinxSTT
+
+        return PocketSphinxSTT()
+    if spec.engine == "espeak":
+        from .tts_espeak import EspeakTTS
+
+        return EspeakTTS()
+    if spec.engine == "whisper":
+        from .stt_whisper import WhisperSTT
+
+        return WhisperSTT.from_pretrained(weights_path(spec, models_dir), device=device)
+    if spec.engine == "vits":
+        from .tts_vits import VitsTTS
+
+        return VitsTTS.from_pretrained(weights_path(spec, models_dir), device=device)
+    raise ModelUnavailable(f"model '{spec.id}' names engine {spec.engine!r}, which this audio "
+                           f"worker does not have ({', '.join(STT_ENGINES + TTS_ENGINES)})")
