@@ -24,7 +24,7 @@ class AppEndpoint(_message.Message):
     def __init__(self, path: _Optional[str] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., streaming: _Optional[bool] = ...) -> None: ...
 
 class App(_message.Message):
-    __slots__ = ("id", "entrypoint", "code_url", "machine_type", "num_gpus", "requirements", "keep_alive_seconds", "min_concurrency", "max_concurrency", "endpoints", "version", "created_at", "runners", "owner_key_id")
+    __slots__ = ("id", "entrypoint", "code_url", "machine_type", "num_gpus", "requirements", "keep_alive_seconds", "min_concurrency", "max_concurrency", "endpoints", "version", "created_at", "runners", "owner_key_id", "updated_at", "busy_runners", "description")
     ID_FIELD_NUMBER: _ClassVar[int]
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
     CODE_URL_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,9 @@ class App(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     RUNNERS_FIELD_NUMBER: _ClassVar[int]
     OWNER_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    BUSY_RUNNERS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     id: str
     entrypoint: str
     code_url: str
@@ -53,10 +56,13 @@ class App(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     runners: int
     owner_key_id: str
-    def __init__(self, id: _Optional[str] = ..., entrypoint: _Optional[str] = ..., code_url: _Optional[str] = ..., machine_type: _Optional[str] = ..., num_gpus: _Optional[int] = ..., requirements: _Optional[_Iterable[str]] = ..., keep_alive_seconds: _Optional[float] = ..., min_concurrency: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[AppEndpoint, _Mapping]]] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., runners: _Optional[int] = ..., owner_key_id: _Optional[str] = ...) -> None: ...
+    updated_at: _timestamp_pb2.Timestamp
+    busy_runners: int
+    description: str
+    def __init__(self, id: _Optional[str] = ..., entrypoint: _Optional[str] = ..., code_url: _Optional[str] = ..., machine_type: _Optional[str] = ..., num_gpus: _Optional[int] = ..., requirements: _Optional[_Iterable[str]] = ..., keep_alive_seconds: _Optional[float] = ..., min_concurrency: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[AppEndpoint, _Mapping]]] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., runners: _Optional[int] = ..., owner_key_id: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., busy_runners: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
 
 class DeployAppRequest(_message.Message):
-    __slots__ = ("name", "entrypoint", "code", "machine_type", "num_gpus", "requirements", "keep_alive_seconds", "min_concurrency", "max_concurrency", "endpoints")
+    __slots__ = ("name", "entrypoint", "code", "machine_type", "num_gpus", "requirements", "keep_alive_seconds", "min_concurrency", "max_concurrency", "endpoints", "description")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +73,7 @@ class DeployAppRequest(_message.Message):
     MIN_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     name: str
     entrypoint: str
     code: bytes
@@ -77,7 +84,8 @@ class DeployAppRequest(_message.Message):
     min_concurrency: int
     max_concurrency: int
     endpoints: _containers.RepeatedCompositeFieldContainer[AppEndpoint]
-    def __init__(self, name: _Optional[str] = ..., entrypoint: _Optional[str] = ..., code: _Optional[bytes] = ..., machine_type: _Optional[str] = ..., num_gpus: _Optional[int] = ..., requirements: _Optional[_Iterable[str]] = ..., keep_alive_seconds: _Optional[float] = ..., min_concurrency: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[AppEndpoint, _Mapping]]] = ...) -> None: ...
+    description: str
+    def __init__(self, name: _Optional[str] = ..., entrypoint: _Optional[str] = ..., code: _Optional[bytes] = ..., machine_type: _Optional[str] = ..., num_gpus: _Optional[int] = ..., requirements: _Optional[_Iterable[str]] = ..., keep_alive_seconds: _Optional[float] = ..., min_concurrency: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[AppEndpoint, _Mapping]]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class DeployAppResponse(_message.Message):
     __slots__ = ("app",)
@@ -144,10 +152,18 @@ class StreamAppLogsRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., follow: _Optional[bool] = ...) -> None: ...
 
 class StreamAppLogsResponse(_message.Message):
-    __slots__ = ("entry",)
+    __slots__ = ("entry", "runner_id", "request_id", "version", "worker_id")
     ENTRY_FIELD_NUMBER: _ClassVar[int]
+    RUNNER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     entry: _common_pb2.LogEntry
-    def __init__(self, entry: _Optional[_Union[_common_pb2.LogEntry, _Mapping]] = ...) -> None: ...
+    runner_id: str
+    request_id: str
+    version: int
+    worker_id: str
+    def __init__(self, entry: _Optional[_Union[_common_pb2.LogEntry, _Mapping]] = ..., runner_id: _Optional[str] = ..., request_id: _Optional[str] = ..., version: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class InvokeRequest(_message.Message):
     __slots__ = ("model_id", "input", "version")
@@ -160,14 +176,18 @@ class InvokeRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class InvokeResult(_message.Message):
-    __slots__ = ("output", "runner_seconds", "cold_start")
+    __slots__ = ("output", "runner_seconds", "cold_start", "cold_start_seconds", "version")
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     RUNNER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     COLD_START_FIELD_NUMBER: _ClassVar[int]
+    COLD_START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     output: _struct_pb2.Struct
     runner_seconds: float
     cold_start: bool
-    def __init__(self, output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., runner_seconds: _Optional[float] = ..., cold_start: _Optional[bool] = ...) -> None: ...
+    cold_start_seconds: float
+    version: int
+    def __init__(self, output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., runner_seconds: _Optional[float] = ..., cold_start: _Optional[bool] = ..., cold_start_seconds: _Optional[float] = ..., version: _Optional[int] = ...) -> None: ...
 
 class InvokeEvent(_message.Message):
     __slots__ = ("progress", "log", "partial", "usage", "result")

@@ -21,75 +21,76 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from genmesh.v1 import apps_pb2 as genmesh_dot_v1_dot_apps__pb2
 from genmesh.v1 import common_pb2 as genmesh_dot_v1_dot_common__pb2
 from genmesh.v1 import worker_pb2 as genmesh_dot_v1_dot_worker__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17genmesh/v1/router.proto\x12\ngenmesh.v1\x1a\x17genmesh/v1/common.proto\x1a\x17genmesh/v1/worker.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x01\n\x13HardwareConstraints\x12\x1f\n\x17min_device_memory_bytes\x18\x01 \x01(\x03\x12\x14\n\x0cgpu_required\x18\x02 \x01(\x08\x12\x13\n\x0bgpu_classes\x18\x03 \x03(\t\x12\x10\n\x08num_gpus\x18\x04 \x01(\x05\x12\x14\n\x0cmachine_type\x18\x05 \x01(\t\"H\n\x05Price\x12\x0c\n\x04unit\x18\x01 \x01(\t\x12\x12\n\nunit_price\x18\x02 \x01(\x01\x12\x0b\n\x03per\x18\x03 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"\xdc\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07weights\x18\x05 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x03\x12\x31\n\x08hardware\x18\x07 \x01(\x0b\x32\x1f.genmesh.v1.HardwareConstraints\x12!\n\x06prices\x18\x08 \x03(\x0b\x32\x11.genmesh.v1.Price\x12-\n\x0cinput_schema\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0crequest_type\x18\n \x01(\t\x12\x13\n\x0bmax_context\x18\x0b \x01(\x05\x12\x11\n\tavailable\x18\x0c \x01(\x08\x12)\n\x08\x64\x65\x66\x61ults\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\"2\n\x11ListModelsRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.genmesh.v1.Model\"#\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"4\n\x10GetModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.genmesh.v1.Model\"_\n\nRunRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\"\x8c\x01\n\x0bRunResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06output\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.genmesh.v1.Usage\x12\x1e\n\x16inference_time_seconds\x18\x04 \x01(\x01\"b\n\rStreamRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\"\xf9\x01\n\x0eStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x08progress\x18\x02 \x01(\x0b\x32\x14.genmesh.v1.ProgressH\x00\x12#\n\x03log\x18\x03 \x01(\x0b\x32\x14.genmesh.v1.LogEntryH\x00\x12,\n\x07partial\x18\x04 \x01(\x0b\x32\x19.genmesh.v1.PartialOutputH\x00\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x11.genmesh.v1.UsageH\x00\x12)\n\x06result\x18\x06 \x01(\x0b\x32\x17.genmesh.v1.FinalResultH\x00\x42\x07\n\x05\x65vent\"\xdb\x01\n\rSubmitRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x08priority\x18\x03 \x01(\x0e\x32\x14.genmesh.v1.Priority\x12\x13\n\x0bwebhook_url\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x1d\n\x15start_timeout_seconds\x18\x06 \x01(\x01\x12\x1b\n\x13run_timeout_seconds\x18\x07 \x01(\x01\"c\n\x0eSubmitResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0equeue_position\x18\x02 \x01(\x05\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.genmesh.v1.JobStatus\"\xbd\x03\n\x08JobState\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.genmesh.v1.JobStatus\x12\x16\n\x0equeue_position\x18\x04 \x01(\x05\x12&\n\x08progress\x18\x05 \x01(\x0b\x32\x14.genmesh.v1.Progress\x12\"\n\x04logs\x18\x06 \x03(\x0b\x32\x14.genmesh.v1.LogEntry\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x12\n\nerror_type\x18\x08 \x01(\t\x12\x1a\n\x12queue_time_seconds\x18\t \x01(\x01\x12\x1e\n\x16inference_time_seconds\x18\n \x01(\x01\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x0e \x01(\x05\"1\n\rStatusRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04logs\x18\x02 \x01(\x08\"3\n\x0eStatusResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.genmesh.v1.JobState\"6\n\x12WatchStatusRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04logs\x18\x02 \x01(\x08\"8\n\x13WatchStatusResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.genmesh.v1.JobState\"#\n\rResultRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"~\n\x0eResultResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.genmesh.v1.JobState\x12\'\n\x06output\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.genmesh.v1.Usage\"#\n\rCancelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"<\n\x0e\x43\x61ncelResponse\x12*\n\x07outcome\x18\x01 \x01(\x0e\x32\x19.genmesh.v1.CancelOutcome\"\x9f\x01\n\x0fWebhookDelivery\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x30\n\x0c\x61ttempted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\"2\n\x1cListWebhookDeliveriesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"P\n\x1dListWebhookDeliveriesResponse\x12/\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1b.genmesh.v1.WebhookDelivery\"%\n\x12ListWorkersRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"?\n\x13ListWorkersResponse\x12(\n\x07workers\x18\x01 \x03(\x0b\x32\x17.genmesh.v1.WorkerState*\x9e\x01\n\rCancelOutcome\x12\x1e\n\x1a\x43\x41NCEL_OUTCOME_UNSPECIFIED\x10\x00\x12)\n%CANCEL_OUTCOME_CANCELLATION_REQUESTED\x10\x01\x12$\n CANCEL_OUTCOME_ALREADY_COMPLETED\x10\x02\x12\x1c\n\x18\x43\x41NCEL_OUTCOME_NOT_FOUND\x10\x03\x32\xab\x06\n\x06Router\x12K\n\nListModels\x12\x1d.genmesh.v1.ListModelsRequest\x1a\x1e.genmesh.v1.ListModelsResponse\x12\x45\n\x08GetModel\x12\x1b.genmesh.v1.GetModelRequest\x1a\x1c.genmesh.v1.GetModelResponse\x12\x36\n\x03Run\x12\x16.genmesh.v1.RunRequest\x1a\x17.genmesh.v1.RunResponse\x12\x41\n\x06Stream\x12\x19.genmesh.v1.StreamRequest\x1a\x1a.genmesh.v1.StreamResponse0\x01\x12?\n\x06Submit\x12\x19.genmesh.v1.SubmitRequest\x1a\x1a.genmesh.v1.SubmitResponse\x12?\n\x06Status\x12\x19.genmesh.v1.StatusRequest\x1a\x1a.genmesh.v1.StatusResponse\x12P\n\x0bWatchStatus\x12\x1e.genmesh.v1.WatchStatusRequest\x1a\x1f.genmesh.v1.WatchStatusResponse0\x01\x12?\n\x06Result\x12\x19.genmesh.v1.ResultRequest\x1a\x1a.genmesh.v1.ResultResponse\x12?\n\x06\x43\x61ncel\x12\x19.genmesh.v1.CancelRequest\x1a\x1a.genmesh.v1.CancelResponse\x12l\n\x15ListWebhookDeliveries\x12(.genmesh.v1.ListWebhookDeliveriesRequest\x1a).genmesh.v1.ListWebhookDeliveriesResponse\x12N\n\x0bListWorkers\x12\x1e.genmesh.v1.ListWorkersRequest\x1a\x1f.genmesh.v1.ListWorkersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17genmesh/v1/router.proto\x12\ngenmesh.v1\x1a\x15genmesh/v1/apps.proto\x1a\x17genmesh/v1/common.proto\x1a\x17genmesh/v1/worker.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x01\n\x13HardwareConstraints\x12\x1f\n\x17min_device_memory_bytes\x18\x01 \x01(\x03\x12\x14\n\x0cgpu_required\x18\x02 \x01(\x08\x12\x13\n\x0bgpu_classes\x18\x03 \x03(\t\x12\x10\n\x08num_gpus\x18\x04 \x01(\x05\x12\x14\n\x0cmachine_type\x18\x05 \x01(\t\"H\n\x05Price\x12\x0c\n\x04unit\x18\x01 \x01(\t\x12\x12\n\nunit_price\x18\x02 \x01(\x01\x12\x0b\n\x03per\x18\x03 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"\x88\x03\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07weights\x18\x05 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x03\x12\x31\n\x08hardware\x18\x07 \x01(\x0b\x32\x1f.genmesh.v1.HardwareConstraints\x12!\n\x06prices\x18\x08 \x03(\x0b\x32\x11.genmesh.v1.Price\x12-\n\x0cinput_schema\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0crequest_type\x18\n \x01(\t\x12\x13\n\x0bmax_context\x18\x0b \x01(\x05\x12\x11\n\tavailable\x18\x0c \x01(\x08\x12)\n\x08\x64\x65\x66\x61ults\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\tendpoints\x18\x0e \x03(\x0b\x32\x17.genmesh.v1.AppEndpoint\"2\n\x11ListModelsRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.genmesh.v1.Model\"#\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"4\n\x10GetModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.genmesh.v1.Model\"_\n\nRunRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\"\x8c\x01\n\x0bRunResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06output\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.genmesh.v1.Usage\x12\x1e\n\x16inference_time_seconds\x18\x04 \x01(\x01\"b\n\rStreamRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\"\xf9\x01\n\x0eStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x08progress\x18\x02 \x01(\x0b\x32\x14.genmesh.v1.ProgressH\x00\x12#\n\x03log\x18\x03 \x01(\x0b\x32\x14.genmesh.v1.LogEntryH\x00\x12,\n\x07partial\x18\x04 \x01(\x0b\x32\x19.genmesh.v1.PartialOutputH\x00\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x11.genmesh.v1.UsageH\x00\x12)\n\x06result\x18\x06 \x01(\x0b\x32\x17.genmesh.v1.FinalResultH\x00\x42\x07\n\x05\x65vent\"\xdb\x01\n\rSubmitRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x08priority\x18\x03 \x01(\x0e\x32\x14.genmesh.v1.Priority\x12\x13\n\x0bwebhook_url\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x1d\n\x15start_timeout_seconds\x18\x06 \x01(\x01\x12\x1b\n\x13run_timeout_seconds\x18\x07 \x01(\x01\"c\n\x0eSubmitResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0equeue_position\x18\x02 \x01(\x05\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.genmesh.v1.JobStatus\"\xbd\x03\n\x08JobState\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.genmesh.v1.JobStatus\x12\x16\n\x0equeue_position\x18\x04 \x01(\x05\x12&\n\x08progress\x18\x05 \x01(\x0b\x32\x14.genmesh.v1.Progress\x12\"\n\x04logs\x18\x06 \x03(\x0b\x32\x14.genmesh.v1.LogEntry\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x12\n\nerror_type\x18\x08 \x01(\t\x12\x1a\n\x12queue_time_seconds\x18\t \x01(\x01\x12\x1e\n\x16inference_time_seconds\x18\n \x01(\x01\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x0e \x01(\x05\"1\n\rStatusRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04logs\x18\x02 \x01(\x08\"3\n\x0eStatusResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.genmesh.v1.JobState\"6\n\x12WatchStatusRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04logs\x18\x02 \x01(\x08\"8\n\x13WatchStatusResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.genmesh.v1.JobState\"#\n\rResultRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"~\n\x0eResultResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.genmesh.v1.JobState\x12\'\n\x06output\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.genmesh.v1.Usage\"#\n\rCancelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"<\n\x0e\x43\x61ncelResponse\x12*\n\x07outcome\x18\x01 \x01(\x0e\x32\x19.genmesh.v1.CancelOutcome\"\x9f\x01\n\x0fWebhookDelivery\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x30\n\x0c\x61ttempted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\"2\n\x1cListWebhookDeliveriesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"P\n\x1dListWebhookDeliveriesResponse\x12/\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1b.genmesh.v1.WebhookDelivery\"%\n\x12ListWorkersRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"?\n\x13ListWorkersResponse\x12(\n\x07workers\x18\x01 \x03(\x0b\x32\x17.genmesh.v1.WorkerState*\x9e\x01\n\rCancelOutcome\x12\x1e\n\x1a\x43\x41NCEL_OUTCOME_UNSPECIFIED\x10\x00\x12)\n%CANCEL_OUTCOME_CANCELLATION_REQUESTED\x10\x01\x12$\n CANCEL_OUTCOME_ALREADY_COMPLETED\x10\x02\x12\x1c\n\x18\x43\x41NCEL_OUTCOME_NOT_FOUND\x10\x03\x32\xab\x06\n\x06Router\x12K\n\nListModels\x12\x1d.genmesh.v1.ListModelsRequest\x1a\x1e.genmesh.v1.ListModelsResponse\x12\x45\n\x08GetModel\x12\x1b.genmesh.v1.GetModelRequest\x1a\x1c.genmesh.v1.GetModelResponse\x12\x36\n\x03Run\x12\x16.genmesh.v1.RunRequest\x1a\x17.genmesh.v1.RunResponse\x12\x41\n\x06Stream\x12\x19.genmesh.v1.StreamRequest\x1a\x1a.genmesh.v1.StreamResponse0\x01\x12?\n\x06Submit\x12\x19.genmesh.v1.SubmitRequest\x1a\x1a.genmesh.v1.SubmitResponse\x12?\n\x06Status\x12\x19.genmesh.v1.StatusRequest\x1a\x1a.genmesh.v1.StatusResponse\x12P\n\x0bWatchStatus\x12\x1e.genmesh.v1.WatchStatusRequest\x1a\x1f.genmesh.v1.WatchStatusResponse0\x01\x12?\n\x06Result\x12\x19.genmesh.v1.ResultRequest\x1a\x1a.genmesh.v1.ResultResponse\x12?\n\x06\x43\x61ncel\x12\x19.genmesh.v1.CancelRequest\x1a\x1a.genmesh.v1.CancelResponse\x12l\n\x15ListWebhookDeliveries\x12(.genmesh.v1.ListWebhookDeliveriesRequest\x1a).genmesh.v1.ListWebhookDeliveriesResponse\x12N\n\x0bListWorkers\x12\x1e.genmesh.v1.ListWorkersRequest\x1a\x1f.genmesh.v1.ListWorkersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'genmesh.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CANCELOUTCOME']._serialized_start=3163
-  _globals['_CANCELOUTCOME']._serialized_end=3321
-  _globals['_HARDWARECONSTRAINTS']._serialized_start=153
-  _globals['_HARDWARECONSTRAINTS']._serialized_end=290
-  _globals['_PRICE']._serialized_start=292
-  _globals['_PRICE']._serialized_end=364
-  _globals['_MODEL']._serialized_start=367
-  _globals['_MODEL']._serialized_end=715
-  _globals['_LISTMODELSREQUEST']._serialized_start=717
-  _globals['_LISTMODELSREQUEST']._serialized_end=767
-  _globals['_LISTMODELSRESPONSE']._serialized_start=769
-  _globals['_LISTMODELSRESPONSE']._serialized_end=824
-  _globals['_GETMODELREQUEST']._serialized_start=826
-  _globals['_GETMODELREQUEST']._serialized_end=861
-  _globals['_GETMODELRESPONSE']._serialized_start=863
-  _globals['_GETMODELRESPONSE']._serialized_end=915
-  _globals['_RUNREQUEST']._serialized_start=917
-  _globals['_RUNREQUEST']._serialized_end=1012
-  _globals['_RUNRESPONSE']._serialized_start=1015
-  _globals['_RUNRESPONSE']._serialized_end=1155
-  _globals['_STREAMREQUEST']._serialized_start=1157
-  _globals['_STREAMREQUEST']._serialized_end=1255
-  _globals['_STREAMRESPONSE']._serialized_start=1258
-  _globals['_STREAMRESPONSE']._serialized_end=1507
-  _globals['_SUBMITREQUEST']._serialized_start=1510
-  _globals['_SUBMITREQUEST']._serialized_end=1729
-  _globals['_SUBMITRESPONSE']._serialized_start=1731
-  _globals['_SUBMITRESPONSE']._serialized_end=1830
-  _globals['_JOBSTATE']._serialized_start=1833
-  _globals['_JOBSTATE']._serialized_end=2278
-  _globals['_STATUSREQUEST']._serialized_start=2280
-  _globals['_STATUSREQUEST']._serialized_end=2329
-  _globals['_STATUSRESPONSE']._serialized_start=2331
-  _globals['_STATUSRESPONSE']._serialized_end=2382
-  _globals['_WATCHSTATUSREQUEST']._serialized_start=2384
-  _globals['_WATCHSTATUSREQUEST']._serialized_end=2438
-  _globals['_WATCHSTATUSRESPONSE']._serialized_start=2440
-  _globals['_WATCHSTATUSRESPONSE']._serialized_end=2496
-  _globals['_RESULTREQUEST']._serialized_start=2498
-  _globals['_RESULTREQUEST']._serialized_end=2533
-  _globals['_RESULTRESPONSE']._serialized_start=2535
-  _globals['_RESULTRESPONSE']._serialized_end=2661
-  _globals['_CANCELREQUEST']._serialized_start=2663
-  _globals['_CANCELREQUEST']._serialized_end=2698
-  _globals['_CANCELRESPONSE']._serialized_start=2700
-  _globals['_CANCELRESPONSE']._serialized_end=2760
-  _globals['_WEBHOOKDELIVERY']._serialized_start=2763
-  _globals['_WEBHOOKDELIVERY']._serialized_end=2922
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=2924
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=2974
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=2976
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=3056
-  _globals['_LISTWORKERSREQUEST']._serialized_start=3058
-  _globals['_LISTWORKERSREQUEST']._serialized_end=3095
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=3097
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=3160
-  _globals['_ROUTER']._serialized_start=3324
-  _globals['_ROUTER']._serialized_end=4135
+  _globals['_CANCELOUTCOME']._serialized_start=3230
+  _globals['_CANCELOUTCOME']._serialized_end=3388
+  _globals['_HARDWARECONSTRAINTS']._serialized_start=176
+  _globals['_HARDWARECONSTRAINTS']._serialized_end=313
+  _globals['_PRICE']._serialized_start=315
+  _globals['_PRICE']._serialized_end=387
+  _globals['_MODEL']._serialized_start=390
+  _globals['_MODEL']._serialized_end=782
+  _globals['_LISTMODELSREQUEST']._serialized_start=784
+  _globals['_LISTMODELSREQUEST']._serialized_end=834
+  _globals['_LISTMODELSRESPONSE']._serialized_start=836
+  _globals['_LISTMODELSRESPONSE']._serialized_end=891
+  _globals['_GETMODELREQUEST']._serialized_start=893
+  _globals['_GETMODELREQUEST']._serialized_end=928
+  _globals['_GETMODELRESPONSE']._serialized_start=930
+  _globals['_GETMODELRESPONSE']._serialized_end=982
+  _globals['_RUNREQUEST']._serialized_start=984
+  _globals['_RUNREQUEST']._serialized_end=1079
+  _globals['_RUNRESPONSE']._serialized_start=1082
+  _globals['_RUNRESPONSE']._serialized_end=1222
+  _globals['_STREAMREQUEST']._serialized_start=1224
+  _globals['_STREAMREQUEST']._serialized_end=1322
+  _globals['_STREAMRESPONSE']._serialized_start=1325
+  _globals['_STREAMRESPONSE']._serialized_end=1574
+  _globals['_SUBMITREQUEST']._serialized_start=1577
+  _globals['_SUBMITREQUEST']._serialized_end=1796
+  _globals['_SUBMITRESPONSE']._serialized_start=1798
+  _globals['_SUBMITRESPONSE']._serialized_end=1897
+  _globals['_JOBSTATE']._serialized_start=1900
+  _globals['_JOBSTATE']._serialized_end=2345
+  _globals['_STATUSREQUEST']._serialized_start=2347
+  _globals['_STATUSREQUEST']._serialized_end=2396
+  _globals['_STATUSRESPONSE']._serialized_start=2398
+  _globals['_STATUSRESPONSE']._serialized_end=2449
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=2451
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=2505
+  _globals['_WATCHSTATUSRESPONSE']._serialized_start=2507
+  _globals['_WATCHSTATUSRESPONSE']._serialized_end=2563
+  _globals['_RESULTREQUEST']._serialized_start=2565
+  _globals['_RESULTREQUEST']._serialized_end=2600
+  _globals['_RESULTRESPONSE']._serialized_start=2602
+  _globals['_RESULTRESPONSE']._serialized_end=2728
+  _globals['_CANCELREQUEST']._serialized_start=2730
+  _globals['_CANCELREQUEST']._serialized_end=2765
+  _globals['_CANCELRESPONSE']._serialized_start=2767
+  _globals['_CANCELRESPONSE']._serialized_end=2827
+  _globals['_WEBHOOKDELIVERY']._serialized_start=2830
+  _globals['_WEBHOOKDELIVERY']._serialized_end=2989
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=2991
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=3041
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=3043
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=3123
+  _globals['_LISTWORKERSREQUEST']._serialized_start=3125
+  _globals['_LISTWORKERSREQUEST']._serialized_end=3162
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=3164
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=3227
+  _globals['_ROUTER']._serialized_start=3391
+  _globals['_ROUTER']._serialized_end=4202
 # @@protoc_insertion_point(module_scope)

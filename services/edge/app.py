@@ -15,6 +15,8 @@ from genmesh.errors import GenmeshError
 from genmesh.settings import Settings
 from genmesh.services.edge import errors, fal
 from genmesh.services.edge.auth import IdentityCache
+from genmesh.services.edge.catalog_view import CatalogView
+from genmesh.services.edge.tokens import TokenSealer
 from genmesh.services.edge.mesh_client import MeshClient
 
 
@@ -41,7 +43,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge()
+                    raise _TooLarge(self.max_bytes)
             return message
 
         try:
@@ -59,8 +61,12 @@ class BodyLimit:
         await response(scope, None, send)  # type: ignore[arg-type]
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised while reading the body; an HTTPException so that FastAPI's body parsing (which turns
+    other errors into 400) lets it through to be answered 413."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body larger than {max_bytes} bytes")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -69,6 +75,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.mesh = MeshClient(settings)
         app.state.identities = IdentityCache(app.state.mesh)
         app.state.blobs = blobstore.open_store(settings)
+        app.state.catalog = CatalogView(app.state.mesh, settings)
+        app.state.tokens = TokenSealer(blobstore.signing_secret(settings))
         yield
         await app.state.mesh.close()
 
@@ -98,7 +106,8 @@ def _route_modules() -> list[Any]:
     import importlib
 
     out = []
-    for name in ("files", "openai_api", "platform", "realtime", "apps_api"):
+    # platform before openai_api: /v1/models/pricing must not be read as a model id.
+    for name in ("files", "platform", "openai_api", "batches", "realtime", "apps_api"):
         try:
             out.append(importlib.import_module(f"genmesh.services.edge.{name}"))
         except ModuleNotFoundError as exc:

@@ -13,10 +13,13 @@ from genmesh.errors import GenmeshError, Internal, InvalidArgument, NotFound, Un
 
 log = logging.getLogger("genmesh.edge")
 OPENAI_PREFIX = "/v1/"
+# FAL platform API paths under /v1/ keep FAL's error shape.
+FAL_PLATFORM_PATHS = ("/v1/models/pricing", "/v1/models/usage")
 
 
 def is_openai(request: Request) -> bool:
-    return request.url.path.startswith(OPENAI_PREFIX) and not request.url.path.startswith("/v1/models/")
+    path = request.url.path
+    return path.startswith(OPENAI_PREFIX) and not path.startswith(FAL_PLATFORM_PATHS)
 
 
 def render(request: Request, error: GenmeshError) -> JSON:
@@ -36,12 +39,40 @@ async def genmesh_error(request: Request, exc: Exception) -> JSON:
     return render(request, exc)
 
 
+def field_path(loc: tuple | list) -> str | None:
+    """A validation error's location as genmesh names fields: `messages[0].content`."""
+    out = ""
+    for part in loc:
+        if part in ("body", "query", "path", "header", "form"):
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _is_union_tag(part):
+            out += f".{part}" if out else str(part)
+    return out or None
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic names union members in locations (`str`, `list[...]`, `function-after[...]`).
+    text = str(part)
+    return text in ("str", "int", "float", "bool", "dict", "list") or "[" in text or text.startswith(
+        ("function-", "literal", "tagged-union"))
+
+
+def invalid_argument(errors: list[dict]) -> InvalidArgument:
+    """The first pydantic validation error as InvalidArgument naming the field."""
+    first = errors[0] if errors else {}
+    msg = first.get("msg", "invalid request")
+    if first.get("type") == "extra_forbidden":
+        msg = "unknown parameter"
+    elif first.get("type") == "json_invalid":
+        return InvalidArgument("the request body is not valid JSON", field="body")
+    return InvalidArgument(msg, field=field_path(first.get("loc", ())))
+
+
 async def validation_error(request: Request, exc: Exception) -> JSON:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-    field = ".".join(loc) or None
-    return render(request, InvalidArgument(first.get("msg", "invalid request"), field=field))
+    return render(request, invalid_argument(list(exc.errors())))
 
 
 async def http_error(request: Request, exc: Exception) -> JSON:
@@ -50,6 +81,9 @@ async def http_error(request: Request, exc: Exception) -> JSON:
         error: GenmeshError = NotFound(f"no route {request.method} {request.url.path}")
     elif exc.status_code == 401:
         error = Unauthenticated(str(exc.detail))
+    elif exc.status_code == 413:
+        error = InvalidArgument(str(exc.detail), field="body")
+        error.http_status = 413
     elif exc.status_code == 405:
         error = InvalidArgument(f"method {request.method} not allowed on {request.url.path}")
         error.http_status = 405

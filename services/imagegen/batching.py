@@ -18,6 +18,7 @@ GEMM blocking) for different batch sizes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -71,6 +72,7 @@ class ImageBatcher:
 
     def __post_init__(self) -> None:
         self._pending: list[_Pending] = []
+        self._running: list[_Pending] = []
         self._arrived: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
@@ -102,7 +104,8 @@ class ImageBatcher:
                 await self._runner
             except asyncio.CancelledError:
                 pass
-        for pending in self._pending:
+        for pending in self._pending + self._running:
+            pending.cancel.set()  # a running batch stops at its next step
             _fail(pending, Unavailable("image batcher is shut down"))
         self._pending.clear()
 
@@ -170,6 +173,7 @@ class ImageBatcher:
         self.stats.images += sum(p.params.num_images for p in batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         log.debug("image batch", extra={"requests": len(batch), "key": batch[0].key})
+        self._running = batch
         try:
             outcomes = await loop.run_in_executor(self.executor, self.pipeline.run_batch,
                                                   requests)
@@ -178,6 +182,8 @@ class ImageBatcher:
             for pending in batch:
                 _fail(pending, exc)
             return
+        finally:
+            self._running = []
         for pending, outcome in zip(batch, outcomes):
             if isinstance(outcome, BaseException):
                 _fail(pending, outcome)
@@ -198,7 +204,10 @@ class ImageBatcher:
 def _relay(loop: asyncio.AbstractEventLoop, fn: Callable[[object], None]
            ) -> Callable[[object], None]:
     """Call `fn` on the loop thread, preserving order, from the compute thread."""
-    return lambda arg: loop.call_soon_threadsafe(fn, arg)
+    def call(arg: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+            loop.call_soon_threadsafe(fn, arg)
+    return call
 
 
 def _handoff(loop: asyncio.AbstractEventLoop, fn: Callable[[object], None], timeout: float

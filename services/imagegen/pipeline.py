@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageOps
 
-from genmesh.errors import Cancelled, GenmeshError, Internal, ModelUnavailable
+from genmesh.errors import Cancelled, GenmeshError, Internal, InvalidArgument, ModelUnavailable
 
 from .encode import EncodedImage, encode_image
 from .params import SCHEDULERS, ImageDefaults, ImageParams
@@ -127,6 +127,12 @@ def make_scheduler(name: str | None, base_config: Any) -> Any:
     return getattr(diffusers, class_name).from_config(base_config, **overrides)
 
 
+def num_timesteps(pipe: Any) -> int:
+    """Denoising iterations of the running call (image-to-image and PNDM differ from the
+    requested steps); pipelines without the property report their scheduler's schedule."""
+    return int(getattr(pipe, "num_timesteps", None) or len(pipe.scheduler.timesteps))
+
+
 def generators(seed: int, count: int) -> list[torch.Generator]:
     # CPU generators: the same seed draws the same noise whatever device runs the UNet, and one
     # generator per image keeps an image's noise independent of what else is in its batch.
@@ -193,14 +199,23 @@ class ImagePipeline:
             if batch_key(request.params) != key or request.params.seed is None:
                 raise ValueError("a batch needs equal batch keys and resolved seeds")
         batch = _Batch(requests)
+        inits: dict[int, Image.Image] = {}
         for i, request in enumerate(requests):
-            if request.cancel is not None and request.cancel.is_set():
-                batch.drop(i, Cancelled("cancelled before it started"))
+            p = request.params
+            try:
+                if request.cancel is not None and request.cancel.is_set():
+                    raise Cancelled("cancelled before it started")
+                if p.image is not None:
+                    inits[i] = load_init_image(p.image, p.width, p.height)
+            except GenmeshError as exc:
+                batch.drop(i, exc)
         if not batch.live:
             return batch.outcomes()
+        batch.assign_offsets()
         started = time.perf_counter()
         with self._lock:
-            pipe, kwargs = self._prepare(requests)
+            pipe, kwargs = self._prepare([requests[i] for i in batch.live],
+                                         [inits.get(i) for i in batch.live])
             try:
                 images = pipe(**kwargs, callback_on_step_end=batch.on_step_end,
                               callback_on_step_end_tensor_inputs=["latents"]).images
@@ -222,19 +237,20 @@ class ImagePipeline:
                                  megapixels=p.num_images * p.width * p.height / 1e6))
         return batch.outcomes()
 
-    def _prepare(self, requests: Sequence[GenerationRequest]) -> tuple[Any, dict[str, Any]]:
+    def _prepare(self, requests: Sequence[GenerationRequest],
+                 init_images: Sequence[Image.Image | None]) -> tuple[Any, dict[str, Any]]:
         first = requests[0].params
         prompts: list[str] = []
         negatives: list[str] = []
         gens: list[torch.Generator] = []
         inits: list[Image.Image] = []
-        for request in requests:
+        for request, init in zip(requests, init_images):
             p = request.params
             prompts += [p.prompt] * p.num_images
             negatives += [p.negative_prompt] * p.num_images
             gens += generators(p.seed, p.num_images)
-            if p.image is not None:
-                inits += [load_init_image(p.image, p.width, p.height)] * p.num_images
+            if init is not None:
+                inits += [init] * p.num_images
         kwargs: dict[str, Any] = {
             "prompt": prompts, "generator": gens,
             "num_inference_steps": first.num_inference_steps,
@@ -263,8 +279,12 @@ class ImagePipeline:
 
 def load_init_image(data: bytes, width: int, height: int) -> Image.Image:
     """Decode an init image and cover-fit it to the output size (centre crop, no distortion)."""
-    with Image.open(io.BytesIO(data)) as im:
-        rgb = ImageOps.exif_transpose(im).convert("RGB")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            rgb = ImageOps.exif_transpose(im).convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        # Params only verify the header; a truncated body surfaces here.
+        raise InvalidArgument(f"cannot be decoded ({exc})", field="image") from None
     if rgb.size == (width, height):
         return rgb
     return ImageOps.fit(rgb, (width, height), Image.Resampling.LANCZOS)
@@ -279,17 +299,20 @@ class _Batch:
     """Per-request bookkeeping for one pipeline call: image offsets, liveness, outcomes."""
 
     requests: Sequence[GenerationRequest]
-    offsets: list[int] = field(default_factory=list)
+    offsets: dict[int, int] = field(default_factory=dict)  # request -> its first row
     live: list[int] = field(default_factory=list)
     results: dict[int, ImageResult | GenmeshError] = field(default_factory=dict)
     total: int = 0
 
     def __post_init__(self) -> None:
+        self.live = list(range(len(self.requests)))
+
+    def assign_offsets(self) -> None:
+        """Rows of the pipeline call, in order, for the requests live when it starts."""
         offset = 0
-        for i, request in enumerate(self.requests):
-            self.offsets.append(offset)
-            self.live.append(i)
-            offset += request.params.num_images
+        for i in self.live:
+            self.offsets[i] = offset
+            offset += self.requests[i].params.num_images
 
     def drop(self, i: int, error: GenmeshError) -> None:
         self.live.remove(i)
@@ -302,7 +325,7 @@ class _Batch:
         return [self.results[i] for i in range(len(self.requests))]
 
     def on_step_end(self, pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        step, self.total = i + 1, pipe.num_timesteps
+        step, self.total = i + 1, num_timesteps(pipe)
         latents = tensors["latents"]
         can_preview = latents.ndim == 4 and latents.shape[1] == 4  # UNet latents, SD VAE
         scale: float | None = None

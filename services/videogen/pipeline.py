@@ -18,7 +18,7 @@ from PIL import Image
 
 from genmesh.errors import Cancelled
 from genmesh.services.imagegen.pipeline import (StepCallback, StepEvent, load_diffusers,
-                                                load_init_image)
+                                                load_init_image, num_timesteps)
 from genmesh.services.imagegen.preview import (latents_to_png, scheduler_noise_scale,
                                                should_preview)
 
@@ -167,7 +167,7 @@ class _Progress:
         self.total = 0
 
     def on_step_end(self, pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        step, self.total = i + 1, pipe.num_timesteps
+        step, self.total = i + 1, num_timesteps(pipe)
         if self.on_step is not None:
             previews: tuple[bytes, ...] = ()
             if should_preview(step, self.total, self.params.preview_every):

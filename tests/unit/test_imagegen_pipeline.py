@@ -18,7 +18,8 @@ from genmesh.errors import Cancelled, InvalidArgument, ModelUnavailable
 from genmesh.models.diffusion import BUILDERS
 from genmesh.services.imagegen.batching import ImageBatcher
 from genmesh.services.imagegen.params import SCHEDULERS, ImageDefaults, ImageParams
-from genmesh.services.imagegen.pipeline import ImagePipeline, ImageResult, StepEvent
+from genmesh.services.imagegen.pipeline import (GenerationRequest, ImagePipeline, ImageResult,
+                                                StepEvent)
 from genmesh.services.imagegen.preview import (PREVIEW_MAX_SIDE, latents_to_png, preview_count,
                                                should_preview)
 
@@ -399,3 +400,22 @@ def test_image_to_image_depends_on_the_init_image(pipeline: ImagePipeline) -> No
     red = pipeline.generate(params(image=png_bytes((64, 64), (255, 0, 0)), strength=0.5))
     blue = pipeline.generate(params(image=png_bytes((64, 64), (0, 0, 255)), strength=0.5))
     assert red.images[0].data != blue.images[0].data
+
+
+def test_a_bad_init_image_fails_only_its_own_request(pipeline: ImagePipeline) -> None:
+    good = png_bytes((64, 64), (10, 200, 10))
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 50).convert("RGB").save(buf, format="JPEG")
+    truncated = buf.getvalue()[: len(buf.getvalue()) * 6 // 10]  # passes the header check
+    cancelled = threading.Event()
+    cancelled.set()
+    outcomes = pipeline.run_batch([
+        GenerationRequest(params(image=good, strength=0.5, seed=1)),
+        GenerationRequest(params(image=truncated, strength=0.5, seed=2)),
+        GenerationRequest(params(image=good, strength=0.5, seed=3), cancel=cancelled),
+    ])
+    alone = pipeline.generate(params(image=good, strength=0.5, seed=1))
+    assert isinstance(outcomes[0], ImageResult)
+    assert_same_images(alone, outcomes[0], BATCH_PIXEL_TOLERANCE)
+    assert isinstance(outcomes[1], InvalidArgument) and outcomes[1].field == "image"
+    assert isinstance(outcomes[2], Cancelled)

@@ -1,0 +1,99 @@
+"""A private mesh for benchmarks: embedded NATS and Postgres in a scratch directory and the
+chosen services as child processes (the same `Supervisor` that `genmesh up` uses)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+import asyncpg
+import grpc
+
+from genmesh.embedded import EmbeddedNats, EmbeddedPostgres
+from genmesh.up import Supervisor
+from genmesh.v1 import router_pb2, router_pb2_grpc
+
+
+@dataclass
+class BenchMesh:
+    supervisor: Supervisor
+    api_key: str
+    database_url: str
+    nats_url: str
+    env: dict[str, str]
+
+    def addr(self, service: str) -> str:
+        return f"127.0.0.1:{self.supervisor.ports[service]}"
+
+    @property
+    def edge_url(self) -> str:
+        return f"http://127.0.0.1:{self.supervisor.ports['edge']}"
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.api_key}"),)
+
+    def pid(self, service: str) -> int:
+        proc = self.supervisor.children[service].proc
+        assert proc is not None
+        return proc.pid
+
+
+async def wait_for_worker(mesh: BenchMesh, service: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(mesh.addr("router")) as ch:
+        stub = router_pb2_grpc.RouterStub(ch)
+        while True:
+            resp = await stub.ListWorkers(router_pb2.ListWorkersRequest(service=service),
+                                          metadata=mesh.metadata, timeout=5)
+            if resp.workers:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {service} worker registered after {timeout:.0f}s")
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def bench_mesh(workdir: Path, services: list[str],
+                     extra_env: dict[str, str] | None = None) -> AsyncIterator[BenchMesh]:
+    """Infrastructure and services under `workdir`; everything is stopped on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    nats = EmbeddedNats(workdir / "nats")
+    pg = EmbeddedPostgres(workdir / "postgres")
+    sup: Supervisor | None = None
+    try:
+        nats_url = await nats.start()
+        db_url = await pg.start()
+        api_key = "gm_bench_" + secrets.token_hex(12)
+        env = {"GENMESH_NATS_URL": nats_url, "GENMESH_DATABASE_URL": db_url, "GENMESH_API_KEY": api_key,
+               "GENMESH_DATA_DIR": str(workdir), "GENMESH_SIGNING_SECRET": "bench-signing-secret",
+               "GENMESH_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1", **(extra_env or {})}
+        sup = Supervisor(env=env, log_dir=workdir / "logs", services=services)
+        await sup.start()
+        mesh = BenchMesh(sup, api_key, db_url, nats_url, env)
+        for service in services:
+            if service not in ("router", "billing", "edge") and "router" in services:
+                await wait_for_worker(mesh, service)
+        yield mesh
+    finally:
+        if sup is not None:
+            await sup.stop()
+        await pg.stop()
+        await nats.stop()
+
+
+async def db_fetch(url: str, query: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
