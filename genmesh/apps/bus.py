@@ -1,5 +1,6 @@
 """The apps' NATS names: the KV bucket holding every deployed app's current spec (written by the
-router, watched by router replicas and app workers) and the stream of app logs.
+router, watched by router replicas and app workers), the stream of app logs, and the heartbeat
+labels in which app workers report their runners.
 
   KV genmesh_apps, key owner/alias          an App message; a delete when the app is deleted
   genmesh.apps.logs.<owner>.<alias>         StreamAppLogsResponse lines (stream APP_LOGS)
@@ -30,6 +31,16 @@ LOG_MAX_AGE_S = 7 * 86400.0
 
 def log_subject(app_id: str) -> str:
     return f"{LOGS_PREFIX}.{app_id.replace('/', '.')}"
+
+
+# App workers report their runners in their heartbeat labels: runners/<app_id> = live runner
+# processes of the app, busy/<app_id> = those serving a request.
+def runners_label(app_id: str) -> str:
+    return f"runners/{app_id}"
+
+
+def busy_label(app_id: str) -> str:
+    return f"busy/{app_id}"
 
 
 async def bucket(js: JetStreamContext) -> KeyValue:

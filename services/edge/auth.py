@@ -7,7 +7,7 @@ import time
 from fastapi import Request
 
 from genmesh import keys
-from genmesh.errors import Unauthenticated
+from genmesh.errors import Unauthenticated, Unavailable
 from genmesh.keys import Identity
 from genmesh.v1 import billing_pb2
 
@@ -33,8 +33,13 @@ class IdentityCache:
         now = time.monotonic()
         if hit and hit[1] > now:
             return hit[0]
-        resp = await self.mesh.unary(self.mesh.billing.Authenticate,
-                                     billing_pb2.AuthenticateRequest(secret=auth.split(" ", 1)[1]), auth)
+        try:
+            resp = await self.mesh.unary(self.mesh.billing.Authenticate,
+                                         billing_pb2.AuthenticateRequest(secret=auth.split(" ", 1)[1]), auth,
+                                         timeout=10)
+        except Unavailable:
+            raise Unavailable("billing is not running: files, uploads and batches identify the key "
+                              "through the billing service (start it, or check GENMESH_BILLING_ADDR)") from None
         scope = "admin" if resp.key.scope == billing_pb2.API_KEY_SCOPE_ADMIN else "user"
         identity = Identity(resp.key.id, scope)
         self._cache[auth] = (identity, now + CACHE_TTL_S)

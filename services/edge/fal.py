@@ -11,7 +11,8 @@ from genmesh.services.edge.responses import JSON, json_body
 from sse_starlette.sse import EventSourceResponse
 
 from genmesh import jsonpb
-from genmesh.errors import GenmeshError, InvalidArgument, NotFound, _BY_TYPE, _index_types
+from genmesh.errors import (DeadlineExceeded, GenmeshError, InvalidArgument, NotFound, _BY_TYPE,
+                            _index_types)
 from genmesh.v1 import common_pb2, router_pb2
 from genmesh.services.edge.auth import authorization
 
@@ -83,10 +84,14 @@ def status_json(job: router_pb2.JobState, response_url: str, with_logs: bool) ->
     return out
 
 
+# Error types the router sets on queued jobs that no genmesh error class carries.
+_JOB_ERROR_TYPES = {"start_timeout": DeadlineExceeded, "run_timeout": DeadlineExceeded}
+
+
 def error_for(job: router_pb2.JobState) -> GenmeshError:
     if not _BY_TYPE:
         _index_types()
-    cls = _BY_TYPE.get(job.error_type)
+    cls = _BY_TYPE.get(job.error_type) or _JOB_ERROR_TYPES.get(job.error_type)
     if cls is None:
         from genmesh.errors import Internal
         cls = Internal
@@ -164,6 +169,8 @@ async def result(owner: str, alias: str, request_id: str, request: Request) -> J
     if job.status != common_pb2.JOB_STATUS_COMPLETED:
         error = error_for(job)
         headers["x-fal-error-type"] = error.error_type
+        if job.error_type == "start_timeout":
+            headers["x-fal-request-timeout-type"] = "user"  # the caller's own limit: no retry
         status_code = 499 if job.status == common_pb2.JOB_STATUS_CANCELLED else error.http_status
         return JSON(error.fal_body(), status_code=status_code, headers=headers)
     return JSON(jsonpb.struct_to_json(resp.output), headers=headers)

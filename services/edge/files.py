@@ -49,8 +49,8 @@ async def owner(request: Request) -> str:
 
 # --- signed blob-store URLs -----------------------------------------------------------------------
 
-@router.api_route("/files/{key:path}", methods=["GET", "HEAD"], tags=["files"],
-                  summary="Download a file by its signed URL (expires, sig)")
+@router.get("/files/{key:path}", tags=["files"], summary="Download a file by its signed URL (expires, sig)")
+@router.head("/files/{key:path}", include_in_schema=False)
 async def signed_file(key: str, request: Request, expires: int = Query(0), sig: str = Query("")) -> Response:
     store = request.app.state.blobs
     verify = getattr(getattr(store, "signer", None), "verify", None)

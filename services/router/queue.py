@@ -62,8 +62,7 @@ class JobQueue:
         """Commits the job to Postgres, then enqueues it; answers only once both hold."""
         if req.webhook_url and not req.webhook_url.startswith(("http://", "https://")):
             raise InvalidArgument("must be an http(s) URL", field="webhook_url")
-        stored_input = jsonpb.to_dict(prep.request)
-        stored_input.pop("model_id", None)
+        stored_input = prep.stored_input()
         job, created = await self.store.create(
             request_id=uuid.uuid4().hex, model_id=prep.model_id, service=prep.task.service,
             api_key_id=identity.key_id, input=stored_input, priority=priority_name(req.priority),
@@ -260,11 +259,13 @@ class JobQueue:
         usage = common_pb2.Usage(items=[common_pb2.UsageItem(**i) for i in (job.usage or [])])
         queue_time = (job.started_at - job.created_at).total_seconds() if job.started_at else 0.0
         run_time = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else 0.0
+        spec = self.runner.catalog.find(job.model_id)
         self.usage.publish_soon(record(
             request_id=job.id, model_id=job.model_id, api_key_id=job.api_key_id,
             status=STATUS_ENUM[job.status], usage=usage, error=job.error or "",
             error_type=job.error_type or "", created_at=job.created_at, started_at=job.started_at,
-            finished_at=job.finished_at, queue_time_s=queue_time, run_time_s=run_time, mode="queue"))
+            finished_at=job.finished_at, queue_time_s=queue_time, run_time_s=run_time, mode="queue",
+            machine_type=spec.machine_type if spec else ""))
 
     # --- cancel ---------------------------------------------------------------------------------
 

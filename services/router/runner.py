@@ -12,6 +12,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from genmesh import jsonpb
+from genmesh.apps import spec as app_spec
 from genmesh.catalog import Catalog, ModelSpec
 from genmesh.errors import GenmeshError, InvalidArgument
 from genmesh.tasks import Task
@@ -28,6 +29,14 @@ class Prepared:
     task: Task
     request: Message
     model_id: str  # as the caller named it (apps keep their sub-path)
+
+    def stored_input(self) -> dict[str, Any]:
+        """The JSON input a queued job keeps; `prepare_json` of it rebuilds this request."""
+        if self.spec.task == "app":
+            return app_spec.stored_input(self.request)  # type: ignore[arg-type]
+        data = jsonpb.to_dict(self.request)
+        data.pop("model_id", None)
+        return data
 
 
 @dataclass
@@ -54,7 +63,11 @@ class Runner:
             raise InvalidArgument("is required", field="model_id")
         spec = self.catalog.get(model_id)
         task = spec.task_spec
-        request = jsonpb.parse_input(data, task.request_cls)
+        if spec.task == "app":
+            # An app's body is its endpoint's own input, checked against the schema it exported.
+            request: Message = app_spec.app_request(spec, model_id, data)
+        else:
+            request = jsonpb.parse_input(data, task.request_cls)
         return self._finish(spec, task, request, model_id)
 
     def prepare_typed(self, task: Task, request: Message) -> Prepared:

@@ -23,6 +23,7 @@ from genmesh.rpc import Channels, servicer_errors
 from genmesh.settings import Settings
 from genmesh.tasks import PROXIED_METHODS, Task
 from genmesh.v1 import common_pb2, router_pb2, router_pb2_grpc
+from genmesh.services.router.apps import AppsComponent
 from genmesh.services.router.auth import Authenticator
 from genmesh.services.router.convert import result_output, to_generic
 from genmesh.services.router.dispatch import Dispatcher
@@ -49,6 +50,7 @@ class Mesh:
         self.channels = Channels()
         self.dispatcher = Dispatcher(self.registry, ResidentFirst(), self.channels)
         self.runner = Runner(self.catalog, self.dispatcher, max_attempts=settings.max_attempts)
+        self.apps = AppsComponent(self)
         self.pool: Any = None
         self.nc: Any = None
         self.auth: Authenticator
@@ -76,6 +78,8 @@ class Mesh:
         self.webhooks = WebhookSender(self.store, blobstore.signing_secret(s), s.webhook_max_attempts,
                                       s.webhook_backoff_s)
         await self.registry.start(self.nc)
+        # Deployed apps join the catalog before the queue can pull a job for one.
+        await self.apps.start()
         self.queue = JobQueue(router_id=self.router_id, nc=self.nc, js=js, store=self.store,
                               runner=self.runner, registry=self.registry, usage=self.usage,
                               webhooks=self.webhooks, ack_wait_s=s.queue_ack_wait_s,
@@ -89,6 +93,7 @@ class Mesh:
         await self.queue.drain()
 
     async def stop(self) -> None:
+        await self.apps.stop()
         await self.usage.flush()
         await self.webhooks.close()
         await self.registry.stop()
@@ -128,7 +133,7 @@ class Mesh:
                 status=status, usage=outcome.usage, error=error.message if error else "",
                 error_type=error.error_type if error else "", created_at=created,
                 started_at=started, finished_at=finished, queue_time_s=started - created,
-                run_time_s=finished - started, mode=mode))
+                run_time_s=finished - started, mode=mode, machine_type=prep.spec.machine_type))
 
     async def owned_job(self, identity: Identity, request_id: str) -> Job:
         job = await self.store.get(request_id) if request_id else None
@@ -329,11 +334,12 @@ class RouterComponent:
     def __init__(self, settings: Settings) -> None:
         self.mesh = Mesh(settings)
         proxied = sorted({p.strip("/").split("/")[0] for p in PROXIED_METHODS})
-        self.service_names = ["genmesh.v1.Router", *proxied]
+        self.service_names = ["genmesh.v1.Router", *proxied, *self.mesh.apps.service_names]
 
     def register(self, server: grpc.aio.Server) -> None:
         router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(self.mesh), server)
         server.add_generic_rpc_handlers(proxy_handlers(self.mesh))
+        self.mesh.apps.register(server)
 
     async def start(self, port: int) -> None:
         await self.mesh.start()

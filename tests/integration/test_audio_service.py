@@ -298,23 +298,26 @@ async def test_tiny_vits_synthesizes_through_the_service(worker: Worker) -> None
 # --- errors -------------------------------------------------------------------------------------
 
 TRANSCRIBE_ERRORS = [
-    ({"audio": b""}, "audio"),
-    ({"audio": b"\x13\x37garbage bytes that are no audio container" * 20}, "audio"),
-    ({"audio": b"RIFF\x00\x00\x00\x00WAVE" + bytes(range(256)) * 8}, "audio"),  # decoder refuses
-    ({"audio_url": "data:audio/wav;base64,bm90IGF1ZGlv"}, "audio_url"),
-    ({"response_format": "docx"}, "response_format"),
-    ({"task": "summarize"}, "task"),
-    ({"temperature": 2.0}, "temperature"),
-    ({"language": "fr"}, "language"),  # PocketSphinx knows English only
-    ({"model_id": ESPEAK}, "model_id"),
+    pytest.param({"audio": b""}, "audio", id="empty-audio"),
+    pytest.param({"audio": b"\x13\x37garbage bytes that are no audio container" * 20}, "audio",
+                 id="garbage-bytes"),
+    pytest.param({"audio": b"RIFF\x00\x00\x00\x00WAVE" + bytes(range(256)) * 8}, "audio",
+                 id="undecodable-wav"),
+    pytest.param({"audio_url": "data:audio/wav;base64,bm90IGF1ZGlv"}, "audio_url",
+                 id="data-uri-of-no-audio"),
+    pytest.param({"response_format": "docx"}, "response_format", id="unknown-format"),
+    pytest.param({"task": "summarize"}, "task", id="unknown-task"),
+    pytest.param({"temperature": 2.0}, "temperature", id="temperature-above-1"),
+    pytest.param({"language": "fr"}, "language", id="language-the-model-lacks"),
+    pytest.param({"model_id": ESPEAK}, "model_id", id="speech-model"),
 ]
 SYNTHESIZE_ERRORS = [
-    ({"input": ""}, "input"),
-    ({"voice": "darth"}, "voice"),
-    ({"speed": 0.1}, "speed"),
-    ({"speed": 9.0}, "speed"),
-    ({"response_format": "midi"}, "response_format"),
-    ({"model_id": SPHINX}, "model_id"),
+    pytest.param({"input": ""}, "input", id="empty-input"),
+    pytest.param({"voice": "darth"}, "voice", id="unknown-voice"),
+    pytest.param({"speed": 0.1}, "speed", id="speed-too-slow"),
+    pytest.param({"speed": 9.0}, "speed", id="speed-too-fast"),
+    pytest.param({"response_format": "midi"}, "response_format", id="unknown-format"),
+    pytest.param({"model_id": SPHINX}, "model_id", id="transcription-model"),
 ]
 
 
