@@ -9,6 +9,8 @@ Modes (all on the echo model):
   direct         the typed Echo RPC on the worker itself (the baseline)
   stream         Router.Stream
   submit         Router.Submit (the durable queue); prints the request ids it got back
+  status         Router.Status of one request id (what FAL clients poll every 0.1 s)
+  rest-status    GET /queue/genmesh/echo/requests/<id>/status on the edge
 
 Every call has a deadline and every loop is bounded (a request count and a wall-clock cap), so
 a load run always ends by itself. The result includes the client's own CPU time per request.
@@ -69,11 +71,15 @@ class HttpConn:
             self.writer.close()
             self.writer = None
 
+    async def get(self, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        return await self.post(path, b"", headers, method="GET")
+
     async def post(self, path: str, body: bytes, headers: dict[str, str],
-                   on_chunk: Callable[[bytes], None] | None = None) -> tuple[int, bytes]:
+                   on_chunk: Callable[[bytes], None] | None = None,
+                   method: str = "POST") -> tuple[int, bytes]:
         await self._ensure()
         assert self.reader is not None and self.writer is not None
-        lines = [f"POST {path} HTTP/1.1", f"host: {self.host}:{self.port}",
+        lines = [f"{method} {path} HTTP/1.1", f"host: {self.host}:{self.port}",
                  f"content-length: {len(body)}", "content-type: application/json",
                  *(f"{k}: {v}" for k, v in headers.items())]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
@@ -133,7 +139,7 @@ class Target:
         s = self.spec
         self.metadata = (("authorization", f"Bearer {s['key']}"),)
         self.payload: dict[str, Any] = s.get("payload", {"prompt": "hello"})
-        if s["mode"] in ("rest", "rest-stream"):
+        if s["mode"] in ("rest", "rest-stream", "rest-status"):
             host, port = s["addr"].rsplit(":", 1)
             self.conns = [HttpConn(host, int(port)) for _ in range(s["concurrency"])]
             self.body = json.dumps(self.payload).encode()
@@ -145,6 +151,7 @@ class Target:
             self.input = struct_pb2.Struct()
             self.input.update(self.payload)
             self.run_rpc, self.stream_rpc, self.submit_rpc = router.Run, router.Stream, router.Submit
+            self.status_rpc = router.Status
             self.echo_rpc = echo.Echo
             self.echo_req = echo_pb2.EchoRequest(model_id="genmesh/echo", **self.payload)
 
@@ -174,6 +181,16 @@ class Target:
             resp = await self.run_rpc(router_pb2.RunRequest(model_id="genmesh/echo", input=self.input),
                                       metadata=self.metadata, timeout=CALL_TIMEOUT_S)
             return Sample(time.perf_counter() - start, request_id=resp.request_id)
+        if mode == "status":
+            resp = await self.status_rpc(router_pb2.StatusRequest(request_id=self.spec["request_id"]),
+                                         metadata=self.metadata, timeout=CALL_TIMEOUT_S)
+            return Sample(time.perf_counter() - start, request_id=resp.job.request_id)
+        if mode == "rest-status":
+            status, body = await self.conns[worker].get(
+                f"/queue/genmesh/echo/requests/{self.spec['request_id']}/status", self.headers)
+            if status not in (200, 202):
+                raise HttpError(f"HTTP {status}: {body[:200]!r}")
+            return Sample(time.perf_counter() - start)
         if mode == "submit":
             resp = await self.submit_rpc(router_pb2.SubmitRequest(model_id="genmesh/echo", input=self.input),
                                          metadata=self.metadata, timeout=CALL_TIMEOUT_S)
@@ -212,7 +229,7 @@ async def drive(spec: dict[str, Any]) -> dict[str, Any]:
     issued = 0
 
     async def warm(worker: int) -> None:
-        for _ in range(max(1, warmup // concurrency)):
+        for _ in range(max(1, warmup // concurrency) if warmup else 0):
             try:
                 await target.once(worker)
             except Exception:  # noqa: BLE001 - warm-up failures show up in the real run

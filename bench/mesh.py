@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import AsyncIterator
 
 import asyncpg
 import grpc
+import psutil
 
 from genmesh.embedded import EmbeddedNats, EmbeddedPostgres
 from genmesh.up import Supervisor
@@ -26,6 +28,7 @@ class BenchMesh:
     database_url: str
     nats_url: str
     env: dict[str, str]
+    infra_pids: dict[str, int]
 
     def addr(self, service: str) -> str:
         return f"127.0.0.1:{self.supervisor.ports[service]}"
@@ -59,9 +62,10 @@ async def wait_for_worker(mesh: BenchMesh, service: str, timeout: float = 60.0) 
 
 
 @contextlib.asynccontextmanager
-async def bench_mesh(workdir: Path, services: list[str],
-                     extra_env: dict[str, str] | None = None) -> AsyncIterator[BenchMesh]:
-    """Infrastructure and services under `workdir`; everything is stopped on exit."""
+async def bench_mesh(workdir: Path, services: list[str], extra_env: dict[str, str] | None = None,
+                     *, keep_data: bool = False) -> AsyncIterator[BenchMesh]:
+    """Infrastructure and services under `workdir`; everything is stopped on exit, and the
+    Postgres cluster removed unless `keep_data` (as root it lives outside `workdir`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     nats = EmbeddedNats(workdir / "nats")
     pg = EmbeddedPostgres(workdir / "postgres")
@@ -75,7 +79,8 @@ async def bench_mesh(workdir: Path, services: list[str],
                "GENMESH_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1", **(extra_env or {})}
         sup = Supervisor(env=env, log_dir=workdir / "logs", services=services)
         await sup.start()
-        mesh = BenchMesh(sup, api_key, db_url, nats_url, env)
+        mesh = BenchMesh(sup, api_key, db_url, nats_url, env,
+                         {"nats": nats.pid or 0, "postgres": pg.pid or 0})
         for service in services:
             if service not in ("router", "billing", "edge") and "router" in services:
                 await wait_for_worker(mesh, service)
@@ -85,6 +90,8 @@ async def bench_mesh(workdir: Path, services: list[str],
             await sup.stop()
         await pg.stop()
         await nats.stop()
+        if not keep_data and pg.pgdata is not None and not pg.pgdata.is_relative_to(workdir):
+            shutil.rmtree(pg.pgdata, ignore_errors=True)
 
 
 async def db_fetch(url: str, query: str, *args: object) -> list[asyncpg.Record]:
@@ -97,3 +104,22 @@ async def db_fetch(url: str, query: str, *args: object) -> list[asyncpg.Record]:
 
 def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its children (Postgres serves each connection in a child)."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def mesh_pids(mesh: BenchMesh) -> dict[str, int]:
+    return {**{name: mesh.pid(name) for name in mesh.supervisor.children}, **mesh.infra_pids}

@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator, Callable
 
 import grpc
 
-from genmesh.errors import GenmeshError, Internal, abort
+from genmesh.errors import GenmeshError, Internal, InvalidArgument, Unavailable, abort
 
 log = logging.getLogger("genmesh.rpc")
 
@@ -36,6 +36,16 @@ SERVER_OPTIONS = [
 ]
 
 
+def use_fast_event_loop() -> None:
+    """uvloop for the process's asyncio loop when it is installed. Measured on the router and
+    the echo worker (grpc.aio): less CPU per proxied call than the default selector loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
     for k, v in context.invocation_metadata() or ():
         if k == key:
@@ -43,8 +53,60 @@ def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
     return None
 
 
+def _dependency_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions meaning Postgres or NATS is unreachable right now (restarting, cut off)."""
+    types: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        import asyncpg
+
+        types += [asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                  asyncpg.OperatorInterventionError, asyncpg.TooManyConnectionsError]
+    except ImportError:
+        pass
+    try:
+        import nats.errors
+
+        types += [nats.errors.ConnectionClosedError, nats.errors.NoServersError,
+                  nats.errors.OutboundBufferLimitError, nats.errors.TimeoutError,
+                  nats.errors.NoRespondersError]
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+# A call failing on one of these is UNAVAILABLE (retry later), not INTERNAL.
+DEPENDENCY_ERRORS = _dependency_errors()
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import asyncpg
+    except ImportError:
+        return ()
+    return (asyncpg.DataError,)
+
+
+# Postgres refusing a value the caller sent (a NUL in a string, a number out of range): the
+# request is at fault, not the service.
+DATA_ERRORS = _data_errors()
+
+
+def _metadata_safe(error: GenmeshError) -> GenmeshError:
+    """The error with a field name fit for trailing metadata (printable ASCII only): a caller's
+    JSON key such as "prompté" or "\\x1f" would otherwise turn the answer into INTERNAL."""
+    if error.field and not (error.field.isascii() and error.field.isprintable()):
+        error.field = error.field.encode("unicode_escape").decode("ascii")
+    return error
+
+
+def _unavailable(exc: BaseException) -> Unavailable:
+    log.warning("a dependency is unavailable", extra={"error": repr(exc)})
+    return Unavailable(f"temporarily unavailable ({type(exc).__name__}); retry shortly")
+
+
 def servicer_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Maps genmesh errors to status codes; anything unexpected is INTERNAL without a trace."""
+    """Maps genmesh errors to status codes, an unreachable Postgres or NATS to UNAVAILABLE;
+    anything else unexpected is INTERNAL without a trace."""
     if inspect.isasyncgenfunction(fn):
         @functools.wraps(fn)
         async def stream_wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -52,9 +114,13 @@ def servicer_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 async for item in fn(self, request, context):
                     yield item
             except GenmeshError as exc:
-                await abort(context, exc)
+                await abort(context, _metadata_safe(exc))
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
+            except DEPENDENCY_ERRORS as exc:
+                await abort(context, _unavailable(exc))
+            except DATA_ERRORS as exc:
+                await abort(context, InvalidArgument(f"a value cannot be used: {exc}"))
             except Exception:  # noqa: BLE001 - the client gets a clean INTERNAL, the log the trace
                 log.exception("unhandled error", extra={"method": fn.__name__})
                 await abort(context, Internal("internal error"))
@@ -65,9 +131,13 @@ def servicer_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return await fn(self, request, context)
         except GenmeshError as exc:
-            await abort(context, exc)
+            await abort(context, _metadata_safe(exc))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
+        except DEPENDENCY_ERRORS as exc:
+            await abort(context, _unavailable(exc))
+        except DATA_ERRORS as exc:
+            await abort(context, InvalidArgument(f"a value cannot be used: {exc}"))
         except Exception:  # noqa: BLE001
             log.exception("unhandled error", extra={"method": fn.__name__})
             await abort(context, Internal("internal error"))
@@ -75,10 +145,13 @@ def servicer_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Channels:
-    """One cached channel per address (channels multiplex; dialing per call is slow)."""
+    """One cached channel per address (channels multiplex; dialing per call is slow), and one
+    cached multicallable per (address, method): building one per call is a measurable share of
+    a proxied call's CPU."""
 
     def __init__(self) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._methods: dict[tuple[str, str], Any] = {}
 
     def get(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
@@ -87,12 +160,29 @@ class Channels:
             self._channels[address] = channel
         return channel
 
+    def method(self, address: str, path: str, *, streaming: bool,
+               request_serializer: Callable[[Any], bytes],
+               response_deserializer: Callable[[bytes], Any]) -> Any:
+        """The cached unary-stream (or unary-unary) multicallable for `path` on `address`."""
+        key = (address, path)
+        method = self._methods.get(key)
+        if method is None:
+            channel = self.get(address)
+            make = channel.unary_stream if streaming else channel.unary_unary
+            method = make(path, request_serializer=request_serializer,
+                          response_deserializer=response_deserializer)
+            self._methods[key] = method
+        return method
+
     async def drop(self, address: str) -> None:
+        for key in [k for k in self._methods if k[0] == address]:
+            del self._methods[key]
         channel = self._channels.pop(address, None)
         if channel is not None:
             await channel.close()
 
     async def close(self) -> None:
+        self._methods.clear()
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()

@@ -176,14 +176,27 @@ def _on_sigterm(_signum: int, _frame: Any) -> None:
     raise SystemExit(0)  # unwinds through serve() so teardown still runs
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """SIGTERM when the worker dies, even by SIGKILL (Linux); exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if parent_pid and os.getppid() != parent_pid:
+        raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="genmesh.apps.runner")
     p.add_argument("--socket", required=True)
     p.add_argument("--runner-id", required=True)
     p.add_argument("--root", required=True, help="the unpacked code bundle")
     p.add_argument("--entrypoint", required=True, help="file.py::ClassName inside the bundle")
+    p.add_argument("--parent-pid", type=int, default=0, help="the worker; the runner dies with it")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _die_with_parent(args.parent_pid)
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(args.socket)

@@ -171,7 +171,10 @@ class AppSpec(ModelSpec):
         if validator is None:
             schema = _closed(self.endpoint(path)["input_schema"])
             validator = self._validators[path] = jsonschema.Draft202012Validator(schema)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+        errors = list(validator.iter_errors(data))
+        # An unknown field is usually a misspelt one: naming it beats "x is required".
+        unknown = [e for e in errors if e.validator == "additionalProperties"]
+        error = unknown[0] if unknown else jsonschema.exceptions.best_match(errors)
         if error is not None:
             raise InvalidArgument(error.message, field=_field_of(error))
 

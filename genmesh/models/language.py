@@ -66,7 +66,8 @@ def chat_template(default_system: str) -> str:
         "{{- '<|im_end|>\\n' -}}"
         "{%- for message in loop_messages -%}"
         "{%- if message['role'] == 'tool' -%}"
-        "{%- if loop.first or loop_messages[loop.index0 - 1]['role'] != 'tool' -%}{{- '<|im_start|>user' -}}{%- endif -%}"
+        "{%- if loop.first or loop_messages[loop.index0 - 1]['role'] != 'tool' -%}"
+        "{{- '<|im_start|>user' -}}{%- endif -%}"
         "{{- '\\n<tool_response>\\n' + (message['content'] or '') + '\\n</tool_response>' -}}"
         "{%- if loop.last or loop_messages[loop.index0 + 1]['role'] != 'tool' -%}{{- '<|im_end|>\\n' -}}{%- endif -%}"
         "{%- elif message['role'] == 'assistant' and message.get('tool_calls') -%}"
@@ -76,7 +77,8 @@ def chat_template(default_system: str) -> str:
         "{%- set call = tool_call['function'] if tool_call.get('function') else tool_call -%}"
         "{%- if not loop.first -%}{{- '\\n' -}}{%- endif -%}"
         "{{- '<tool_call>\\n{\"name\": ' + (call['name'] | tojson) + ', \"arguments\": ' -}}"
-        "{%- if call['arguments'] is string -%}{{- call['arguments'] -}}{%- else -%}{{- call['arguments'] | tojson -}}{%- endif -%}"
+        "{%- if call['arguments'] is string -%}{{- call['arguments'] -}}"
+        "{%- else -%}{{- call['arguments'] | tojson -}}{%- endif -%}"
         "{{- '}\\n</tool_call>' -}}"
         "{%- endfor -%}"
         "{{- '<|im_end|>\\n' -}}"
@@ -107,6 +109,11 @@ _CORPUS = [
     "<tool_response>\n{\"temperature\": 21, \"condition\": \"sunny\"}\n</tool_response>",
     "<tools>\n</tools> function name arguments description parameters required string number",
     "system user assistant tool the a an of to in is it and or not for with on at by from",
+    '{"type": "function", "function": {"name": "search", "description": "Search the web.", "parameters": '
+    '{"type": "object", "properties": {"query": {"type": "string", "maxLength": 20}, "limit": {"type": '
+    '"integer", "minimum": 1, "maximum": 5}, "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": '
+    '["query"], "additionalProperties": false}}}',
+    _TOOLS_PREAMBLE + _TOOLS_POSTAMBLE,  # the tools system prompt should cost few tokens
 ]
 
 
@@ -114,7 +121,7 @@ def _train_tokenizer() -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=768, min_frequency=1, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=1024, min_frequency=1, show_progress=False,
                                   special_tokens=[PAD_TOKEN, BOS_TOKEN, EOS_TOKEN],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)

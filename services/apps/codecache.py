@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -73,14 +74,15 @@ class CodeCache:
         if not missing:
             return None
         site = base / "site"
-        done = base / "site.ok"
-        if done.exists():
+        if site.is_dir():
             return site
-        shutil.rmtree(site, ignore_errors=True)
+        # Installed beside, then renamed into place: workers sharing the cache never see half.
+        tmp = base / f"site.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
         self.on_log(app.id, f"installing requirements: {' '.join(missing)}", "info")
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-            "--no-input", "--target", str(site), *missing,
+            "--no-input", "--target", str(tmp), *missing,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         try:
             output, _ = await asyncio.wait_for(proc.communicate(), PIP_TIMEOUT_S)
@@ -94,7 +96,10 @@ class CodeCache:
                 self.on_log(app.id, line, "error")
             raise Internal(f"installing the requirements of app '{app.id}' failed: "
                            f"{text.splitlines()[-1] if text else 'pip exited with ' + str(proc.returncode)}")
-        done.write_text(" ".join(missing))
+        try:
+            tmp.rename(site)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another worker finished first
         return site
 
     def forget(self, app_id: str, keep_version: int | None = None) -> None:

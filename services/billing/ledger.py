@@ -245,9 +245,16 @@ class Ledger:
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.1
+            if not msgs:
+                # nats-py's fetch can return an empty batch (a status reply, no messages).
+                LAG_MESSAGES.set(0)
+                continue
             self._busy = True  # set before any await: stop() now waits instead of cancelling
             try:
                 await self.handle(msgs)
+            except Exception:  # noqa: BLE001 - an unacked batch is redelivered; the loop must live
+                log.exception("usage batch failed; it will be redelivered", extra={"records": len(msgs)})
+                await asyncio.sleep(backoff)
             finally:
                 self._busy = False
 

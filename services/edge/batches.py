@@ -177,7 +177,7 @@ async def create_batch(body: BatchCreateRequest, request: Request) -> JSON:
         return resp.request_id
 
     ids = await bounded(requests, submit)
-    failures = [(r, e) for r, e in zip(requests, ids) if isinstance(e, BaseException)]
+    failures = [(r, e) for r, e in zip(requests, ids, strict=True) if isinstance(e, BaseException)]
     if failures:
         # All or nothing: take back what was enqueued and report why the rest was refused.
         await bounded([i for i in ids if isinstance(i, str)], lambda rid: client.unary(
@@ -191,7 +191,7 @@ async def create_batch(body: BatchCreateRequest, request: Request) -> JSON:
     else:
         doc.update(status="in_progress", in_progress_at=int(time.time()))
         doc["genmesh"]["requests"] = [{"custom_id": r["custom_id"], "request_id": rid, "model": r["model_id"],
-                                       "hints": r["hints"]} for r, rid in zip(requests, ids)]
+                                       "hints": r["hints"]} for r, rid in zip(requests, ids, strict=True)]
     await BatchDocuments(store).put(identity.key_id, doc)
     return JSON(public(doc))
 
@@ -263,7 +263,7 @@ async def finalize(request: Request, owner: str, doc: dict[str, Any], auth: str)
 
     reqs = doc["genmesh"]["requests"]
     results = await bounded([r["request_id"] for r in reqs], result)
-    lines = [output_line(doc, r, res) for r, res in zip(reqs, results)]
+    lines = [output_line(doc, r, res) for r, res in zip(reqs, results, strict=True)]
     failed = [line for line in lines if line["error"] is not None or line["response"]["status_code"] != 200]
     files = OpenAIFiles(request.app.state.blobs)
     # Deterministic ids: two edges finalizing the same batch at once write the same files.

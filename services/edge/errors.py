@@ -42,12 +42,19 @@ async def genmesh_error(request: Request, exc: Exception) -> JSON:
 def field_path(loc: tuple | list) -> str | None:
     """A validation error's location as genmesh names fields: `messages[0].content`."""
     out = ""
-    for part in loc:
+    skip_tag = False
+    for i, part in enumerate(loc):
         if part in ("body", "query", "path", "header", "form"):
             continue
         if isinstance(part, int):
             out += f"[{part}]"
-        elif not _is_union_tag(part):
+            # In a list of a tagged union, pydantic puts the member's tag after the index.
+            skip_tag = i > 0 and "tagged-union" in str(loc[i - 1])
+            continue
+        if skip_tag:
+            skip_tag = False
+            continue
+        if not _is_union_tag(part):
             out += f".{part}" if out else str(part)
     return out or None
 
@@ -55,13 +62,16 @@ def field_path(loc: tuple | list) -> str | None:
 def _is_union_tag(part: object) -> bool:
     # pydantic names union members in locations (`str`, `list[...]`, `function-after[...]`).
     text = str(part)
-    return text in ("str", "int", "float", "bool", "dict", "list") or "[" in text or text.startswith(
+    marker = "[" in text and not text.endswith("[]")  # `timestamp_granularities[]` is a form field
+    return text in ("str", "int", "float", "bool", "dict", "list") or marker or text.startswith(
         ("function-", "literal", "tagged-union"))
 
 
 def invalid_argument(errors: list[dict]) -> InvalidArgument:
-    """The first pydantic validation error as InvalidArgument naming the field."""
-    first = errors[0] if errors else {}
+    """A pydantic validation error as InvalidArgument naming the field. Of a union's alternatives
+    the deepest error is the telling one (content given as a list fails inside the list, not as
+    a string)."""
+    first = max(errors, key=lambda e: len(e.get("loc", ())), default={})
     msg = first.get("msg", "invalid request")
     if first.get("type") == "extra_forbidden":
         msg = "unknown parameter"

@@ -3,6 +3,7 @@ cancel), answering exactly what the official fal-client reads (see shared/PROTOC
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any, AsyncIterator
 
@@ -100,6 +101,17 @@ def error_for(job: router_pb2.JobState) -> GenmeshError:
     return error
 
 
+# The router's request ids are plain tokens; anything else is no request of ours, and must never
+# be echoed into a response header (a control character there kills the connection).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def checked_id(request_id: str) -> str:
+    if not _REQUEST_ID.fullmatch(request_id):
+        raise NotFound(f"request {request_id!r} not found")
+    return request_id
+
+
 def wants_logs(request: Request) -> bool:
     return request.query_params.get("logs", "0").lower() in ("1", "true", "yes")
 
@@ -129,6 +141,7 @@ async def submit(model_path: str, request: Request) -> JSON:
 
 @router.get(QUEUE_PREFIX + "/{owner}/{alias}/requests/{request_id}/status", tags=["fal"])
 async def status(owner: str, alias: str, request_id: str, request: Request) -> JSON:
+    checked_id(request_id)
     auth = authorization(request)
     logs = wants_logs(request)
     resp = await mesh(request).unary(mesh(request).router.Status,
@@ -141,6 +154,7 @@ async def status(owner: str, alias: str, request_id: str, request: Request) -> J
 
 @router.get(QUEUE_PREFIX + "/{owner}/{alias}/requests/{request_id}/status/stream", tags=["fal"])
 async def status_stream(owner: str, alias: str, request_id: str, request: Request) -> EventSourceResponse:
+    checked_id(request_id)
     auth = authorization(request)
     logs = wants_logs(request)
     url = f"{base_url(request)}{QUEUE_PREFIX}/{owner}/{alias}/requests/{request_id}"
@@ -158,6 +172,7 @@ async def status_stream(owner: str, alias: str, request_id: str, request: Reques
 
 @router.get(QUEUE_PREFIX + "/{owner}/{alias}/requests/{request_id}", tags=["fal"])
 async def result(owner: str, alias: str, request_id: str, request: Request) -> JSON:
+    checked_id(request_id)
     auth = authorization(request)
     resp = await mesh(request).unary(mesh(request).router.Result,
                                      router_pb2.ResultRequest(request_id=request_id), auth)
@@ -178,6 +193,8 @@ async def result(owner: str, alias: str, request_id: str, request: Request) -> J
 
 @router.put(QUEUE_PREFIX + "/{owner}/{alias}/requests/{request_id}/cancel", tags=["fal"])
 async def cancel(owner: str, alias: str, request_id: str, request: Request) -> JSON:
+    if not _REQUEST_ID.fullmatch(request_id):
+        return JSON({"status": "NOT_FOUND"}, status_code=404)
     auth = authorization(request)
     resp = await mesh(request).unary(mesh(request).router.Cancel,
                                      router_pb2.CancelRequest(request_id=request_id), auth)
@@ -245,3 +262,9 @@ async def run(model_path: str, request: Request) -> Any:
     return JSON(jsonpb.struct_to_json(resp.output), headers={
         "x-fal-request-id": resp.request_id,
         "x-genmesh-inference-time": f"{time.perf_counter() - started:.6f}"})
+
+
+@router.api_route("/{path:path}", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def no_route(path: str, request: Request) -> JSON:
+    # Without this, any unknown GET would answer 405 (the run catch-all above takes POST).
+    raise NotFound(f"no route {request.method} {request.url.path}")

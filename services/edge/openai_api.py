@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from genmesh import blobstore
 from genmesh.errors import GenmeshError, Internal, InvalidArgument
-from genmesh.v1 import audio_pb2, imagegen_pb2, llm_pb2, router_pb2
+from genmesh.v1 import audio_pb2, imagegen_pb2, router_pb2
 from genmesh.services.edge import openai_convert as convert
 from genmesh.services.edge.auth import authorization
 from genmesh.services.edge.catalog_view import CatalogView
@@ -162,6 +162,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             yield DONE
         except Exception as exc:  # noqa: BLE001 - the status line is sent: report in-band
             yield stream_error(exc)
+        finally:
+            await events.aclose()  # a client that went away cancels the model's run
 
     return event_stream(chunks())
 
@@ -188,18 +190,21 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     events = client.stream(client.llm.Complete, reqs[0], auth)
     first = await prime(events, ("chunk", "result"))
 
-    async def one(stream: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    async def one(stream: Any) -> AsyncIterator[bytes]:
         ended = False
-        async for event in stream:
-            case = event.WhichOneof("event")
-            if case == "chunk":
-                out = state.on_chunk(event.chunk)
-            elif case == "result":
-                out, ended = state.on_result(event.result), True
-            else:
-                continue
-            for chunk in out:
-                yield sse(chunk)
+        try:
+            async for event in stream:
+                case = event.WhichOneof("event")
+                if case == "chunk":
+                    out = state.on_chunk(event.chunk)
+                elif case == "result":
+                    out, ended = state.on_result(event.result), True
+                else:
+                    continue
+                for chunk in out:
+                    yield sse(chunk)
+        finally:
+            await stream.aclose()
         if not ended:
             raise Internal("the model ended without a result")
 
@@ -215,6 +220,8 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
             yield DONE
         except Exception as exc:  # noqa: BLE001
             yield stream_error(exc)
+        finally:
+            await events.aclose()
 
     return event_stream(chunks())
 
@@ -243,7 +250,10 @@ async def image_generations(body: ImageGenerationRequest, request: Request) -> J
         output_format=body.output_format or "", inline=fmt == "b64_json")
     req.preview_every = 0
     client = mesh(request)
-    result = await final_result(client.stream(client.imagegen.GenerateImage, req, auth))
+    try:
+        result = await final_result(client.stream(client.imagegen.GenerateImage, req, auth))
+    except InvalidArgument as exc:
+        raise as_openai_param(exc, IMAGE_PARAMS) from None
     store = request.app.state.blobs
     data = []
     for media in result.images:
@@ -259,6 +269,17 @@ async def image_generations(body: ImageGenerationRequest, request: Request) -> J
     if result.images and result.images[0].content_type.startswith("image/"):
         out["output_format"] = result.images[0].content_type.split("/", 1)[1]
     return JSON(out)
+
+
+# Typed-request fields the mesh may name in an error -> the OpenAI parameter they came from.
+IMAGE_PARAMS = {"width": "size", "height": "size", "num_images": "n", "model_id": "model"}
+
+
+def as_openai_param(exc: InvalidArgument, names: dict[str, str]) -> InvalidArgument:
+    if exc.field not in names:
+        return exc
+    detail = exc.message.removeprefix(f"{exc.field}: ")
+    return InvalidArgument(f"{exc.field} {detail}", field=names[exc.field], code=exc.code)
 
 
 async def _fetch(store: Any, url: str) -> bytes:
@@ -327,7 +348,10 @@ async def _transcribe(request: Request, translate: bool) -> Response:
     if params.temperature is not None:
         req.temperature = params.temperature
     client = mesh(request)
-    result = await final_result(client.stream(client.audio.Transcribe, req, auth))
+    try:
+        result = await final_result(client.stream(client.audio.Transcribe, req, auth))
+    except InvalidArgument as exc:
+        raise as_openai_param(exc, {"audio": "file", "audio_url": "file", "model_id": "model"}) from None
     body, content_type = convert.transcription_body(result, params.response_format,
                                                     params.timestamp_granularities, req.task)
     if isinstance(body, str):
@@ -376,5 +400,7 @@ async def speech(body: SpeechRequest, request: Request) -> Response:
         except Exception:  # noqa: BLE001 - bytes already sent: cut the body so the client sees it
             log.exception("speech stream failed")
             raise
+        finally:
+            await events.aclose()
 
     return StreamingResponse(audio(), media_type=convert.SPEECH_CONTENT_TYPES[body.response_format])

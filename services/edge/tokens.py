@@ -51,7 +51,7 @@ class TokenSealer:
         expires = time.time() + ttl_s
         plain = json.dumps({**payload, "exp": expires}, separators=(",", ":")).encode()
         nonce = os.urandom(NONCE_BYTES)
-        cipher = bytes(a ^ b for a, b in zip(plain, self._keystream(nonce, len(plain))))
+        cipher = bytes(a ^ b for a, b in zip(plain, self._keystream(nonce, len(plain)), strict=True))
         return PREFIX + _b64(nonce + cipher + self._tag(purpose, nonce, cipher)), expires
 
     def open(self, purpose: str, token: str) -> dict[str, Any]:
@@ -67,7 +67,7 @@ class TokenSealer:
         nonce, cipher, tag = raw[:NONCE_BYTES], raw[NONCE_BYTES:-TAG_BYTES], raw[-TAG_BYTES:]
         if not hmac.compare_digest(tag, self._tag(purpose, nonce, cipher)):
             raise Unauthenticated("invalid token")
-        plain = bytes(a ^ b for a, b in zip(cipher, self._keystream(nonce, len(cipher))))
+        plain = bytes(a ^ b for a, b in zip(cipher, self._keystream(nonce, len(cipher)), strict=True))
         payload = json.loads(plain)
         if float(payload.get("exp", 0)) < time.time():
             raise Unauthenticated("expired token; ask for a new one")

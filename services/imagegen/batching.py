@@ -97,13 +97,21 @@ class ImageBatcher:
             raise
 
     async def aclose(self) -> None:
+        runner = self._runner
+        self.close()
+        if runner is not None:
+            try:
+                await runner
+            except asyncio.CancelledError:
+                pass
+
+    def close(self) -> None:
+        """Shut down without waiting (for owners that cannot await, such as the model cache
+        evicting this model): waiting and running requests fail with Unavailable, a running
+        batch stops at its next step."""
         self._closed = True
         if self._runner is not None:
             self._runner.cancel()
-            try:
-                await self._runner
-            except asyncio.CancelledError:
-                pass
         for pending in self._pending + self._running:
             pending.cancel.set()  # a running batch stops at its next step
             _fail(pending, Unavailable("image batcher is shut down"))

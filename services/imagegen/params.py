@@ -1,27 +1,22 @@
-"""Image generation parameters: one validated dataclass, errors naming the field and its range.
+"""Image generation parameters: one validated dataclass, errors naming the field and its range,
+and the typed request's rules the router checks before enqueueing.
 
-The field checks (`check_*`) are plain functions so the video service validates the shared
-fields (prompt, sizes, steps, guidance, seed, preview cadence) with the same words and limits.
+Torch-free (the router imports `validate_request`). The field checks both image and video use
+live in `genmesh.diffusion_params`.
 """
 from __future__ import annotations
 
-import io
-import math
-import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from genmesh.errors import InvalidArgument
+from genmesh.diffusion_params import (check_choice, check_int, check_strength_runs_a_step,
+                                      checked_shared_fields, mapping_values, random_seed,
+                                      set_fields, shared_request_fields,
+                                      validate_shared_request_fields)
+from genmesh.v1 import imagegen_pb2
 
-MAX_PROMPT_CHARS = 2000
-MIN_SIDE, MAX_SIDE = 64, 2048
-MAX_STEPS = 150
-MAX_GUIDANCE = 30.0
 MAX_IMAGES = 8
-# Seeds travel through JSON (google.protobuf.Struct numbers are doubles) and UIs; 32 bits keeps
-# them exact everywhere. Image i of a request uses seed + i.
-MAX_SEED = 2**32 - 1
 
 # Public sampler names -> (diffusers scheduler class, config overrides).
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -36,102 +31,6 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 
-
-# --- field checks shared with the video service -------------------------------------------------
-
-def check_prompt(value: object, name: str = "prompt", *, required: bool = True) -> str:
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise InvalidArgument(f"must be a string, got {type(value).__name__}", field=name)
-    if required and not value.strip():
-        raise InvalidArgument("is required and must not be empty", field=name)
-    if len(value) > MAX_PROMPT_CHARS:
-        raise InvalidArgument(f"must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}",
-                              field=name)
-    return value
-
-
-def check_int(value: object, name: str, lo: int, hi: int) -> int:
-    # bool is an int subclass; a JSON true must not become 1 step.
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidArgument(f"must be an integer in {lo}..{hi}, got {value!r}", field=name)
-    if not lo <= value <= hi:
-        raise InvalidArgument(f"must be in {lo}..{hi}, got {value}", field=name)
-    return value
-
-
-def check_float(value: object, name: str, lo: float, hi: float, *, lo_open: bool = False) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise InvalidArgument(f"must be a number in {_range(lo, hi, lo_open)}, got {value!r}",
-                              field=name)
-    if value < lo or value > hi or (lo_open and value == lo):
-        raise InvalidArgument(f"must be in {_range(lo, hi, lo_open)}, got {value}", field=name)
-    return float(value)
-
-
-def check_side(value: object, name: str) -> int:
-    side = check_int(value, name, MIN_SIDE, MAX_SIDE)
-    if side % 8:
-        raise InvalidArgument(f"must be a multiple of 8 in {MIN_SIDE}..{MAX_SIDE}, got {side}",
-                              field=name)
-    return side
-
-
-def check_seed(value: object) -> int | None:
-    return None if value is None else check_int(value, "seed", 0, MAX_SEED)
-
-
-def check_choice(value: object, name: str, allowed: Sequence[str]) -> str:
-    if not isinstance(value, str) or value.lower() not in allowed:
-        raise InvalidArgument(f"must be one of {', '.join(allowed)}; got {value!r}", field=name)
-    return value.lower()
-
-
-def check_image_bytes(value: object, name: str = "image") -> bytes | None:
-    """Init images arrive already fetched; reject what Pillow cannot read before any compute."""
-    if value is None:
-        return None
-    if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise InvalidArgument("must be image bytes (PNG, JPEG or WebP)", field=name)
-    data = bytes(value)
-    if not data:
-        return None
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.verify()
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad input
-        raise InvalidArgument(f"is not a readable image ({exc.__class__.__name__})",
-                              field=name) from None
-    return data
-
-
-def set_fields(obj: object, **values: object) -> None:
-    """Store normalised values on a frozen dataclass during __post_init__."""
-    for name, value in values.items():
-        object.__setattr__(obj, name, value)
-
-
-def random_seed() -> int:
-    return secrets.randbelow(MAX_SEED + 1)
-
-
-def reject_unknown(data: Mapping[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise InvalidArgument(f"unknown field; allowed fields are {', '.join(sorted(known))}",
-                              field=unknown[0])
-
-
-def _range(lo: float, hi: float, lo_open: bool) -> str:
-    return f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
-
-
-# --- image parameters ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ImageDefaults:
@@ -172,28 +71,14 @@ class ImageParams:
 
     def __post_init__(self) -> None:
         set_fields(
-            self,
-            prompt=check_prompt(self.prompt),
-            negative_prompt=check_prompt(self.negative_prompt, "negative_prompt", required=False),
-            width=check_side(self.width, "width"),
-            height=check_side(self.height, "height"),
-            num_inference_steps=check_int(self.num_inference_steps, "num_inference_steps", 1,
-                                          MAX_STEPS),
-            guidance_scale=check_float(self.guidance_scale, "guidance_scale", 0.0, MAX_GUIDANCE),
-            seed=check_seed(self.seed),
+            self, **checked_shared_fields(self),
             num_images=check_int(self.num_images, "num_images", 1, MAX_IMAGES),
             scheduler=(None if self.scheduler in (None, "") else
                        check_choice(self.scheduler, "scheduler", tuple(SCHEDULERS))),
             output_format=check_choice(self.output_format, "output_format", IMAGE_FORMATS),
-            preview_every=check_int(self.preview_every, "preview_every", 0, MAX_STEPS),
-            image=check_image_bytes(self.image),
-            strength=check_float(self.strength, "strength", 0.0, 1.0, lo_open=True),
         )
-        if self.image is not None and int(self.num_inference_steps * self.strength) < 1:
-            # diffusers runs int(steps * strength) steps of image-to-image; zero would be a no-op.
-            raise InvalidArgument(
-                f"must be at least 1/num_inference_steps ({1 / self.num_inference_steps:g}) so "
-                f"that one step runs, got {self.strength:g}", field="strength")
+        if self.image is not None:
+            check_strength_runs_a_step(self.num_inference_steps, self.strength)
 
     @property
     def mode(self) -> str:
@@ -218,26 +103,27 @@ class ImageParams:
         With an init image and no explicit size, the size follows the image (rounded down to a
         multiple of 8 and clamped to the allowed range).
         """
-        known = {f.name for f in fields(cls)}
-        reject_unknown(data, known)
-        values = {k: v for k, v in data.items() if v is not None}
-        for name in ("width", "height", "num_inference_steps", "guidance_scale", "scheduler",
-                     "output_format", "strength"):
-            values.setdefault(name, getattr(defaults, name))
-        if data.get("image") and data.get("width") is None and data.get("height") is None:
-            size = image_size(check_image_bytes(data["image"]) or b"")
-            values["width"], values["height"] = (fit_side(s) for s in size)
-        if "prompt" not in values:
-            raise InvalidArgument("is required and must not be empty", field="prompt")
-        return cls(**values)
+        return cls(**mapping_values(
+            data, {f.name for f in fields(cls)}, defaults,
+            ("width", "height", "num_inference_steps", "guidance_scale", "scheduler",
+             "output_format", "strength")))
 
 
-def image_size(data: bytes) -> tuple[int, int]:
-    from PIL import Image
+def validate_request(request: imagegen_pb2.GenerateImageRequest) -> None:
+    """Raise InvalidArgument naming the first bad field a GenerateImageRequest sets."""
+    validate_shared_request_fields(request)
+    if request.num_images:
+        check_int(request.num_images, "num_images", 1, MAX_IMAGES)
+    if request.scheduler:
+        check_choice(request.scheduler, "scheduler", tuple(SCHEDULERS))
+    if request.output_format:
+        check_choice(request.output_format, "output_format", IMAGE_FORMATS)
 
-    with Image.open(io.BytesIO(data)) as im:
-        return im.size
 
-
-def fit_side(side: int) -> int:
-    return max(MIN_SIDE, min(MAX_SIDE, side // 8 * 8))
+def params_from_request(request: imagegen_pb2.GenerateImageRequest, *, image: bytes | None,
+                        defaults: ImageDefaults) -> ImageParams:
+    """The typed request with its init image fetched, over the model's defaults."""
+    return ImageParams.from_mapping({
+        **shared_request_fields(request), "image": image,
+        "num_images": request.num_images or None, "scheduler": request.scheduler or None,
+    }, defaults)

@@ -109,6 +109,12 @@ def load_diffusers(pipeline_cls: type, directory: Path | str, *, device: str,
                                "build or download the model first")
     dev = resolve_device(device)
     dtype = torch_dtype or default_dtype(dev)
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    # A tqdm bar per load (components, then weights) is noise in structured logs.
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     try:
         pipe = pipeline_cls.from_pretrained(path, dtype=dtype, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:

@@ -135,7 +135,9 @@ class ChatFormatter:
                      tools: Sequence[FunctionTool] = ()) -> int:
         if (messages is None) == (prompt is None):
             raise InvalidArgument("give exactly one of messages or prompt", field="messages")
-        return len(self.render(messages, tools)) if messages is not None else len(self.encode(prompt))  # type: ignore[arg-type]
+        if messages is not None:
+            return len(self.render(messages, tools))
+        return len(self.encode(prompt))  # type: ignore[arg-type]
 
     def budget(self, prompt_tokens: int, max_tokens: int | None, *, prompt_field: str = "messages") -> int:
         """The completion budget: `max_tokens`, or all the room left; too big a request is rejected."""

@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 import torch
 from tokenizers import Tokenizer
@@ -52,6 +51,7 @@ class EngineConfig:
 class EngineStats:
     running: int  # sequences in the decode batch
     waiting: int  # requests not yet prefilled
+    active: int  # requests admitted and not finished
     steps: int  # decode steps so far
     generated_tokens: int
 
@@ -204,13 +204,20 @@ class LLMEngine:
 
     def stats(self) -> EngineStats:
         with self._cv:
-            return EngineStats(running=len(self._running), waiting=len(self._waiting), steps=self._steps,
-                               generated_tokens=self._generated)
+            return self._stats()
+
+    def wait_until(self, predicate: Callable[[EngineStats], bool], timeout: float | None = None) -> bool:
+        """Block until `predicate(stats)` holds (checked whenever the engine's state changes)."""
+        with self._cv:
+            return self._cv.wait_for(lambda: predicate(self._stats()), timeout)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no request is waiting or running (e.g. to drain before unloading)."""
-        with self._cv:
-            return self._cv.wait_for(lambda: not self._waiting and not self._active, timeout)
+        return self.wait_until(lambda s: s.waiting == 0 and s.active == 0, timeout)
+
+    def _stats(self) -> EngineStats:
+        return EngineStats(running=len(self._running), waiting=len(self._waiting), active=len(self._active),
+                           steps=self._steps, generated_tokens=self._generated)
 
     def close(self) -> None:
         """Stop the engine thread; requests still in flight end with `Unavailable`."""
@@ -239,7 +246,7 @@ class LLMEngine:
         if params.n > self.config.max_batch_size:
             raise InvalidArgument(f"must be at most {self.config.max_batch_size} on this model, got {params.n}",
                                   field="n")
-        grammar = tool_call_grammar(request.tools, choice)
+        grammar = tool_call_grammar(request.tools, choice, parallel=bool(request.parallel_tool_calls))
         grammar_field = "tools"
         if grammar is None:
             grammar = response_format_grammar(request.response_format)
@@ -345,8 +352,9 @@ class LLMEngine:
         live = [j for j, s in enumerate(seqs) if not s.done]
         if live:
             index = torch.tensor([rows[j] for j in live], dtype=torch.long)
-            keys = [layer.keys.index_select(0, index) for layer in cache.layers]
-            values = [layer.values.index_select(0, index) for layer in cache.layers]
+            on_device = index.to(device)
+            keys = [layer.keys.index_select(0, on_device) for layer in cache.layers]
+            values = [layer.values.index_select(0, on_device) for layer in cache.layers]
             self._kv.join(keys, values, mask.index_select(0, index))
             self._running.extend(seqs[j] for j in live)
 
@@ -417,6 +425,10 @@ class LLMEngine:
             self._retire(seq)
             if group.finished == len(group.seqs):
                 usage = Usage(prompt_tokens=len(group.prompt_ids), completion_tokens=group.completion_tokens)
+                log.info("generation finished", extra={
+                    "request_id": group.request.request_id, "model_id": self.model_id,
+                    "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                    "choices": len(group.seqs), "finish_reason": finish})
         return Delta(index=seq.index, text=text, token_ids=(token,), logprobs=logprobs, tool_calls=tuple(calls),
                      finish_reason=finish, usage=usage)
 

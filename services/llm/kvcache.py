@@ -78,8 +78,9 @@ class BatchKV:
             self.clear()
             return
         index = torch.tensor(rows, dtype=torch.long)
-        self.keys = [k.index_select(0, index) for k in self.keys]
-        self.values = [v.index_select(0, index) for v in self.values]
+        on_device = index.to(self.keys[0].device)
+        self.keys = [k.index_select(0, on_device) for k in self.keys]
+        self.values = [v.index_select(0, on_device) for v in self.values]
         self.mask = self.mask.index_select(0, index)
         self.positions = self.positions.index_select(0, index)
         used = self.mask[:, self.start:self.end].any(dim=0).nonzero()
@@ -114,7 +115,7 @@ class BatchKV:
         new_mask = torch.zeros(old_rows + new_rows, capacity, dtype=torch.bool)
         if old_rows:
             new_mask[:old_rows, span - (self.end - self.start):span] = self.mask[:, self.start:self.end]
-        new_mask[old_rows:, span - length:span] = mask
+        new_mask[old_rows:, span - length:span] = mask.cpu()
         self.positions = torch.cat([self.positions, mask.sum(dim=1).to(torch.long)])
         self.keys, self.values, self.mask = new_keys, new_values, new_mask
         self.start, self.end = 0, span

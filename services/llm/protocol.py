@@ -83,6 +83,9 @@ class GenerationRequest:
     response_format: ResponseFormat | None = None
     tools: tuple[FunctionTool, ...] = ()
     tool_choice: ToolChoice | None = None  # None: "auto" with tools, "none" without
+    # With a forced tool_choice ("required"), may the model make several calls? None means one:
+    # under a forcing grammar a small model rarely chooses to stop, and would repeat its call.
+    parallel_tool_calls: bool | None = None
     request_id: str = field(default_factory=new_request_id)
 
 

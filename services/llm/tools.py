@@ -86,8 +86,9 @@ def resolve_tool_choice(tools: Sequence[FunctionTool], choice: ToolChoice | None
     return choice
 
 
-def tool_call_grammar(tools: Sequence[FunctionTool], choice: ToolChoice) -> str | None:
-    """A Lark grammar forcing tool calls, or None when the model may answer in text."""
+def tool_call_grammar(tools: Sequence[FunctionTool], choice: ToolChoice, *, parallel: bool = False) -> str | None:
+    """A Lark grammar forcing tool calls (several, newline-separated, if `parallel` and "required"),
+    or None when the model may answer in text."""
     from llguidance import LLMatcher
 
     if choice.mode == "function":
@@ -95,7 +96,7 @@ def tool_call_grammar(tools: Sequence[FunctionTool], choice: ToolChoice) -> str 
         start = "start: call"
     elif choice.mode == "required":
         chosen = list(tools)
-        start = 'start: call ("\\n" call)*'
+        start = 'start: call ("\\n" call)*' if parallel else "start: call"
     else:
         return None
     bodies = [{"type": "object", "properties": {"name": {"const": t.name}, "arguments": dict(t.parameters)},
@@ -161,7 +162,8 @@ class ToolCallParser:
         if self._state == "text":
             at = buf.find(OPEN)
             if at >= 0:
-                self._emit_content(buf[:at], content)
+                if buf[:at].strip() or not self._calls:  # whitespace between two calls is layout
+                    self._emit_content(buf[:at], content)
                 self._buffer, self._state = buf[at + len(OPEN):], "head"
                 return True
             hold = _hold_back(buf)

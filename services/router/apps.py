@@ -205,9 +205,10 @@ class AppRegistry:
         await self.kv.put(app.id, app.SerializeToString())
         await self._on_app(app)
 
-    async def log(self, app_id: str, message: str, level: int = common_pb2.LOG_LEVEL_INFO) -> None:
+    async def log(self, app_id: str, message: str, *, version: int = 0,
+                  level: int = common_pb2.LOG_LEVEL_INFO) -> None:
         line = apps_pb2.StreamAppLogsResponse(entry=common_pb2.LogEntry(
-            message=message, level=level, source="router"))
+            message=message, level=level, source="router"), version=version)
         line.entry.timestamp.GetCurrentTime()
         with contextlib.suppress(Exception):
             await self.mesh.nc.publish(apps_bus.log_subject(app_id), line.SerializeToString())
@@ -228,7 +229,7 @@ class AppRegistry:
         saved = await self.store.save_version(identity, app, code_key, request.code)
         await self._publish(saved)
         await self.log(saved.id, f"deployed version {saved.version} ({len(request.code)} bytes, "
-                                 f"{saved.machine_type}, {len(saved.endpoints)} endpoints)")
+                                 f"{saved.machine_type}, {len(saved.endpoints)} endpoints)", version=saved.version)
         log.info("app deployed", extra={"model_id": saved.id, "version": saved.version,
                                         "api_key_id": identity.key_id,
                                         "seconds": round(time.perf_counter() - started, 3)})
@@ -262,7 +263,7 @@ class AppRegistry:
         app = await self.store.scale(identity, request)
         await self._publish(app)
         await self.log(app.id, f"scaled: min {app.min_concurrency}, max {app.max_concurrency}, "
-                               f"keep_alive {app.keep_alive_seconds:g}s")
+                               f"keep_alive {app.keep_alive_seconds:g}s", version=app.version)
         return self.with_runners(app)
 
     async def delete(self, identity: Identity, app_id: str) -> None:

@@ -14,9 +14,12 @@ import grpc
 from genmesh import keys
 from genmesh.errors import BudgetExceeded, RateLimited, Unauthenticated
 from genmesh.keys import Identity
-from genmesh.rpc import AUTH_KEY, metadata_value
+from genmesh.rpc import AUTH_KEY, DEPENDENCY_ERRORS, metadata_value
 
 CACHE_TTL_S = 1.0
+# While Postgres is unreachable a key seen valid this recently keeps working (the sync path needs
+# nothing else from Postgres); a revocation still clears it at once through NATS.
+STALE_IF_ERROR_S = 300.0
 
 
 @dataclass
@@ -40,7 +43,8 @@ class TokenBucket:
 class Authenticator:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._cache: dict[str, tuple[Identity | None, float]] = {}
+        # secret -> (identity, expires, looked up at)
+        self._cache: dict[str, tuple[Identity | None, float, float]] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._spend: dict[str, tuple[float, float]] = {}
 
@@ -56,8 +60,15 @@ class Authenticator:
         if hit is not None and hit[1] > now:
             identity = hit[0]
         else:
-            identity = await keys.lookup(self.pool, secret)
-            self._cache[secret] = (identity, now + CACHE_TTL_S)
+            try:
+                identity = await keys.lookup(self.pool, secret)
+                self._cache[secret] = (identity, now + CACHE_TTL_S, now)
+            except DEPENDENCY_ERRORS:
+                if hit is None or hit[0] is None or now - hit[2] > STALE_IF_ERROR_S:
+                    raise
+                identity = hit[0]
+                # Look again in a second, not on every call while Postgres is down.
+                self._cache[secret] = (identity, now + CACHE_TTL_S, hit[2])
         if identity is None:
             raise Unauthenticated("invalid or revoked API key")
         return identity

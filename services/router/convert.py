@@ -29,6 +29,10 @@ def to_generic(request_id: str, case: str, payload: Message) -> router_pb2.Strea
         out.usage.CopyFrom(payload)
     elif case == "result":
         out.result.output.update(result_output(payload))
+    elif payload.DESCRIPTOR.full_name == "genmesh.v1.PartialOutput":
+        # An app's partial already is JSON (like its result): passed through, not nested.
+        out.partial.CopyFrom(payload)
+        out.partial.kind = payload.kind or case
     else:
         out.partial.kind = case
         out.partial.data.update(jsonpb.to_dict(payload))

@@ -83,16 +83,11 @@ class Dispatcher:
                    wait_s: float, timeout_s: float | None = None, key_id: str = "") -> AsyncIterator[Message]:
         """Streams the typed events of one attempt on one worker (unary calls yield once)."""
         view = await self.place(spec, task.service, wait_s)
-        channel = self.channels.get(view.state.address)
+        method = self.channels.method(view.state.address, task.path, streaming=task.streaming,
+                                      request_serializer=type(request).SerializeToString,
+                                      response_deserializer=task.response_cls.FromString)
         metadata = ((REQUEST_ID_KEY, request_id), (KEY_ID_KEY, key_id))
-        if task.streaming:
-            call = channel.unary_stream(task.path, request_serializer=type(request).SerializeToString,
-                                        response_deserializer=task.response_cls.FromString)(
-                request, metadata=metadata, timeout=timeout_s)
-        else:
-            call = channel.unary_unary(task.path, request_serializer=type(request).SerializeToString,
-                                       response_deserializer=task.response_cls.FromString)(
-                request, metadata=metadata, timeout=timeout_s)
+        call = method(request, metadata=metadata, timeout=timeout_s)
         view.local_in_flight += 1
         calls = self._calls.setdefault(view.worker_id, set())
         calls.add(call)

@@ -143,10 +143,12 @@ class JobStore:
             request_id, router_id, lease_s)
         return Job.from_row(row) if row else None
 
-    async def renew(self, request_id: str, router_id: str, lease_s: float) -> None:
-        await self.pool.execute(
+    async def renew(self, request_id: str, router_id: str, lease_s: float) -> bool:
+        """Extends a claimed job's lease; False when `router_id` no longer holds it."""
+        status = await self.pool.execute(
             "UPDATE jobs SET lease_until=now() + make_interval(secs => $3) WHERE id=$1 AND claimed_by=$2"
             " AND status='IN_PROGRESS'", request_id, router_id, lease_s)
+        return status == "UPDATE 1"
 
     async def set_progress(self, request_id: str, progress: dict[str, Any]) -> None:
         await self.pool.execute("UPDATE jobs SET progress=$2 WHERE id=$1", request_id, progress)

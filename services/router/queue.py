@@ -33,6 +33,10 @@ log = logging.getLogger("genmesh.router.queue")
 PROGRESS_EVERY_S = 0.25
 
 
+class LeaseLost(Exception):
+    """This router can no longer show that it holds a job's lease: another router may run it."""
+
+
 def priority_name(priority: int) -> str:
     return "low" if priority == common_pb2.PRIORITY_LOW else "normal"
 
@@ -55,6 +59,9 @@ class JobQueue:
         self._loops: list[asyncio.Task[None]] = []
         self._cancel_sub: Any = None
         self._stopping = False
+        # Set when one of a service's jobs ends, so its pull loop fetches again at once: the
+        # worker is free before the job's end is written, so a registry change comes too early.
+        self._slot_freed: dict[str, asyncio.Event] = {}
 
     # --- submit ---------------------------------------------------------------------------------
 
@@ -114,13 +121,20 @@ class JobQueue:
         subs = {}
         for prio in bus.PRIORITIES:
             subs[prio] = await self.js.pull_subscribe_bind(bus.queue_consumer(service, prio), bus.JOBS_STREAM)
+        slot_freed = self._slot_freed.setdefault(service, asyncio.Event())
         while not self._stopping:
             try:
+                slot_freed.clear()  # before counting, so a job ending after the count wakes us
                 capacity = self.registry.capacity(service)
                 mine = sum(1 for t in self.running.values() if getattr(t, "service", "") == service)
                 slots = capacity - mine
                 if slots <= 0:
-                    await self.registry.wait_changed(1.0)
+                    # Until one of our jobs ends or a worker joins (or a second passes).
+                    waits = [asyncio.ensure_future(slot_freed.wait()),
+                             asyncio.ensure_future(self.registry.wait_changed(1.0))]
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    for waiter in waits:
+                        waiter.cancel()
                     continue
                 msgs = await self._fetch(subs["normal"], slots, 0.25)
                 if not msgs:
@@ -151,23 +165,35 @@ class JobQueue:
         task = asyncio.create_task(self._handle(msg, request_id))
         task.service = service  # type: ignore[attr-defined]
         self.running[request_id] = task
-        task.add_done_callback(lambda _t: self.running.pop(request_id, None))
+        task.add_done_callback(lambda _t: self._job_done(service, request_id))
+
+    def _job_done(self, service: str, request_id: str) -> None:
+        self.running.pop(request_id, None)
+        event = self._slot_freed.get(service)
+        if event is not None:
+            event.set()
 
     async def _handle(self, msg: Any, request_id: str) -> None:
         try:
+            # Timed from before the claim is sent, so it never ends later than Postgres's lease.
+            lease = asyncio.timeout_at(asyncio.get_running_loop().time() + self.ack_wait_s * 1.5)
             job = await self.store.claim(request_id, self.router_id, self.ack_wait_s * 1.5)
             if job is None:
                 await self._settle_unclaimable(msg, request_id)
                 return
             await self.publish_event(job)
-            keeper = asyncio.create_task(self._keep_alive(msg, request_id))
+            keeper = asyncio.create_task(self._keep_alive(msg, request_id, lease))
             try:
-                await self._run(job)
+                await self._run(job, lease)
             finally:
                 keeper.cancel()
             await msg.ack()
         except asyncio.CancelledError:
             raise
+        except LeaseLost:
+            # Cut off from Postgres past the lease, or another router claimed the job since: the
+            # message stays unacked, and whoever holds (or next claims) the job finishes it.
+            log.warning("job lease lost; stopped running it here", extra={"request_id": request_id})
         except Exception:  # noqa: BLE001 - Postgres or NATS down: leave the message for redelivery
             log.exception("job handling failed; it will be redelivered", extra={"request_id": request_id})
 
@@ -190,14 +216,22 @@ class JobQueue:
             # Another live router holds it; look again after its lease could have expired.
             await msg.nak(delay=self.ack_wait_s)
 
-    async def _keep_alive(self, msg: Any, request_id: str) -> None:
+    async def _keep_alive(self, msg: Any, request_id: str, lease: asyncio.Timeout) -> None:
+        """Renews the job's lease and pushes `lease` out with it; a run whose lease could not be
+        renewed in time, or was taken over, is stopped by `lease` before anyone else may run it."""
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.ack_wait_s / 3)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
-                await self.store.renew(request_id, self.router_id, self.ack_wait_s * 1.5)
+            sent = loop.time()
+            # Failing to renew (Postgres unreachable) leaves `lease` to expire on its own; a run
+            # already past its lease block has nothing left to reschedule.
+            with contextlib.suppress(Exception):
+                held = await self.store.renew(request_id, self.router_id, self.ack_wait_s * 1.5)
+                lease.reschedule(sent + self.ack_wait_s * 1.5 if held else sent)
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job, lease: asyncio.Timeout) -> None:
         if job.start_timeout_s and time.time() - job.created_at.timestamp() > job.start_timeout_s:
             await self._end(job, "FAILED", error=f"not started within {job.start_timeout_s:g}s",
                             error_type="start_timeout")
@@ -211,7 +245,7 @@ class JobQueue:
         run_timeout = job.run_timeout_s or self.default_run_timeout_s
         last_progress = 0.0
         try:
-            async with asyncio.timeout(run_timeout):
+            async with asyncio.timeout(run_timeout), lease:
                 async for case, payload in self.runner.events(
                         prep, request_id=job.id, outcome=outcome, wait_s=3600.0,
                         safe_to_retry_after_output=True, key_id=job.api_key_id):
@@ -227,6 +261,8 @@ class JobQueue:
             await self._end(job, "CANCELLED", error="cancelled", error_type="cancelled", outcome=outcome)
             return
         except TimeoutError:
+            if lease.expired():
+                raise LeaseLost(job.id) from None
             await self._end(job, "FAILED", error=f"ran longer than {run_timeout:g}s",
                             error_type="run_timeout", outcome=outcome)
             return

@@ -44,6 +44,7 @@ class WorkerRegistry:
         self.dead_after_s = dead_after_s
         self.workers: dict[str, WorkerView] = {}
         self.changed = asyncio.Condition()
+        self._waiting = 0  # callers in wait_changed; notifying nobody is skipped (hot path)
         self.on_dead: list[Callable[[WorkerView], Awaitable[None]]] = []
         self._sub = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -62,8 +63,7 @@ class WorkerRegistry:
     async def _on_heartbeat(self, msg) -> None:  # noqa: ANN001
         state = worker_pb2.WorkerState.FromString(msg.data)
         self.observe(state)
-        async with self.changed:
-            self.changed.notify_all()
+        await self.notify()
 
     def observe(self, state: worker_pb2.WorkerState) -> None:
         view = self.workers.get(state.worker_id)
@@ -90,8 +90,7 @@ class WorkerRegistry:
         for cb in self.on_dead:
             with contextlib.suppress(Exception):
                 await cb(view)
-        async with self.changed:
-            self.changed.notify_all()
+        await self.notify()
 
     def for_service(self, service: str) -> list[WorkerView]:
         return [v for v in self.workers.values() if v.state.service == service]
@@ -104,10 +103,16 @@ class WorkerRegistry:
         return sum(max(1, v.state.capacity) for v in self.for_service(service) if not v.state.draining)
 
     async def notify(self) -> None:
+        if not self._waiting:
+            return
         async with self.changed:
             self.changed.notify_all()
 
     async def wait_changed(self, timeout: float) -> None:
-        async with self.changed:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), timeout)
+        self._waiting += 1
+        try:
+            async with self.changed:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), timeout)
+        finally:
+            self._waiting -= 1

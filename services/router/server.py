@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from typing import Any, AsyncIterator
@@ -37,6 +38,7 @@ from genmesh.services.router.webhooks import WebhookSender
 
 log = logging.getLogger("genmesh.router")
 SYNC_WAIT_S = 30.0
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class Mesh:
@@ -136,7 +138,9 @@ class Mesh:
                 run_time_s=finished - started, mode=mode, machine_type=prep.spec.machine_type))
 
     async def owned_job(self, identity: Identity, request_id: str) -> Job:
-        job = await self.store.get(request_id) if request_id else None
+        # Ids are plain tokens: anything else is nobody's job, and never reaches Postgres (which
+        # refuses some characters, NUL among them, with an error of its own).
+        job = await self.store.get(request_id) if _REQUEST_ID.fullmatch(request_id) else None
         # Another key's job is reported as missing, not forbidden: ids must not leak.
         if job is None or job.api_key_id != identity.key_id:
             raise NotFound(f"request '{request_id}' not found")

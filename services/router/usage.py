@@ -7,8 +7,13 @@ billing's unique request id catches anything later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import functools
 import logging
+import time
+from collections import deque
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
@@ -49,30 +54,102 @@ def record(*, request_id: str, model_id: str, api_key_id: str, status: int,
 
 
 class UsagePublisher:
-    def __init__(self, js: JetStreamContext) -> None:
-        self.js = js
-        self._pending: set[asyncio.Task[None]] = set()
+    """Publishes usage records from one background loop without waiting on each ack.
 
-    async def publish(self, rec: billing_pb2.UsageRecord) -> None:
-        """Publishes until JetStream acknowledges (it may be restarting)."""
-        delay = 0.1
-        while True:
-            try:
-                await self.js.publish(bus.usage_subject(rec.model_id), rec.SerializeToString(),
-                                      headers={"Nats-Msg-Id": rec.request_id}, timeout=5)
-                return
-            except Exception as exc:  # noqa: BLE001 - NATS down: keep the record, keep trying
-                log.warning("usage publish failed; retrying", extra={"request_id": rec.request_id,
-                                                                     "error": repr(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    A record stays pending until JetStream acknowledges it; without an ack within
+    `ack_timeout_s` (NATS restarting, a reply lost) or with an error it is published again.
+    Re-publishing is safe: the Nats-Msg-Id is the request id (JetStream drops the duplicate) and
+    billing's ledger is unique on the request id. This replaced a task and an awaited
+    request/reply per record, which cost the sync path's CPU on every call.
+    """
+
+    def __init__(self, js: JetStreamContext, *, ack_timeout_s: float = 5.0,
+                 max_unacked: int = 1024) -> None:
+        self.js = js
+        self.ack_timeout_s = ack_timeout_s
+        self.max_unacked = max_unacked
+        self._backlog: deque[billing_pb2.UsageRecord] = deque()
+        # request id -> (record, sent at, ack future)
+        self._unacked: dict[str, tuple[billing_pb2.UsageRecord, float, asyncio.Future[Any]]] = {}
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._loop: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._backlog) + len(self._unacked)
 
     def publish_soon(self, rec: billing_pb2.UsageRecord) -> None:
-        """Publishes in the background (the sync path must not wait for the ack)."""
-        task = asyncio.create_task(self.publish(rec))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        """Queues a record; it is published (and re-published until acked) in the background."""
+        self._backlog.append(rec)
+        self._idle.clear()
+        self._wake.set()
+        if self._loop is None or self._loop.done():
+            self._loop = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.ack_timeout_s / 2)
+            self._wake.clear()
+            self._requeue_expired()
+            try:
+                await self._send_backlog()
+                delay = 0.1
+            except Exception as exc:  # noqa: BLE001 - NATS down: keep the records, keep trying
+                log.warning("usage publish failed; retrying", extra={"error": repr(exc),
+                                                                     "pending": self.pending})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            if not self.pending:
+                self._idle.set()
+
+    async def _send_backlog(self) -> None:
+        while self._backlog and len(self._unacked) < self.max_unacked:
+            rec = self._backlog[0]
+            future = await self.js.publish_async(
+                bus.usage_subject(rec.model_id), rec.SerializeToString(),
+                headers={"Nats-Msg-Id": rec.request_id}, wait_stall=self.ack_timeout_s)
+            self._backlog.popleft()
+            stale = self._unacked.pop(rec.request_id, None)
+            if stale is not None:
+                stale[2].cancel()
+            self._unacked[rec.request_id] = (rec, time.monotonic(), future)
+            future.add_done_callback(functools.partial(self._settled, rec.request_id))
+
+    def _settled(self, request_id: str, future: asyncio.Future[Any]) -> None:
+        entry = self._unacked.get(request_id)
+        if entry is None or entry[2] is not future or future.cancelled():
+            return
+        del self._unacked[request_id]
+        if future.exception() is not None:
+            log.warning("usage record not stored; retrying", extra={
+                "request_id": request_id, "error": repr(future.exception())})
+            self._backlog.append(entry[0])
+            self._wake.set()
+        elif not self.pending:
+            self._idle.set()
+
+    def _requeue_expired(self) -> None:
+        now = time.monotonic()
+        expired = [rid for rid, (_, sent, _f) in self._unacked.items() if now - sent > self.ack_timeout_s]
+        for rid in expired:
+            rec, _, future = self._unacked.pop(rid)
+            future.cancel()
+            self._backlog.append(rec)
+        if expired:
+            log.warning("usage records unacked; re-publishing", extra={"count": len(expired)})
 
     async def flush(self, timeout: float = 10.0) -> None:
-        if self._pending:
-            await asyncio.wait(list(self._pending), timeout=timeout)
+        """Waits (bounded) until every queued record is acknowledged."""
+        if self.pending:
+            self._wake.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout)
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(BaseException):
+                await self._loop
+            self._loop = None

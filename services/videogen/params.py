@@ -1,7 +1,8 @@
-"""Video generation parameters: one validated dataclass, errors naming the field and its range.
+"""Video generation parameters: one validated dataclass, errors naming the field and its range,
+and the typed request's rules the router checks before enqueueing.
 
-Shared fields (prompt, size, steps, guidance, seed, previews, init image) are checked with the
-image service's field checks so both services word and bound them the same way.
+Torch-free (the router imports `validate_request`). Shared fields (prompt, size, steps,
+guidance, seed, previews, init image) are checked by `genmesh.diffusion_params`, as for images.
 """
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from genmesh.errors import InvalidArgument
-from genmesh.services.imagegen.params import (MAX_GUIDANCE, MAX_STEPS, check_choice,
-                                              check_float, check_image_bytes, check_int,
-                                              check_prompt, check_seed, check_side, fit_side,
-                                              image_size, random_seed, reject_unknown,
-                                              set_fields)
+from genmesh.diffusion_params import (check_choice, check_float, check_int,
+                                      check_strength_runs_a_step, checked_shared_fields,
+                                      mapping_values, random_seed, set_fields,
+                                      shared_request_fields, validate_shared_request_fields)
+from genmesh.v1 import videogen_pb2
 
 MAX_FRAMES = 240
 MAX_FPS = 60.0
@@ -60,26 +60,13 @@ class VideoParams:
 
     def __post_init__(self) -> None:
         set_fields(
-            self,
-            prompt=check_prompt(self.prompt),
-            negative_prompt=check_prompt(self.negative_prompt, "negative_prompt", required=False),
-            num_frames=check_int(self.num_frames, "num_frames", 1, MAX_FRAMES),
-            fps=check_float(self.fps, "fps", 1.0, MAX_FPS),
-            width=check_side(self.width, "width"),
-            height=check_side(self.height, "height"),
-            num_inference_steps=check_int(self.num_inference_steps, "num_inference_steps", 1,
-                                          MAX_STEPS),
-            guidance_scale=check_float(self.guidance_scale, "guidance_scale", 0.0, MAX_GUIDANCE),
-            seed=check_seed(self.seed),
+            self, **checked_shared_fields(self),
+            num_frames=check_num_frames(self.num_frames),
+            fps=check_fps(self.fps),
             output_format=check_choice(self.output_format, "output_format", VIDEO_FORMATS),
-            preview_every=check_int(self.preview_every, "preview_every", 0, MAX_STEPS),
-            image=check_image_bytes(self.image),
-            strength=check_float(self.strength, "strength", 0.0, 1.0, lo_open=True),
         )
-        if self.image is not None and int(self.num_inference_steps * self.strength) < 1:
-            raise InvalidArgument(
-                f"must be at least 1/num_inference_steps ({1 / self.num_inference_steps:g}) so "
-                f"that one step runs, got {self.strength:g}", field="strength")
+        if self.image is not None:
+            check_strength_runs_a_step(self.num_inference_steps, self.strength)
 
     @property
     def mode(self) -> str:
@@ -96,14 +83,35 @@ class VideoParams:
     def from_mapping(cls, data: Mapping[str, Any],
                      defaults: VideoDefaults = VideoDefaults()) -> VideoParams:
         """Build from decoded request fields; None/absent takes the model's default."""
-        reject_unknown(data, {f.name for f in fields(cls)})
-        values = {k: v for k, v in data.items() if v is not None}
-        for name in ("width", "height", "num_frames", "fps", "num_inference_steps",
-                     "guidance_scale", "output_format", "strength"):
-            values.setdefault(name, getattr(defaults, name))
-        if data.get("image") and data.get("width") is None and data.get("height") is None:
-            size = image_size(check_image_bytes(data["image"]) or b"")
-            values["width"], values["height"] = (fit_side(s) for s in size)
-        if "prompt" not in values:
-            raise InvalidArgument("is required and must not be empty", field="prompt")
-        return cls(**values)
+        return cls(**mapping_values(
+            data, {f.name for f in fields(cls)}, defaults,
+            ("width", "height", "num_frames", "fps", "num_inference_steps", "guidance_scale",
+             "output_format", "strength")))
+
+
+def check_num_frames(value: object) -> int:
+    return check_int(value, "num_frames", 1, MAX_FRAMES)
+
+
+def check_fps(value: object) -> float:
+    return check_float(value, "fps", 1.0, MAX_FPS)
+
+
+def validate_request(request: videogen_pb2.GenerateVideoRequest) -> None:
+    """Raise InvalidArgument naming the first bad field a GenerateVideoRequest sets."""
+    validate_shared_request_fields(request)
+    if request.num_frames:
+        check_num_frames(request.num_frames)
+    if request.fps:
+        check_fps(request.fps)
+    if request.output_format:
+        check_choice(request.output_format, "output_format", VIDEO_FORMATS)
+
+
+def params_from_request(request: videogen_pb2.GenerateVideoRequest, *, image: bytes | None,
+                        defaults: VideoDefaults) -> VideoParams:
+    """The typed request with its init image fetched, over the model's defaults."""
+    return VideoParams.from_mapping({
+        **shared_request_fields(request), "image": image,
+        "num_frames": request.num_frames or None, "fps": request.fps or None,
+    }, defaults)

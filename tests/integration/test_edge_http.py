@@ -70,13 +70,22 @@ async def test_missing_or_wrong_key_is_401_in_openai_and_fal_shapes(mesh: Mesh) 
     assert fal.json()["error_type"] == "unauthenticated" and fal.json()["detail"]
 
 
+CHAT = "genmesh/tiny-llama"
+USER = [{"role": "user", "content": "x"}]
+
+
 @pytest.mark.parametrize("body, param", [
-    ({"model": "genmesh/echo", "messages": [{"role": "bogus", "content": "x"}]}, "messages[0].role"),
-    ({"model": "genmesh/echo", "messages": []}, "messages"),
-    ({"model": "genmesh/echo", "messages": [{"role": "user", "content": "x"}], "temperature": 5}, "temperature"),
-    ({"model": "genmesh/echo", "messages": [{"role": "user", "content": "x"}], "temprature": 1}, "temprature"),
-    ({"messages": [{"role": "user", "content": "x"}]}, "model"),
-    ({"model": "genmesh/echo", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, "top_logprobs"),
+    ({"model": CHAT, "messages": [{"role": "bogus", "content": "x"}]}, "messages[0].role"),
+    ({"model": CHAT, "messages": []}, "messages"),
+    ({"model": CHAT, "messages": USER, "temperature": 5}, "temperature"),
+    ({"model": CHAT, "messages": USER, "temprature": 1}, "temprature"),
+    ({"messages": USER}, "model"),
+    ({"model": CHAT, "messages": USER, "top_logprobs": 2}, "top_logprobs"),
+    ({"model": CHAT, "messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}],
+      "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice.function.name"),
+    ({"model": CHAT, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://elsewhere.example/cat.png"}}]}]},
+     "messages[0].content[0].image_url.url"),
 ])
 async def test_invalid_chat_body_is_400_naming_the_param(http: httpx.AsyncClient, body: dict, param: str) -> None:
     resp = await http.post("/v1/chat/completions", json=body)
@@ -131,6 +140,19 @@ async def test_multipart_uploads_over_the_cap_are_413(http: httpx.AsyncClient) -
     files = {"file": ("big.jsonl", b"x" * (BODY_CAP + 10), "application/jsonl")}
     resp = await http.post("/v1/files", files=files, data={"purpose": "batch"})
     assert_openai_error(resp, 413, "body")
+    boundary = "gmboundary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n'
+            f"Content-Type: application/jsonl\r\n\r\n").encode() + b"x" * (BODY_CAP + 10) + \
+        f"\r\n--{boundary}--\r\n".encode()
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), 65536):
+            yield body[i:i + 65536]
+
+    streamed = await http.post("/v1/files", content=chunked(),
+                               headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert_openai_error(streamed, 413, "body")
     audio = await http.post("/v1/audio/transcriptions", files={"file": ("a.wav", b"x" * (BODY_CAP + 10))},
                             data={"model": "whisper-1"})
     assert_openai_error(audio, 413, "body")

@@ -40,6 +40,7 @@ ROUTER_PORT = 50051
 BILLING_PORT = 50052
 WORKER_PORT = 50061
 EDGE_PORT = 8080
+PG_DIR_PREFIX = "genmesh-multihost-pg-"
 TOPOLOGY = {"infra": 2, "router-a": 11, "router-b": 12, "worker-a": 21, "worker-b": 22,
             "edge": 31, "client": 41}
 # As conftest's start_mesh: a silent router's jobs come back after seconds, not minutes.
@@ -121,8 +122,7 @@ async def _start_services(mesh: LabMesh) -> None:
     hosts = mesh.lab.hosts
     common = {**MESH_ENV, "GENMESH_NATS_URL": mesh.nats_url, "GENMESH_DATABASE_URL": mesh.database_url,
               "GENMESH_API_KEY": mesh.api_key, "GENMESH_SIGNING_SECRET": "multihost-signing-secret",
-              "GENMESH_BILLING_ADDR": f"{hosts['infra'].addr}:{BILLING_PORT}",
-              "GENMESH_ROUTER_ADDR": f"{hosts['router-a'].addr}:{ROUTER_PORT}"}
+              "GENMESH_BILLING_ADDR": f"{hosts['infra'].addr}:{BILLING_PORT}"}
 
     def add(name: str, module: str, host: str, port: int, **env: str) -> Service:
         data_dir = mesh.tmp / "data" / name
@@ -164,11 +164,12 @@ async def lab_mesh(tmp_path: Path) -> AsyncIterator[LabMesh]:
     if shutil.which("setpriv") is None:
         pytest.skip("util-linux setpriv is needed to run PostgreSQL unprivileged inside a namespace")
     netlab.remove_stale()
+    _remove_stale_pg_dirs()
     (tmp_path / "logs").mkdir()
     lab = Lab()
     # PostgreSQL runs as `nobody`, which cannot enter pytest's mode-700 tmp dirs: its cluster
     # lives in a directory of its own, deleted at the end.
-    pg_dir = Path(tempfile.mkdtemp(prefix="genmesh-multihost-pg-"))
+    pg_dir = Path(tempfile.mkdtemp(prefix=f"{PG_DIR_PREFIX}{os.getpid()}-"))
     pg_dir.chmod(0o755)
     mesh: LabMesh | None = None
     try:
@@ -186,6 +187,14 @@ async def lab_mesh(tmp_path: Path) -> AsyncIterator[LabMesh]:
         yield mesh
     finally:
         await _teardown(lab, mesh, pg_dir)
+
+
+def _remove_stale_pg_dirs() -> None:
+    """Database directories left by a test process that was killed before its teardown."""
+    for path in Path(tempfile.gettempdir()).glob(f"{PG_DIR_PREFIX}*-*"):
+        pid = path.name.removeprefix(PG_DIR_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not netlab.pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 async def _teardown(lab: Lab, mesh: LabMesh | None, pg_dir: Path) -> None:

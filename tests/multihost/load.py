@@ -25,6 +25,7 @@ import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -101,9 +102,14 @@ class Submitted:
     prompt: str
     key: str
     via: list[str] = field(default_factory=list)  # where each try went
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # "<target>: <code>" of each failed try
+    failed_at: list[float] = field(default_factory=list)
     request_id: str = ""
-    at: float = 0.0  # seconds since the load started
+    at: float = 0.0  # seconds since the load started, when the answer came
+
+
+class EdgeError(Exception):
+    """The edge answered, but not with an accepted job."""
 
 
 @dataclass
@@ -142,28 +148,31 @@ class Load:
             f"{self.edge}/queue/{MODEL}", json={**QUEUED_INPUT, "prompt": s.prompt},
             headers={"authorization": f"Key {os.environ['GENMESH_API_KEY']}", "idempotency-key": s.key})
         if resp.status_code != 200:
-            raise RuntimeError(f"edge answered {resp.status_code}: {resp.text[:200]}")
+            raise EdgeError(f"HTTP {resp.status_code}")
         return resp.json()["request_id"]
 
     async def submit(self, k: int) -> None:
         s = Submitted(k, f"job-{self.run_id}-{k}", f"load-{self.run_id}-{k}")
         self.submitted.append(s)
-        first = ("router", self.routers[0]) if k % 3 == 0 else \
-            ("router", self.routers[1]) if k % 3 == 1 else ("edge", self.edge)
-        # The retry goes to a router the first try did not use.
-        retry = self.routers[1] if first[1] == self.routers[0] else self.routers[0]
-        for kind, target in (first, ("router", retry)):
+        # A third each to router-a, router-b and the edge; the retry goes to a router the first
+        # try did not use (after the edge, to either, alternately).
+        first = self.edge if k % 3 == 2 else self.routers[k % 3]
+        retry = self.routers[(k // 3) % 2] if first == self.edge else \
+            self.routers[1 - self.routers.index(first)]
+        for target in (first, retry):
             s.via.append(target)
             try:
-                s.request_id = await (self._submit_edge(s) if kind == "edge" else self._submit_grpc(target, s))
+                s.request_id = await (self._submit_edge(s) if target == self.edge else self._submit_grpc(target, s))
                 s.at = self.now()
                 return
             except grpc.aio.AioRpcError as exc:
                 s.errors.append(f"{target}: {exc.code().name}")
-            except (httpx.HTTPError, RuntimeError, KeyError, ValueError) as exc:
-                s.errors.append(f"{target}: {type(exc).__name__}")
+            except (httpx.HTTPError, EdgeError, KeyError, ValueError) as exc:
+                s.errors.append(f"{target}: {exc if isinstance(exc, EdgeError) else type(exc).__name__}")
+            s.failed_at.append(self.now())
 
     async def sync_client(self, index: int, until: float) -> None:
+        """Router.Run back to back (a short pause between), alternating routers."""
         n = 0
         while time.monotonic() < until:
             addr = self.routers[(index + n) % len(self.routers)]
@@ -178,7 +187,7 @@ class Load:
             except grpc.aio.AioRpcError as exc:
                 r.error = exc.code().name
             r.at = self.now()
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.25)
 
     async def report(self) -> None:
         while True:
@@ -223,9 +232,8 @@ class Load:
 async def run(routers: list[str], edge: str, seconds: float, rate: float, out: str) -> None:
     load = Load(routers, edge)
     await load.run(seconds, rate)
-    with open(out, "w") as f:
-        json.dump({"submitted": [asdict(s) for s in load.submitted],
-                   "ran": [asdict(r) for r in load.ran]}, f)
+    Path(out).write_text(json.dumps({"submitted": [asdict(s) for s in load.submitted],
+                                     "ran": [asdict(r) for r in load.ran]}))
     emit("done", t=load.now(), **load.summary())
 
 

@@ -36,7 +36,7 @@ class NetlabUnavailable(RuntimeError):
 
 def ip(*args: str) -> str:
     """Runs `ip args...`; raises with its stderr on failure."""
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
     return done.stdout
@@ -56,7 +56,7 @@ def check_available() -> None:
     ip("netns", "del", probe)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -71,8 +71,8 @@ def remove_stale() -> list[str]:
     removed = []
     for name in sorted(os.listdir(NETNS_DIR)) if os.path.isdir(NETNS_DIR) else []:
         match = _NAME.match(name)
-        if match and not _pid_alive(int(match.group(1))):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+        if match and not pid_alive(int(match.group(1))):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30, check=False)
             removed.append(name)
     return removed
 

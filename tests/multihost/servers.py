@@ -19,8 +19,15 @@ from typing import IO
 import asyncpg
 
 from genmesh import process
-from genmesh.embedded import (POLL_INTERVAL_S, EmbeddedNats, EmbeddedPostgres, _ensure_database,
-                              _nats_answers, _pg_env, nats_server_binary)
+from genmesh.embedded import (
+    POLL_INTERVAL_S,
+    EmbeddedNats,
+    EmbeddedPostgres,
+    _ensure_database,
+    _nats_answers,
+    _pg_env,
+    nats_server_binary,
+)
 from genmesh.process import RunAs, spawn
 from tests.multihost.netlab import Host, run_in
 

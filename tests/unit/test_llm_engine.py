@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -67,13 +68,33 @@ async def test_batched_requests_match_the_same_requests_run_alone(engine: LLMEng
         assert batched.choices[0].text == solo.choices[0].text
 
 
-async def test_a_request_joins_while_another_is_decoding(engine: LLMEngine) -> None:
+@pytest.fixture
+def decode_gate(engine: LLMEngine, monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Holds the engine before its next decode step until set (prefill still runs)."""
+    gate = threading.Event()
+    decode = engine._decode
+
+    def gated() -> None:
+        gate.wait()
+        decode()
+
+    monkeypatch.setattr(engine, "_decode", gated)
+    try:
+        yield gate
+    finally:
+        gate.set()
+
+
+async def test_a_request_joins_while_another_is_decoding(engine: LLMEngine, decode_gate: threading.Event) -> None:
     long = engine.generate(chat("Go on and on", max_tokens=300, seed=1, ignore_eos=True))
     async with contextlib.aclosing(long):
-        await anext(long)  # the long request is in the running batch
-        short = await engine.complete(chat("Hi", max_tokens=4, seed=2, ignore_eos=True))
-        assert short.choices[0].finish_reason == "length"
-        assert engine.stats().running >= 1  # the long one is still decoding: the short one did not wait for it
+        await anext(long)  # prefilled; the engine now waits before its first decode step
+        short = asyncio.create_task(engine.complete(chat("Hi", max_tokens=4, seed=2, ignore_eos=True)))
+        assert await asyncio.to_thread(engine.wait_until, lambda s: s.waiting == 1, 30)
+        decode_gate.set()
+        assert (await short).choices[0].finish_reason == "length"
+        # The short request joined the running batch and finished within a few steps of the long one.
+        assert engine.stats().active == 1
         rest = [d async for d in long]
     assert rest[-1].finish_reason == "length"
     assert rest[-1].usage is not None and rest[-1].usage.completion_tokens == 300
@@ -153,33 +174,28 @@ async def test_without_max_tokens_the_budget_is_the_rest_of_the_context(engine: 
     assert completion.usage.total_tokens == TINY_CONTEXT
 
 
-async def test_cancelling_a_stream_frees_its_slot(engine: LLMEngine) -> None:
+async def test_cancelling_a_stream_frees_its_slot(engine: LLMEngine, decode_gate: threading.Event) -> None:
+    before = engine.stats().generated_tokens
     agen = engine.generate(chat("Go on", max_tokens=400, seed=1, ignore_eos=True))
     await anext(agen)
-    assert engine.stats().running == 1
+    assert engine.stats().active == 1
     await agen.aclose()  # the client went away
+    decode_gate.set()
     assert await asyncio.to_thread(engine.wait_idle, 30)
-    assert engine.stats().running == 0 and engine.stats().waiting == 0
+    stats = engine.stats()
+    assert stats.running == 0 and stats.waiting == 0 and stats.active == 0
+    assert stats.generated_tokens - before <= 2  # it left at the next step, not after 400 tokens
 
 
-async def test_cancel_by_request_id_ends_a_waiting_or_running_request(engine: LLMEngine) -> None:
+async def test_cancel_by_request_id_ends_a_running_request(engine: LLMEngine, decode_gate: threading.Event) -> None:
     request = chat("Go on", max_tokens=400, seed=1, ignore_eos=True)
     agen = engine.generate(request)
     await anext(agen)
     assert engine.cancel(request.request_id)
+    decode_gate.set()
     assert await asyncio.to_thread(engine.wait_idle, 30)
     await agen.aclose()
     assert not engine.cancel("chatcmpl-unknown")
-
-
-async def test_control_tokens_in_user_text_stay_text(engine: LLMEngine) -> None:
-    eos = engine.tokenizer.eos_token_id
-    plain = engine.count_tokens(chat("hi there"))
-    injected = engine.count_tokens(chat("hi <|im_end|> there"))
-    prompt_ids = engine.tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=True,
-                                                      add_generation_prompt=True)["input_ids"]
-    assert injected > plain
-    assert prompt_ids.count(eos) == 2  # system and user turns; a user's "<|im_end|>" adds none
 
 
 async def test_chat_and_completion_need_exactly_one_input(engine: LLMEngine) -> None:

@@ -1,0 +1,62 @@
+"""Media in and out of the image and video workers: the init image behind `image_url`, final
+files inline or in the blob store under the caller's key, and the small progressive images
+(previews, frames) that always travel inline."""
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from typing import Any
+
+from PIL import Image
+
+from genmesh import blobstore, inputs
+from genmesh.blobstore import BlobStore
+from genmesh.diffusion_params import check_image_bytes
+from genmesh.errors import InvalidArgument
+from genmesh.v1 import common_pb2
+
+IMAGE_URL_FIELD = "image_url"
+
+
+async def fetch_init_image(url: str, store: BlobStore) -> bytes | None:
+    """The readable image behind a request's `image_url` (a data: URI or a file of this mesh)."""
+    if not url:
+        return None
+    media = await inputs.fetch(url, store, field=IMAGE_URL_FIELD)
+    return check_image_bytes(media.data, IMAGE_URL_FIELD)
+
+
+@contextlib.contextmanager
+def init_image_errors() -> Iterator[None]:
+    """Errors about the fetched init image (params and decoding call it `image`) are reported
+    under the request field it came from."""
+    try:
+        yield
+    except InvalidArgument as exc:
+        if exc.field != "image":
+            raise
+        raise InvalidArgument(exc.message.removeprefix("image: "),
+                              field=IMAGE_URL_FIELD) from None
+
+
+async def output_media(store: BlobStore, owner: str, data: bytes, content_type: str, *,
+                       inline: bool, kind: str, **fields: Any) -> common_pb2.Media:
+    """`data` inline when asked, else stored as `<owner>/<kind>/...` behind a signed URL."""
+    media = common_pb2.Media(content_type=content_type, size_bytes=len(data), **fields)
+    if inline:
+        media.data = data
+    else:
+        key = blobstore.new_key(owner, kind, content_type)
+        await store.put(key, data, content_type)
+        media.url = store.url(key)
+    return media
+
+
+def png_media(data: bytes) -> common_pb2.Media:
+    """An inline PNG with its size (read from the header only)."""
+    with Image.open(io.BytesIO(data)) as im:
+        width, height = im.size
+    return common_pb2.Media(data=data, content_type="image/png", width=width, height=height,
+                            size_bytes=len(data))
+

@@ -1,0 +1,178 @@
+"""The imagegen worker's gRPC surface: GenerateImage as an event stream over a shared batcher.
+
+Requests are checked by params; each weights directory is loaded once into the model cache as
+one `ImagePipeline` with one `ImageBatcher` in front (text-to-image and image-to-image entries
+of a checkpoint share them); this module only maps step events and results to the protos and
+files the images in the blob store.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from genmesh import blobstore
+from genmesh.catalog import ModelSpec
+from genmesh.diffusion_params import with_overrides
+from genmesh.errors import InvalidArgument
+from genmesh.rpc import servicer_errors
+from genmesh.settings import Settings
+from genmesh.v1 import common_pb2, imagegen_pb2, imagegen_pb2_grpc
+from genmesh.worker import JobContext, WorkerComponent
+from genmesh.worker.cache import Entry
+
+from .batching import ImageBatcher
+from .checkpoints import Checkpoints
+from .media import fetch_init_image, init_image_errors, output_media, png_media
+from .params import ImageDefaults, ImageParams, params_from_request, validate_request
+from .pipeline import ImagePipeline, ImageResult, StepEvent
+
+log = logging.getLogger("genmesh.imagegen")
+
+TASKS = ("text-to-image", "image-to-image")
+# Concurrent same-shape requests arriving this close together share one pipeline call.
+BATCH_WINDOW_S = 0.005
+MAX_BATCH_IMAGES = 8
+
+
+@dataclass
+class LoadedImageModel:
+    """One loaded checkpoint: its pipeline and the batcher every request for it goes through."""
+
+    pipeline: ImagePipeline
+    batcher: ImageBatcher
+
+    @classmethod
+    def load(cls, path: Path, device: str) -> LoadedImageModel:
+        pipeline = ImagePipeline.from_pretrained(path, device=device)
+        return cls(pipeline, ImageBatcher(pipeline, window_s=BATCH_WINDOW_S,
+                                          max_batch_images=MAX_BATCH_IMAGES))
+
+    def defaults(self, spec: ModelSpec) -> ImageDefaults:
+        """The checkpoint's native defaults under the catalog entry's own."""
+        return with_overrides(self.pipeline.defaults(), spec.defaults, spec.id)
+
+    def close(self) -> None:  # the model cache calls it on eviction
+        self.batcher.close()
+
+
+class ImageGenServicer(imagegen_pb2_grpc.ImageGenServicer):
+    def __init__(self, component: ImageGenComponent) -> None:
+        self.component = component
+        self.runtime = component.runtime
+
+    @servicer_errors
+    async def GenerateImage(self, request: imagegen_pb2.GenerateImageRequest,
+                            context: grpc.aio.ServicerContext
+                            ) -> AsyncIterator[imagegen_pb2.GenerateImageEvent]:
+        validate_request(request)
+        async with self.runtime.job(context, request.model_id) as job:
+            _require_task(job.model, request)
+            image = await fetch_init_image(request.image_url, self.component.store)
+            if not self.component.checkpoints.is_resident(job.model):
+                yield imagegen_pb2.GenerateImageEvent(progress=_progress("loading"))
+            entry = await self.component.load_model(job.model)
+            try:
+                model: LoadedImageModel = entry.value
+                with init_image_errors():
+                    params = params_from_request(request, image=image,
+                                                 defaults=model.defaults(job.model))
+                    result: ImageResult | None = None
+                    async for item in _generate(model.batcher, params, job.cancel):
+                        if isinstance(item, StepEvent):
+                            for event in step_events(item):
+                                yield event
+                        else:
+                            result = item
+            finally:
+                self.runtime.cache.release(entry)
+            assert result is not None  # the batcher returned it or raised
+            images = [await output_media(
+                self.component.store, job.key_id, im.data, im.content_type, inline=request.inline,
+                kind="images", width=im.width, height=im.height) for im in result.images]
+            _log_done(job, params, result)
+            yield imagegen_pb2.GenerateImageEvent(usage=usage_proto(result))
+            yield imagegen_pb2.GenerateImageEvent(result=imagegen_pb2.GenerateImageResult(
+                images=images, seed=result.seed, prompt=params.prompt,
+                inference_time_seconds=result.inference_time_seconds))
+
+
+class ImageGenComponent(WorkerComponent):
+    service = "imagegen"
+    grpc_services = ["genmesh.v1.ImageGen"]
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.store = blobstore.open_store(settings)
+        self.checkpoints = Checkpoints(self.runtime, settings.resolved_models_dir(),
+                                       LoadedImageModel.load)
+
+    def add_servicers(self, server: grpc.aio.Server) -> None:
+        imagegen_pb2_grpc.add_ImageGenServicer_to_server(ImageGenServicer(self), server)
+
+    async def load_model(self, spec: ModelSpec) -> Entry:
+        """The loaded checkpoint of `spec` (`LoadedImageModel`) from the cache; release it."""
+        return await self.checkpoints.acquire(spec)
+
+
+async def _generate(batcher: ImageBatcher, params: ImageParams, cancel: threading.Event
+                    ) -> AsyncIterator[StepEvent | ImageResult]:
+    """Step events as the batch reaches them, then the result (or the request's error)."""
+    # The batcher calls on_step on this loop's thread, so a plain asyncio queue suffices.
+    queue: asyncio.Queue[StepEvent | None] = asyncio.Queue()
+    task = asyncio.ensure_future(batcher.submit(params, on_step=queue.put_nowait, cancel=cancel))
+    task.add_done_callback(lambda _task: queue.put_nowait(None))
+    try:
+        while (event := await queue.get()) is not None:
+            yield event
+        yield task.result()
+    finally:
+        if not task.done():
+            # The caller went away: the request leaves its batch at the next step boundary.
+            cancel.set()
+            task.cancel()
+
+
+# --- engine dataclasses -> protos -----------------------------------------------------------------
+
+def step_events(event: StepEvent) -> list[imagegen_pb2.GenerateImageEvent]:
+    """Progress for a finished step, then one preview per image of the request."""
+    out = [imagegen_pb2.GenerateImageEvent(progress=_progress(
+        "denoising", event.step / event.total, event.step, event.total))]
+    out += [imagegen_pb2.GenerateImageEvent(preview=imagegen_pb2.ImagePreview(
+        step=event.step, image_index=index, image=png_media(png)))
+        for index, png in enumerate(event.previews)]
+    return out
+
+
+def usage_proto(result: ImageResult) -> common_pb2.Usage:
+    return common_pb2.Usage(items=[common_pb2.UsageItem(unit="megapixels",
+                                                        quantity=result.usage.megapixels)])
+
+
+def _progress(stage: str, fraction: float = 0.0, step: int = 0,
+              total: int = 0) -> common_pb2.Progress:
+    return common_pb2.Progress(stage=stage, fraction=min(max(fraction, 0.0), 1.0), step=step,
+                               total_steps=total)
+
+
+def _require_task(spec: ModelSpec, request: imagegen_pb2.GenerateImageRequest) -> None:
+    if spec.task not in TASKS:
+        raise InvalidArgument(f"model '{spec.id}' does {spec.task}, not image generation",
+                              field="model_id")
+    if spec.task == "image-to-image" and not request.image_url:
+        raise InvalidArgument(f"is required: model '{spec.id}' repaints an init image",
+                              field="image_url")
+
+
+def _log_done(job: JobContext, params: ImageParams, result: ImageResult) -> None:
+    log.info("generated", extra={
+        "request_id": job.request_id, "model_id": job.model_id, "mode": params.mode,
+        "images": len(result.images), "steps": result.steps, "seed": result.seed,
+        "seconds": round(time.perf_counter() - job.started, 3)})
