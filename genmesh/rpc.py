@@ -54,8 +54,9 @@ def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
 
 
 def _dependency_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions meaning Postgres or NATS is unreachable right now (restarting, cut off)."""
-    types: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    """Exceptions meaning Postgres or NATS is unreachable right now (restarting, cut off).
+    Not a bare TimeoutError: from a worker, UNAVAILABLE tells the router the worker is lost."""
+    types: list[type[BaseException]] = [ConnectionError]
     try:
         import asyncpg
 

@@ -13,7 +13,7 @@ class _Body(BaseModel):
 
 class EndpointQuantity(_Body):
     unit_quantity: Optional[float] = Field(default=None, ge=0)
-    call_quantity: Optional[int] = Field(default=None, ge=0)
+    call_quantity: Optional[int] = Field(default=None, ge=0, le=2**63 - 1)  # int64 in the proto
 
 
 class FalEstimateRequest(_Body):
@@ -31,7 +31,7 @@ class UsageItemBody(_Body):
 class PlannedUsageBody(_Body):
     model_id: str = Field(min_length=1)
     items: list[UsageItemBody] = Field(default_factory=list)
-    calls: int = Field(default=0, ge=0)
+    calls: int = Field(default=0, ge=0, le=2**63 - 1)  # int64 in the proto
     machine_type: str = ""
 
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,7 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
                            ) -> AsyncIterator[llm_pb2.ChatCompleteEvent]:
         _refuse_for_vision(job.model, request)
         params = convert.sampling_params(request)
-        messages = convert.vision_messages(request.messages, await self._fetch_images(request))
+        messages = convert.vision_messages(request.messages, await self._fetch_images(request.messages))
         if not self.component.is_resident(job.model):
             yield llm_pb2.ChatCompleteEvent(progress=_progress("loading"))
         entry = await self.component.load_model(job.model)
@@ -126,10 +126,10 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
             choices=[llm_pb2.ChatChoice(index=0, finish_reason=result.finish_reason, message=llm_pb2.ChatMessage(
                 role="assistant", content=result.text))]))
 
-    async def _fetch_images(self, request: llm_pb2.ChatCompleteRequest) -> dict[tuple[int, int], bytes]:
+    async def _fetch_images(self, messages: Sequence[llm_pb2.ChatMessage]) -> dict[tuple[int, int], bytes]:
         """Image parts given as this mesh's file URLs, fetched here (data: URIs decode in the engine)."""
         out = {}
-        for i, m in enumerate(request.messages):
+        for i, m in enumerate(messages):
             for j, part in enumerate(m.parts):
                 if part.type == "image_url" and not part.image_url.startswith("data:"):
                     media = await inputs.fetch(part.image_url, self.component.store,
@@ -198,26 +198,29 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
         async with self.runtime.job(context, model_id) as job:
             _require(job.model, ("chat", "completion"), (TEXT_ENGINE, VISION_ENGINE), "LLM.CountTokens")
             if job.model.engine == VISION_ENGINE:
-                if not request.messages:
-                    raise InvalidArgument(f"model '{job.model.id}' counts chat messages only", field="messages")
-                messages = convert.vision_messages(request.messages, await self._fetch_images_of(request))
-            else:
-                generation = convert.count_request(request)
+                return await self._count_vision_tokens(job, request)
+            generation = convert.count_request(request)
             entry = await self.component.load_model(job.model)
             try:
-                if job.model.engine == VISION_ENGINE:
-                    vision: VisionChatModel = entry.value
-                    prompt = await asyncio.to_thread(vision.prepare, messages)
-                    return llm_pb2.CountTokensResponse(tokens=prompt.prompt_tokens,
-                                                       max_context=vision.context_length)
                 engine: LLMEngine = entry.value
                 tokens = await asyncio.to_thread(engine.count_tokens, generation)
                 return llm_pb2.CountTokensResponse(tokens=tokens, max_context=engine.max_context)
             finally:
                 self.runtime.cache.release(entry)
 
-    async def _fetch_images_of(self, request: llm_pb2.CountTokensRequest) -> dict[tuple[int, int], bytes]:
-        return await self._fetch_images(llm_pb2.ChatCompleteRequest(messages=request.messages))
+    async def _count_vision_tokens(self, job: JobContext, request: llm_pb2.CountTokensRequest
+                                   ) -> llm_pb2.CountTokensResponse:
+        """Image placeholder tokens included, as the vision model's prompt will hold them."""
+        if not request.messages:
+            raise InvalidArgument(f"model '{job.model.id}' counts chat messages only", field="messages")
+        messages = convert.vision_messages(request.messages, await self._fetch_images(request.messages))
+        entry = await self.component.load_model(job.model)
+        try:
+            model: VisionChatModel = entry.value
+            prompt = await asyncio.to_thread(model.prepare, messages)
+            return llm_pb2.CountTokensResponse(tokens=prompt.prompt_tokens, max_context=model.context_length)
+        finally:
+            self.runtime.cache.release(entry)
 
 
 class LLMComponent(WorkerComponent):

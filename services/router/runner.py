@@ -112,6 +112,8 @@ class Runner:
                     elif case not in ("progress", "log"):
                         emitted_output = True
                     yield case, payload
+                if outcome.result is not None and not outcome.usage.items:
+                    outcome.usage.CopyFrom(usage_of_unary(outcome.result))
                 outcome.finished = time.time()
                 return
             except GenmeshError as exc:
@@ -124,3 +126,14 @@ class Runner:
                 log.warning("worker lost; re-placing", extra={"request_id": request_id,
                                                               "model_id": prep.spec.id, "attempt": attempt})
                 outcome.usage.Clear()
+
+
+def usage_of_unary(result: Message) -> common_pb2.Usage:
+    """Unary RPCs (embeddings) carry no usage event; their token counts are in the response."""
+    usage = common_pb2.Usage()
+    tokens = getattr(result, "usage", None)
+    if tokens is not None and hasattr(tokens, "prompt_tokens"):
+        usage.items.add(unit="input_tokens", quantity=tokens.prompt_tokens)
+        if tokens.completion_tokens:
+            usage.items.add(unit="output_tokens", quantity=tokens.completion_tokens)
+    return usage

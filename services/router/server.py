@@ -11,6 +11,7 @@ import logging
 import re
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any, AsyncIterator
 
 import grpc
@@ -39,6 +40,8 @@ from genmesh.services.router.webhooks import WebhookSender
 log = logging.getLogger("genmesh.router")
 SYNC_WAIT_S = 30.0
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+ENDED_CACHE_SIZE = 4096
+ENDED_CACHE_TTL_S = 60.0
 
 
 class Mesh:
@@ -54,6 +57,7 @@ class Mesh:
         self.runner = Runner(self.catalog, self.dispatcher, max_attempts=settings.max_attempts)
         self.apps = AppsComponent(self)
         self.pool: Any = None
+        self._ended: OrderedDict[str, tuple[Job, float]] = OrderedDict()  # request id -> (job, until)
         self.nc: Any = None
         self.auth: Authenticator
         self.store: JobStore
@@ -140,11 +144,32 @@ class Mesh:
     async def owned_job(self, identity: Identity, request_id: str) -> Job:
         # Ids are plain tokens: anything else is nobody's job, and never reaches Postgres (which
         # refuses some characters, NUL among them, with an error of its own).
-        job = await self.store.get(request_id) if _REQUEST_ID.fullmatch(request_id) else None
+        job = None
+        if _REQUEST_ID.fullmatch(request_id):
+            job = self._ended_job(request_id)
+            if job is None:
+                job = await self.store.get(request_id)
+                if job is not None and job.terminal:
+                    self._remember_ended(job)
         # Another key's job is reported as missing, not forbidden: ids must not leak.
         if job is None or job.api_key_id != identity.key_id:
             raise NotFound(f"request '{request_id}' not found")
         return job
+
+
+    def _ended_job(self, request_id: str) -> Job | None:
+        hit = self._ended.get(request_id)
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
+    def _remember_ended(self, job: Job) -> None:
+        # An ended job never changes again (until it expires, days later): polls of it, and the
+        # Result call that follows them, need not go to Postgres.
+        self._ended[job.id] = (job, time.monotonic() + ENDED_CACHE_TTL_S)
+        self._ended.move_to_end(job.id)
+        while len(self._ended) > ENDED_CACHE_SIZE:
+            self._ended.popitem(last=False)
 
 
 class RouterServicer(router_pb2_grpc.RouterServicer):

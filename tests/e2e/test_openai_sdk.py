@@ -27,7 +27,7 @@ IMAGE = "genmesh/tiny-sd"
 SRT_CUE = re.compile(r"^1\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\n", re.M)
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"]}}}
 
 
 def has_service(name: str) -> bool:
@@ -194,7 +194,7 @@ def test_embeddings_base64_by_default_and_float(client: openai.OpenAI) -> None:
     assert [d.index for d in default.data] == [0, 1] and len(default.data[0].embedding) == 384
     assert default.data[0].embedding == pytest.approx(floats.data[0].embedding, abs=1e-6)
     assert default.usage.prompt_tokens > 0
-    small = client.embeddings.create(model=EMBED, input="x", dimensions=64)
+    small = client.embeddings.create(model=EMBED, input="x", dimensions=64, encoding_format="float")
     assert len(small.data[0].embedding) == 64
 
 

@@ -1,0 +1,364 @@
+"""The llm worker over gRPC: its server in this process for chat, completions, structured output,
+tool calls, token counting, embeddings, vision and errors, and once behind the router (real NATS
+and Postgres) as clients reach it."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jsonschema
+import pytest
+import pytest_asyncio
+from google.protobuf import struct_pb2
+from PIL import Image
+
+from genmesh.models import build
+from genmesh.rpc import SERVER_OPTIONS
+from genmesh.services.llm.server import LLMComponent
+from genmesh.settings import Settings
+from genmesh.v1 import llm_pb2, llm_pb2_grpc
+from tests.conftest import Infra, start_mesh
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+CHAT, COMPLETIONS, VISION = "genmesh/tiny-llama", "genmesh/tiny-llama/completions", "genmesh/tiny-llava"
+EMBED = "sentence-transformers/all-MiniLM-L6-v2"
+PERSON = {"type": "object", "properties": {
+    "name": {"type": "string", "maxLength": 6}, "age": {"type": "integer", "minimum": 0, "maximum": 99}},
+    "required": ["name", "age"], "additionalProperties": False}
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 10},
+                                            "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+           "required": ["city", "days"], "additionalProperties": False}
+
+
+@dataclass
+class Worker:
+    component: LLMComponent
+    stub: llm_pb2_grpc.LLMStub
+
+
+@pytest.fixture(scope="module")
+def built_models(models_dir: Path) -> Path:
+    for model_id in (CHAT, VISION):
+        if not build.is_built(models_dir, model_id):
+            build.build_one(model_id, models_dir)
+    return models_dir
+
+
+@pytest.fixture(scope="module")
+def restore_torch_threads() -> Iterator[None]:
+    import torch
+
+    previous = torch.get_num_threads()
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def worker(built_models: Path, tmp_path_factory: pytest.TempPathFactory,
+                 restore_torch_threads: None) -> AsyncIterator[Worker]:
+    """The llm component's gRPC server in this process; no NATS, so no heartbeats."""
+    settings = Settings(models_dir=built_models, data_dir=tmp_path_factory.mktemp("llm-worker"),
+                        nats_url=None, torch_threads=1, host="127.0.0.1", port=0)
+    component = LLMComponent(settings)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    component.register(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await component.start(port)
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Worker(component, llm_pb2_grpc.LLMStub(channel))
+    finally:
+        await channel.close()
+        await server.stop(None)
+        await component.stop()
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+async def collect(call: Any) -> list[Any]:
+    return [event async for event in call]
+
+
+def cases(events: list[Any]) -> list[str]:
+    return [e.WhichOneof("event") for e in events]
+
+
+def chat(content: str = "Tell me a story", **fields: Any) -> llm_pb2.ChatCompleteRequest:
+    fields.setdefault("model_id", CHAT)
+    return llm_pb2.ChatCompleteRequest(messages=[llm_pb2.ChatMessage(role="user", content=content)], **fields)
+
+
+def streamed(events: list[Any]) -> dict[int, dict[str, Any]]:
+    """Per choice: the joined content, roles seen, finish reasons and tool-call fragments."""
+    out: dict[int, dict[str, Any]] = {}
+    for event in events:
+        if event.HasField("chunk"):
+            for d in event.chunk.choices:
+                c = out.setdefault(d.index, {"text": "", "roles": [], "finish": [], "calls": [], "first": None})
+                if c["first"] is None:
+                    c["first"] = d
+                c["text"] += getattr(d, "content", "") or getattr(d, "text", "")
+                if getattr(d, "role", ""):
+                    c["roles"].append(d.role)
+                if d.finish_reason:
+                    c["finish"].append(d.finish_reason)
+                c["calls"] += list(getattr(d, "tool_calls", []))
+    return out
+
+
+def assert_usage_then_result(events: list[Any]) -> None:
+    kinds = cases(events)
+    assert kinds[-1] == "result" and kinds[-2] == "usage", kinds
+    assert kinds.count("result") == 1 and kinds.count("usage") == 1
+    usage, result = events[-2].usage, events[-1].result
+    assert [(i.unit, i.quantity) for i in usage.items] == [
+        ("input_tokens", result.usage.prompt_tokens), ("output_tokens", result.usage.completion_tokens)]
+    assert result.usage.total_tokens == result.usage.prompt_tokens + result.usage.completion_tokens
+    assert result.usage.prompt_tokens > 0
+
+
+async def expect_invalid(call: Any, field: str) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await (collect(call) if hasattr(call, "__aiter__") else call)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert ("genmesh-field", field) in tuple(err.value.trailing_metadata()), err.value.details()
+    return err.value
+
+
+def png_data_uri() -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def struct(data: dict[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(data)
+    return s
+
+
+# --- chat -----------------------------------------------------------------------------------------
+
+async def test_streamed_chunks_join_into_the_result_and_repeat_for_the_same_seed(worker: Worker) -> None:
+    request = chat(seed=7, temperature=0.9, max_tokens=24, n=2)
+    first = await collect(worker.stub.ChatComplete(request))
+    again = await collect(worker.stub.ChatComplete(request))
+    assert_usage_then_result(first)
+    result = first[-1].result
+    assert result.id.startswith("chatcmpl") and result.model == CHAT and len(result.choices) == 2
+    parts = streamed(first)
+    for choice in result.choices:
+        got = parts[choice.index]
+        assert got["text"] == choice.message.content and choice.message.role == "assistant"
+        assert got["first"].role == "assistant" and got["roles"] == ["assistant"]
+        assert got["finish"] == [choice.finish_reason] and choice.finish_reason in ("stop", "length")
+    assert [c.message.content for c in again[-1].result.choices] == [c.message.content for c in result.choices]
+    assert result.usage.completion_tokens <= 48
+
+
+async def test_max_tokens_ends_with_length(worker: Worker) -> None:
+    events = await collect(worker.stub.ChatComplete(chat(seed=1, max_tokens=3)))
+    result = events[-1].result
+    assert result.usage.completion_tokens <= 3
+    if result.usage.completion_tokens == 3:
+        assert result.choices[0].finish_reason == "length"
+
+
+async def test_a_stop_string_ends_the_text_before_it(worker: Worker) -> None:
+    free = (await collect(worker.stub.ChatComplete(chat(seed=5, max_tokens=40))))[-1].result
+    text = free.choices[0].message.content
+    assert len(text) > 8, text
+    stop = text[4:7]
+    cut = (await collect(worker.stub.ChatComplete(chat(seed=5, max_tokens=40, stop=[stop]))))[-1].result
+    assert cut.choices[0].message.content == text[:text.find(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+
+
+async def test_json_schema_output_parses_and_validates(worker: Worker) -> None:
+    request = chat("A person as JSON", seed=3, max_tokens=120, response_format=llm_pb2.ResponseFormat(
+        type="json_schema", name="person", json_schema=struct(PERSON)))
+    events = await collect(worker.stub.ChatComplete(request))
+    choice = events[-1].result.choices[0]
+    assert choice.finish_reason == "stop", choice
+    jsonschema.validate(json.loads(choice.message.content), PERSON)
+
+
+async def test_a_named_tool_is_called_with_arguments_matching_its_schema(worker: Worker) -> None:
+    tool = llm_pb2.Tool(type="function", function=llm_pb2.FunctionDefinition(
+        name="get_weather", description="Weather forecast", parameters=struct(WEATHER)))
+    request = chat("Weather in Paris?", seed=0, max_tokens=80, tools=[tool],
+                   tool_choice=llm_pb2.ToolChoice(mode="function", function_name="get_weather"))
+    events = await collect(worker.stub.ChatComplete(request))
+    assert_usage_then_result(events)
+    choice = events[-1].result.choices[0]
+    [call] = choice.message.tool_calls
+    assert call.id and call.type == "function" and call.function.name == "get_weather"
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER)
+    fragments = streamed(events)[0]["calls"]
+    assert fragments[0].name == "get_weather" and fragments[0].id == call.id
+    assert "".join(f.arguments for f in fragments) == call.function.arguments
+    assert streamed(events)[0]["finish"] == [choice.finish_reason]
+
+
+# --- completions ----------------------------------------------------------------------------------
+
+async def test_completions_share_the_chat_engine_and_echo_the_prompt(worker: Worker) -> None:
+    await collect(worker.stub.ChatComplete(chat(max_tokens=2)))
+    request = llm_pb2.CompleteRequest(model_id=COMPLETIONS, prompt="Once upon a time", max_tokens=6, seed=2,
+                                      echo=True)
+    events = await collect(worker.stub.Complete(request))
+    assert_usage_then_result(events)
+    choice = events[-1].result.choices[0]
+    assert choice.text.startswith("Once upon a time") and streamed(events)[0]["text"] == choice.text
+    assert streamed(events)[0]["finish"] == [choice.finish_reason]
+    entries = worker.component.runtime.cache.entries
+    assert CHAT in entries and COMPLETIONS not in entries  # one engine for both ids
+
+
+# --- token counting and the context -----------------------------------------------------------------
+
+async def test_count_tokens_matches_the_prompt_a_chat_uses(worker: Worker) -> None:
+    request = chat("How many tokens is this?", max_tokens=1)
+    counted = await worker.stub.CountTokens(llm_pb2.CountTokensRequest(model_id=CHAT, messages=request.messages))
+    used = (await collect(worker.stub.ChatComplete(request)))[-1].result.usage.prompt_tokens
+    assert counted.tokens == used and counted.max_context == 512
+    prompt = await worker.stub.CountTokens(llm_pb2.CountTokensRequest(model_id=CHAT, prompt="hello world"))
+    assert 0 < prompt.tokens < counted.tokens
+
+
+async def test_a_prompt_over_the_context_is_refused_with_counts(worker: Worker) -> None:
+    err = await expect_invalid(worker.stub.ChatComplete(chat("word " * 800, max_tokens=4)), "messages")
+    assert "512" in err.details() and "tokens" in err.details()
+    err = await expect_invalid(worker.stub.ChatComplete(chat("hi", max_tokens=600)), "max_tokens")
+    assert "512" in err.details()
+
+
+# --- embeddings -------------------------------------------------------------------------------------
+
+async def test_similar_sentences_embed_closer(worker: Worker) -> None:
+    texts = ["A cat sits on the mat.", "A kitten is sitting on a rug.", "Quarterly tax filings are due."]
+    response = await worker.stub.Embed(llm_pb2.EmbedRequest(model_id=EMBED, input=texts))
+    vectors = [list(e.embedding) for e in sorted(response.data, key=lambda e: e.index)]
+    assert len(vectors) == 3 and len(vectors[0]) == 384 and response.usage.prompt_tokens > 0
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b))  # unit vectors
+
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2]) + 0.1
+    small = await worker.stub.Embed(llm_pb2.EmbedRequest(model_id=EMBED, input=["x"], dimensions=64))
+    assert len(small.data[0].embedding) == 64
+
+
+# --- vision ----------------------------------------------------------------------------------------
+
+async def test_an_image_part_is_read_by_the_vision_model(worker: Worker) -> None:
+    message = llm_pb2.ChatMessage(role="user", parts=[
+        llm_pb2.ContentPart(type="text", text="What is in this picture?"),
+        llm_pb2.ContentPart(type="image_url", image_url=png_data_uri())])
+    request = llm_pb2.ChatCompleteRequest(model_id=VISION, messages=[message], max_tokens=6, seed=1)
+    events = await collect(worker.stub.ChatComplete(request))
+    assert_usage_then_result(events)
+    choice = events[-1].result.choices[0]
+    parts = streamed(events)[0]
+    assert parts["text"] == choice.message.content and parts["roles"] == ["assistant"]
+    assert parts["finish"] == [choice.finish_reason]
+    assert events[-1].result.usage.completion_tokens <= 6
+
+
+async def test_an_image_part_to_a_text_model_names_the_part(worker: Worker) -> None:
+    message = llm_pb2.ChatMessage(role="user", parts=[
+        llm_pb2.ContentPart(type="text", text="What is this?"),
+        llm_pb2.ContentPart(type="image_url", image_url=png_data_uri())])
+    await expect_invalid(worker.stub.ChatComplete(llm_pb2.ChatCompleteRequest(
+        model_id=CHAT, messages=[message])), "messages[0].parts[1]")
+
+
+# --- bad input and cancellation -----------------------------------------------------------------------
+
+CHAT_ERRORS = [
+    pytest.param({"temperature": 2.5}, "temperature", id="temperature"),
+    pytest.param({"top_p": 0.0}, "top_p", id="top-p"),
+    pytest.param({"frequency_penalty": -3.0}, "frequency_penalty", id="penalty"),
+    pytest.param({"n": 17}, "n", id="n"),
+    pytest.param({"logprobs": True, "top_logprobs": 21}, "top_logprobs", id="top-logprobs"),
+    pytest.param({"max_tokens": 0}, "max_tokens", id="max-tokens"),
+    pytest.param({"messages": []}, "messages", id="no-messages"),
+    pytest.param({"messages": [llm_pb2.ChatMessage(role="robot", content="x")]}, "messages[0].role", id="role"),
+    pytest.param({"model_id": EMBED}, "model_id", id="embedding-model"),
+]
+
+
+@pytest.mark.parametrize("fields, field", CHAT_ERRORS)
+async def test_bad_chat_input_is_invalid_argument_naming_the_field(worker: Worker, fields: dict,
+                                                                   field: str) -> None:
+    request = chat(max_tokens=2)
+    for name, value in fields.items():
+        if name == "messages":
+            del request.messages[:]
+            request.messages.extend(value)
+        else:
+            setattr(request, name, value)
+    await expect_invalid(worker.stub.ChatComplete(request), field)
+
+
+async def test_bad_embed_input_is_invalid_argument(worker: Worker) -> None:
+    await expect_invalid(worker.stub.Embed(llm_pb2.EmbedRequest(model_id=EMBED, input=[])), "input")
+    await expect_invalid(worker.stub.Embed(llm_pb2.EmbedRequest(model_id=EMBED, input=["a", ""])), "input[1]")
+    await expect_invalid(worker.stub.Embed(llm_pb2.EmbedRequest(model_id=EMBED, input=["a"], dimensions=999)),
+                         "dimensions")
+
+
+async def test_a_caller_going_away_cancels_its_sequence(worker: Worker) -> None:
+    await collect(worker.stub.ChatComplete(chat(max_tokens=1)))  # resident
+    engine = worker.component.runtime.cache.entries[CHAT].value
+    before = engine.stats().generated_tokens
+    call = worker.stub.ChatComplete(chat(max_tokens=400, seed=4))
+    async for event in call:
+        if event.HasField("chunk"):
+            break
+    call.cancel()
+    assert await asyncio.to_thread(engine.wait_idle, 10)
+    assert engine.stats().generated_tokens - before < 400
+    events = await collect(worker.stub.ChatComplete(chat(max_tokens=2)))
+    assert cases(events)[-1] == "result"
+
+
+async def test_the_routers_validator_imports_without_torch() -> None:
+    code = ("import sys, genmesh.services.llm.params as p; "
+            "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True,
+                                  timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+# --- through the router -------------------------------------------------------------------------
+
+async def test_through_the_router(infra: Infra, built_models: Path, tmp_path: Path) -> None:
+    mesh = await start_mesh(infra, tmp_path, ["router", "llm"], models_dir=built_models)
+    try:
+        async with mesh.channel() as channel:
+            stub = llm_pb2_grpc.LLMStub(channel)
+            events = await collect(stub.ChatComplete(chat(max_tokens=6, seed=1), metadata=mesh.metadata))
+            assert_usage_then_result(events)
+            assert streamed(events)[0]["text"] == events[-1].result.choices[0].message.content
+            counted = await stub.CountTokens(llm_pb2.CountTokensRequest(model_id=CHAT, prompt="hello"),
+                                             metadata=mesh.metadata)
+            assert counted.tokens > 0
+            embedded = await stub.Embed(llm_pb2.EmbedRequest(model_id="text-embedding-3-small", input=["hi"]),
+                                        metadata=mesh.metadata)
+            assert len(embedded.data[0].embedding) == 384
+            # Bad input is refused by the router before any worker sees it.
+            await expect_invalid(stub.ChatComplete(chat(temperature=3.0), metadata=mesh.metadata), "temperature")
+    finally:
+        await mesh.supervisor.stop()
