@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,9 @@ async def infra(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Infra
     finally:
         if pg is not None:
             await pg.stop()
+            # As root the cluster is staged outside the (mode-700) pytest tmp dir; remove it.
+            if pg.pgdata is not None and not str(pg.pgdata).startswith(str(base)):
+                shutil.rmtree(pg.pgdata, ignore_errors=True)
         if nats is not None:
             await nats.stop()
 

@@ -75,14 +75,19 @@ class JobQueue:
             api_key_id=identity.key_id, input=stored_input, priority=priority_name(req.priority),
             webhook_url=req.webhook_url or None, idempotency_key=req.idempotency_key or None,
             start_timeout_s=req.start_timeout_seconds or None, run_timeout_s=req.run_timeout_seconds or None)
-        if created:
+        if created or job.status == "IN_QUEUE":
+            # A retry with the same idempotency key re-publishes a still-queued job: the first
+            # attempt may have committed the row but died before enqueueing it. JetStream drops
+            # the duplicate by Nats-Msg-Id, and a late duplicate finds the job claimed or ended.
             try:
                 await self.js.publish(bus.queue_subject(job.service, job.priority), job.id.encode(),
                                       headers={"Nats-Msg-Id": job.id}, timeout=5)
             except Exception as exc:  # noqa: BLE001 - not enqueued: take the job back, tell the client
-                await self.store.delete(job.id)
+                if created:
+                    await self.store.delete(job.id)
                 raise Unavailable(f"the queue is unavailable, nothing was enqueued: {exc!r}") from exc
-            await self.publish_event(job)
+            if created:
+                await self.publish_event(job)
         return job, await self.store.queue_position(job)
 
     # --- events ---------------------------------------------------------------------------------

@@ -112,7 +112,8 @@ class Mesh:
     # --- running requests -----------------------------------------------------------------------
 
     async def run_events(self, identity: Identity, prep: Prepared, *, mode: str,
-                         timeout_s: float | None) -> AsyncIterator[tuple[str, str, Message]]:
+                         timeout_s: float | None, partials_reach_caller: bool = True
+                         ) -> AsyncIterator[tuple[str, str, Message]]:
         """(request_id, case, payload) of a sync or streamed run; publishes its usage record."""
         request_id = uuid.uuid4().hex
         outcome = Outcome(usage=common_pb2.Usage())
@@ -122,6 +123,8 @@ class Mesh:
         try:
             async for case, payload in self.runner.events(prep, request_id=request_id, outcome=outcome,
                                                          wait_s=SYNC_WAIT_S, timeout_s=timeout_s or None,
+                                                         # Re-placing is safe when the caller sees only the result.
+                                                         safe_to_retry_after_output=not partials_reach_caller,
                                                          key_id=identity.key_id):
                 yield request_id, case, payload
             status = common_pb2.JOB_STATUS_COMPLETED
@@ -202,7 +205,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         response = router_pb2.RunResponse()
         started = time.perf_counter()
         async for request_id, case, payload in self.mesh.run_events(
-                identity, prep, mode="sync", timeout_s=request.timeout_seconds):
+                identity, prep, mode="sync", timeout_s=request.timeout_seconds, partials_reach_caller=False):
             response.request_id = request_id
             if case == "usage":
                 response.usage.MergeFrom(payload)
@@ -335,7 +338,8 @@ class ProxyMethod:
         identity = await self.mesh.auth.admit(context)
         prep = self.mesh.runner.prepare_typed(self.task, request)
         result: Message | None = None
-        async for _rid, _case, payload in self.mesh.run_events(identity, prep, mode="grpc", timeout_s=None):
+        async for _rid, _case, payload in self.mesh.run_events(identity, prep, mode="grpc", timeout_s=None,
+                                                               partials_reach_caller=False):
             result = payload
         if result is None:
             raise InvalidArgument("the worker returned nothing", field="model_id")
