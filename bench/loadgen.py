@@ -23,7 +23,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import grpc
 from google.protobuf import struct_pb2
