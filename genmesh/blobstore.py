@@ -65,7 +65,8 @@ class Signer:
         return hmac.new(self._secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
     def verify(self, key: str, expires: int, sig: str) -> bool:
-        return expires >= time.time() and hmac.compare_digest(self.sign(key, expires), sig)
+        # Bytes, not str: compare_digest rejects non-ASCII strings, and a forged sig may be one.
+        return expires >= time.time() and hmac.compare_digest(self.sign(key, expires).encode(), sig.encode())
 
 
 class LocalBlobStore:
