@@ -47,6 +47,30 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    """Real weights (catalog `hub:` entries) into the models dir, where workers load them from."""
+    from genmesh.catalog import Catalog
+
+    settings = _settings(args)
+    catalog = Catalog.load(settings.catalog_path)
+    for model_id in args.models:
+        spec = catalog.find(model_id)
+        if spec is None or not spec.weights.startswith("hub:"):
+            print(f"{model_id}: not a catalog model with hub weights", file=sys.stderr)
+            return 2
+        target = spec.weights_dir(settings.resolved_models_dir())
+        print(f"pulling {spec.weights[4:]} into {target}", file=sys.stderr, flush=True)
+        try:
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(repo_id=spec.weights[4:], local_dir=target)
+        except Exception as exc:  # noqa: BLE001 - offline or no access: say so plainly
+            print(f"{model_id}: could not download {spec.weights[4:]}: {exc}\n"
+                  f"copy the weights into {target} instead", file=sys.stderr)
+            return 1
+    return 0
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
     from genmesh.catalog import Catalog
     from genmesh.models import build
@@ -81,6 +105,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true")
     b.add_argument("--data-dir")
     b.set_defaults(func=cmd_models_build)
+    pull = msub.add_parser("pull", help="download real weights (catalog hub: entries) into the models dir")
+    pull.add_argument("models", nargs="+")
+    pull.add_argument("--data-dir")
+    pull.set_defaults(func=cmd_models_pull)
     ls = msub.add_parser("list", help="the catalog and which weights are here")
     ls.add_argument("--data-dir")
     ls.set_defaults(func=cmd_models_list)
