@@ -6,13 +6,15 @@ unless GENMESH_TEST_NATS_URL / GENMESH_TEST_DATABASE_URL point at external serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 import os
 import secrets
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import asyncpg
 import grpc
@@ -166,3 +168,27 @@ async def echo_mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> A
         yield mesh
     finally:
         await mesh.supervisor.stop()
+
+
+@contextlib.asynccontextmanager
+async def serve_in_process(component: Any) -> AsyncIterator[grpc.aio.Channel]:
+    """A worker component's gRPC server inside the test process (no NATS: no heartbeats), and a
+    channel to it; torch's thread count is restored afterwards (workers set their own)."""
+    from genmesh.rpc import SERVER_OPTIONS
+
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    component.register(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await component.start(port)
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield channel
+    finally:
+        await channel.close()
+        await server.stop(None)
+        await component.stop()
+        if threads is not None:
+            sys.modules["torch"].set_num_threads(threads)

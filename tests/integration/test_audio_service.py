@@ -21,7 +21,7 @@ from google.protobuf import struct_pb2
 
 from genmesh import blobstore
 from genmesh.models import build
-from genmesh.rpc import KEY_ID_KEY, SERVER_OPTIONS
+from genmesh.rpc import KEY_ID_KEY
 from genmesh.services.audio.encode import FORMATS, encode_audio
 from genmesh.services.audio.params import SPEECH_FORMATS
 from genmesh.services.audio.server import AudioComponent
@@ -29,7 +29,7 @@ from genmesh.services.audio.tts_espeak import EspeakTTS
 from genmesh.services.audio.voices import resolve_voice
 from genmesh.settings import Settings
 from genmesh.v1 import audio_pb2, audio_pb2_grpc, router_pb2, router_pb2_grpc
-from tests.conftest import Infra, start_mesh
+from tests.conftest import Infra, serve_in_process, start_mesh
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -74,35 +74,16 @@ def speech() -> Speech:
     return Speech(encode_audio(audio, rate, "wav"), len(audio) / rate)
 
 
-@pytest.fixture(scope="module")
-def restore_torch_threads() -> Iterator[None]:
-    import torch
-
-    previous = torch.get_num_threads()
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def worker(built_models: Path, tmp_path_factory: pytest.TempPathFactory,
-                 restore_torch_threads: None) -> AsyncIterator[Worker]:
+async def worker(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Worker]:
     """The audio component's gRPC server in this process; no NATS, so no heartbeats."""
     settings = Settings(models_dir=built_models, data_dir=tmp_path_factory.mktemp("audio-worker"),
                         nats_url=None, signing_secret=SIGNING_SECRET, torch_threads=1,
                         host="127.0.0.1", port=0)
     component = AudioComponent(settings)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    component.register(server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await component.start(port)
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
+    async with serve_in_process(component) as channel:
         yield Worker(component, audio_pb2_grpc.AudioStub(channel))
-    finally:
-        await channel.close()
-        await server.stop(None)
-        await component.stop()
 
 
 async def collect(call: Any) -> list[Any]:

@@ -21,13 +21,13 @@ from PIL import Image
 from genmesh import blobstore
 from genmesh.errors import ModelUnavailable, Unavailable
 from genmesh.models import build
-from genmesh.rpc import KEY_ID_KEY, SERVER_OPTIONS
+from genmesh.rpc import KEY_ID_KEY
 from genmesh.services.imagegen import pipeline as image_pipeline
 from genmesh.services.imagegen.params import ImageParams
 from genmesh.services.imagegen.server import ImageGenComponent, LoadedImageModel
 from genmesh.settings import Settings
 from genmesh.v1 import imagegen_pb2, imagegen_pb2_grpc, router_pb2, router_pb2_grpc
-from tests.conftest import Infra, start_mesh
+from tests.conftest import Infra, serve_in_process, start_mesh
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -52,35 +52,16 @@ def built_models(models_dir: Path) -> Path:
     return models_dir
 
 
-@pytest.fixture(scope="module")
-def restore_torch_threads() -> Iterator[None]:
-    import torch
-
-    previous = torch.get_num_threads()
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def worker(built_models: Path, tmp_path_factory: pytest.TempPathFactory,
-                 restore_torch_threads: None) -> AsyncIterator[Worker]:
+async def worker(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Worker]:
     """The imagegen component's gRPC server in this process; no NATS, so no heartbeats."""
     settings = Settings(models_dir=built_models, data_dir=tmp_path_factory.mktemp("imagegen"),
                         nats_url=None, signing_secret=SIGNING_SECRET, torch_threads=1,
                         host="127.0.0.1", port=0)
     component = ImageGenComponent(settings)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    component.register(server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await component.start(port)
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
+    async with serve_in_process(component) as channel:
         yield Worker(component, imagegen_pb2_grpc.ImageGenStub(channel))
-    finally:
-        await channel.close()
-        await server.stop(None)
-        await component.stop()
 
 
 def request(**fields: Any) -> imagegen_pb2.GenerateImageRequest:

@@ -22,11 +22,10 @@ from google.protobuf import struct_pb2
 from PIL import Image
 
 from genmesh.models import build
-from genmesh.rpc import SERVER_OPTIONS
 from genmesh.services.llm.server import LLMComponent
 from genmesh.settings import Settings
 from genmesh.v1 import llm_pb2, llm_pb2_grpc
-from tests.conftest import Infra, start_mesh
+from tests.conftest import Infra, serve_in_process, start_mesh
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -54,34 +53,15 @@ def built_models(models_dir: Path) -> Path:
     return models_dir
 
 
-@pytest.fixture(scope="module")
-def restore_torch_threads() -> Iterator[None]:
-    import torch
-
-    previous = torch.get_num_threads()
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def worker(built_models: Path, tmp_path_factory: pytest.TempPathFactory,
-                 restore_torch_threads: None) -> AsyncIterator[Worker]:
+async def worker(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Worker]:
     """The llm component's gRPC server in this process; no NATS, so no heartbeats."""
     settings = Settings(models_dir=built_models, data_dir=tmp_path_factory.mktemp("llm-worker"),
                         nats_url=None, torch_threads=1, host="127.0.0.1", port=0)
     component = LLMComponent(settings)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    component.register(server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await component.start(port)
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
+    async with serve_in_process(component) as channel:
         yield Worker(component, llm_pb2_grpc.LLMStub(channel))
-    finally:
-        await channel.close()
-        await server.stop(None)
-        await component.stop()
 
 
 # --- helpers --------------------------------------------------------------------------------------
