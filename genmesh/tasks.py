@@ -7,8 +7,10 @@ case (preview, frame, segment, chunk, partial) is a partial output.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
+from typing import Callable
 
 from google.protobuf.message import Message
 
@@ -32,15 +34,23 @@ class Task:
     def validate(self, request: Message) -> None:
         """The modality's own request rules (ranges, choices), run by the router before
         queueing so a bad job is refused at submit rather than failing later."""
-        target = VALIDATORS.get(self.service)
-        if target is None:
-            return
-        module_name, _, func = target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            return
-        getattr(module, func)(request)
+        check = _validator(self.service)
+        if check is not None:
+            check(request)
+
+
+@functools.cache
+def _validator(service: str) -> Callable[[Message], None] | None:
+    """The service's validator, resolved once (it is on every request's path)."""
+    target = VALIDATORS.get(service)
+    if target is None:
+        return None
+    module_name, _, func = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        return None
+    return getattr(module, func)
 
 
 def _t(name: str, service: str, grpc_service: str, method: str, req: type[Message],
