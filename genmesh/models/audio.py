@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte <-> char table
 
 SEED = 0
 
@@ -33,19 +34,6 @@ _WHISPER_MERGES: tuple[tuple[str, str], ...] = (
 _VITS_CHARS = " abcdefghijklmnopqrstuvwxyz'-.,?!0123456789"
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character table (Whisper's tokenizer uses it)."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in chars), strict=True))
-
 
 def _whisper_specials() -> list[str]:
     """Whisper's special tokens in its id order; language tokens must follow the SOT token."""
@@ -62,7 +50,7 @@ def _whisper_processor(directory: Path) -> object:
     from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
 
     vocab: dict[str, int] = {}
-    for token in sorted(_bytes_to_unicode().values()) + [a + b for a, b in _WHISPER_MERGES]:
+    for token in sorted(bytes_to_unicode().values()) + [a + b for a, b in _WHISPER_MERGES]:
         vocab.setdefault(token, len(vocab))
     vocab["<|endoftext|>"] = len(vocab)
     tokenizer = WhisperTokenizer(vocab=vocab, merges=list(_WHISPER_MERGES))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte <-> char table
 
 SEED = 0
 
@@ -25,23 +26,10 @@ _MERGES: tuple[tuple[str, str], ...] = (
 )
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """CLIP/GPT-2's reversible byte -> printable character table."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in chars)))
-
 
 def _write_tokenizer_files(directory: Path) -> int:
     """Write a CLIP-style byte-level BPE vocabulary; return its size."""
-    symbols = sorted(_bytes_to_unicode().values())
+    symbols = sorted(bytes_to_unicode().values())
     vocab: dict[str, int] = {}
     for token in symbols + [s + "</w>" for s in symbols] + [a + b for a, b in _MERGES]:
         vocab.setdefault(token, len(vocab))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from tokenizers import Tokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte <-> char table
 
 _REPLACEMENT = "\ufffd"
 
@@ -92,7 +93,7 @@ class TokenBytes:
         self._tokenizer = tokenizer
         self._cache: dict[int, bytes] = {}
         self._byte_level = type(tokenizer.decoder).__name__ == "ByteLevel"
-        self._unicode_to_byte = {c: b for b, c in _bytes_to_unicode().items()}
+        self._unicode_to_byte = {c: b for b, c in bytes_to_unicode().items()}
         self._special = {i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}
 
     def __call__(self, token_id: int) -> bytes:
@@ -117,16 +118,3 @@ class TokenBytes:
         except KeyError:  # an added (non-byte-level) token
             return piece.encode("utf-8")
 
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte <-> printable-character map used by byte-level BPE."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
-        + list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in chars)))
