@@ -52,8 +52,11 @@ def build_one(model_id: str, models_dir: Path) -> Path:
 
 def build_missing(models_dir: Path, only: list[str] | None = None,
                   progress: Callable[[str], None] = lambda _m: None) -> list[str]:
+    """Builds the models of `only` (default: every buildable one) that are not built yet."""
     built = []
-    for model_id in only or missing(models_dir):
+    for model_id in list(builders()) if only is None else only:
+        if is_built(models_dir, model_id):
+            continue
         progress(model_id)
         build_one(model_id, models_dir)
         built.append(model_id)

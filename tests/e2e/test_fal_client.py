@@ -231,8 +231,7 @@ async def media_mesh(infra: Infra, tmp: Path, models_dir: Path, service: str) ->
     if service == "imagegen":
         from genmesh.models import build
 
-        if not build.is_built(models_dir, "genmesh/tiny-sd"):
-            build.build_one("genmesh/tiny-sd", models_dir)
+        build.build_missing(models_dir, ["genmesh/tiny-sd"])
     return await start_mesh(infra, tmp, ["router", "billing", service, "edge"], models_dir=models_dir)
 
 

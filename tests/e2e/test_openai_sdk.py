@@ -45,10 +45,7 @@ MODELS = {"llm": [CHAT], "imagegen": [IMAGE], "audio": []}
 
 
 async def modality_mesh(infra: Infra, tmp: Path, models_dir: Path, services: list[str]) -> Mesh:
-    for service in services:
-        for model_id in MODELS[service]:
-            if not build.is_built(models_dir, model_id):
-                build.build_one(model_id, models_dir)
+    build.build_missing(models_dir, [m for service in services for m in MODELS[service]])
     return await start_mesh(infra, tmp, ["router", "billing", *services, "edge"], models_dir=models_dir)
 
 

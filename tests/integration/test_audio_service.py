@@ -55,9 +55,7 @@ class Worker:
 
 @pytest.fixture(scope="module")
 def built_models(models_dir: Path) -> Path:
-    for model_id in (TINY_WHISPER, TINY_VITS):
-        if not build.is_built(models_dir, model_id):
-            build.build_one(model_id, models_dir)
+    build.build_missing(models_dir, [TINY_WHISPER, TINY_VITS])
     return models_dir
 
 

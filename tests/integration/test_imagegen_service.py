@@ -47,10 +47,8 @@ class Worker:
 
 @pytest.fixture(scope="module")
 def built_models(models_dir: Path) -> Path:
-    if not build.is_built(models_dir, TINY_SD):
-        build.build_one(TINY_SD, models_dir)
+    build.build_missing(models_dir, [TINY_SD])
     return models_dir
-
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -47,11 +47,8 @@ class Worker:
 
 @pytest.fixture(scope="module")
 def built_models(models_dir: Path) -> Path:
-    for model_id in (CHAT, VISION):
-        if not build.is_built(models_dir, model_id):
-            build.build_one(model_id, models_dir)
+    build.build_missing(models_dir, [CHAT, VISION])
     return models_dir
-
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

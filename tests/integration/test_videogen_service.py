@@ -43,10 +43,8 @@ class Worker:
 
 @pytest.fixture(scope="module")
 def built_models(models_dir: Path) -> Path:
-    if not build.is_built(models_dir, TINY_T2V):
-        build.build_one(TINY_T2V, models_dir)
+    build.build_missing(models_dir, [TINY_T2V])
     return models_dir
-
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -22,8 +22,7 @@ SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 @pytest.fixture(scope="module")
 def engine(models_dir: Path) -> Iterator[LLMEngine]:
-    if not build.is_built(models_dir, SMOLLM2):
-        build.build_one(SMOLLM2, models_dir)  # dequantise the GGUF once per session (~30 s)
+    build.build_missing(models_dir, [SMOLLM2])  # dequantise the GGUF once per session (~30 s)
     engine = LLMEngine.load(models_dir / SMOLLM2, model_id=SMOLLM2, config=EngineConfig(threads=1))
     yield engine
     engine.close()
