@@ -196,3 +196,30 @@ def report(test: str, **counts: int) -> str:
     line = f"[fault] {test}: " + " ".join(f"{k}={v}" for k, v in counts.items())
     print("\n" + line)
     return line
+
+
+async def keep_calling(mesh: FaultMesh, stop: asyncio.Event, run_ids: list[str], job_ids: list[str],
+                       codes: dict[str, int], *, submit_every: int = 0, pause_s: float = 0.05) -> None:
+    """Sync runs (every `submit_every`-th call a submit instead), each with a 10 s deadline, until
+    `stop`; counts outcomes by status code and records the slowest call in `codes`."""
+    async with mesh.channel() as ch:
+        stub = router_pb2_grpc.RouterStub(ch)
+        i = 0
+        while not stop.is_set():
+            i += 1
+            started = time.monotonic()
+            try:
+                if submit_every and i % submit_every == 0:
+                    job = await stub.Submit(router_pb2.SubmitRequest(
+                        model_id="genmesh/echo", input=struct({"prompt": f"d{i}"})), metadata=mesh.metadata,
+                        timeout=10)
+                    job_ids.append(job.request_id)
+                else:
+                    resp = await stub.Run(router_pb2.RunRequest(
+                        model_id="genmesh/echo", input=struct({"prompt": "r"})), metadata=mesh.metadata, timeout=10)
+                    run_ids.append(resp.request_id)
+                codes["OK"] = codes.get("OK", 0) + 1
+            except grpc.aio.AioRpcError as exc:
+                codes[exc.code().name] = codes.get(exc.code().name, 0) + 1
+            codes["slowest_ms"] = max(codes.get("slowest_ms", 0), int((time.monotonic() - started) * 1000))
+            await asyncio.sleep(pause_s)

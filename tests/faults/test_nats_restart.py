@@ -4,34 +4,17 @@ calls during the outage either succeed or fail with UNAVAILABLE before their dea
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 import pytest
 
-from genmesh.v1 import router_pb2, router_pb2_grpc
-from tests.faults.conftest import FaultMesh, billed, report, struct, submit_jobs, wait_jobs_ended
+from tests.faults.conftest import FaultMesh, billed, keep_calling, report, submit_jobs, wait_jobs_ended
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 JOBS_BEFORE, JOBS_DURING = 150, 40
 NATS_DOWN_S = 1.5
 
-
-async def sync_runs(mesh: FaultMesh, stop: asyncio.Event, ids: list[str], codes: dict[str, int]) -> None:
-    async with mesh.channel() as ch:
-        stub = router_pb2_grpc.RouterStub(ch)
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                resp = await stub.Run(router_pb2.RunRequest(model_id="genmesh/echo", input=struct({"prompt": "s"})),
-                                      metadata=mesh.metadata, timeout=10)
-                ids.append(resp.request_id)
-                codes["OK"] = codes.get("OK", 0) + 1
-            except grpc.aio.AioRpcError as exc:
-                codes[exc.code().name] = codes.get(exc.code().name, 0) + 1
-            codes["slowest_ms"] = max(codes.get("slowest_ms", 0), int((time.monotonic() - started) * 1000))
-            await asyncio.sleep(0.02)
 
 
 async def test_nats_restart_loses_no_job_and_no_usage_record(fault_mesh: FaultMesh) -> None:
@@ -40,7 +23,7 @@ async def test_nats_restart_loses_no_job_and_no_usage_record(fault_mesh: FaultMe
     db = mesh.database_url
     jobs, refused = await submit_jobs(mesh, JOBS_BEFORE, {"num_events": 2, "delay_ms": 30})
     stop, run_ids, codes = asyncio.Event(), [], {}
-    runner = asyncio.create_task(sync_runs(mesh, stop, run_ids, codes))
+    runner = asyncio.create_task(keep_calling(mesh, stop, run_ids, [], codes, pause_s=0.02))
     await asyncio.sleep(0.5)
     restart = asyncio.create_task(mesh.restart_nats(NATS_DOWN_S))
     await asyncio.sleep(0.2)

@@ -4,44 +4,16 @@ every accepted job completes and is billed once after Postgres is back."""
 from __future__ import annotations
 
 import asyncio
-import time
 
-import grpc
 import pytest
 
-from genmesh.v1 import router_pb2, router_pb2_grpc
-from tests.faults.conftest import FaultMesh, billed, report, struct, submit_jobs, wait_jobs_ended
+from tests.faults.conftest import FaultMesh, billed, keep_calling, report, submit_jobs, wait_jobs_ended
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 PG_DOWN_S = 10.0
 JOBS_BEFORE = 120
 
-
-async def keep_calling(mesh: FaultMesh, stop: asyncio.Event, run_ids: list[str], job_ids: list[str],
-                       codes: dict[str, int]) -> None:
-    """Alternating sync runs and submits, each with a 10 s deadline, until `stop`."""
-    async with mesh.channel() as ch:
-        stub = router_pb2_grpc.RouterStub(ch)
-        i = 0
-        while not stop.is_set():
-            i += 1
-            started = time.monotonic()
-            try:
-                if i % 2:
-                    resp = await stub.Run(router_pb2.RunRequest(
-                        model_id="genmesh/echo", input=struct({"prompt": "r"})), metadata=mesh.metadata, timeout=10)
-                    run_ids.append(resp.request_id)
-                else:
-                    job = await stub.Submit(router_pb2.SubmitRequest(
-                        model_id="genmesh/echo", input=struct({"prompt": f"d{i}"})), metadata=mesh.metadata,
-                        timeout=10)
-                    job_ids.append(job.request_id)
-                codes["OK"] = codes.get("OK", 0) + 1
-            except grpc.aio.AioRpcError as exc:
-                codes[exc.code().name] = codes.get(exc.code().name, 0) + 1
-            codes["slowest_ms"] = max(codes.get("slowest_ms", 0), int((time.monotonic() - started) * 1000))
-            await asyncio.sleep(0.05)
 
 
 async def test_postgres_down_10s_refuses_cleanly_and_loses_nothing(fault_mesh: FaultMesh) -> None:
@@ -50,7 +22,7 @@ async def test_postgres_down_10s_refuses_cleanly_and_loses_nothing(fault_mesh: F
     db = mesh.database_url
     jobs, refused = await submit_jobs(mesh, JOBS_BEFORE, {"num_events": 2, "delay_ms": 50})
     stop, run_ids, job_ids, codes = asyncio.Event(), [], [], {}
-    caller = asyncio.create_task(keep_calling(mesh, stop, run_ids, job_ids, codes))
+    caller = asyncio.create_task(keep_calling(mesh, stop, run_ids, job_ids, codes, submit_every=2))
     await asyncio.sleep(0.5)
     await mesh.stop_postgres()
     await asyncio.sleep(PG_DOWN_S)
