@@ -29,15 +29,20 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# espeak-ng speaks for the text-to-speech engine; installed from Debian when missing.
+# espeak-ng speaks for the text-to-speech engine; bubblewrap (bwrap) sandboxes app runners.
+# Installed from Debian when missing.
+SYSTEM_PKGS := espeak-ng:espeak-ng bwrap:bubblewrap
 system-deps:
-	@if ! command -v espeak-ng >/dev/null 2>&1; then \
+	@missing=""; for pair in $(SYSTEM_PKGS); do \
+		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
-			sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
+			sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		else \
-			echo "note: espeak-ng not found; install it for the espeak text-to-speech model"; \
+			echo "note:$$missing not found; install espeak-ng for the espeak voice and bubblewrap to sandbox apps"; \
 		fi; \
 	fi
 
