@@ -54,6 +54,16 @@ class LLMStub:
                 request_serializer=genmesh_dot_v1_dot_llm__pb2.CountTokensRequest.SerializeToString,
                 response_deserializer=genmesh_dot_v1_dot_llm__pb2.CountTokensResponse.FromString,
                 _registered_method=True)
+        self.Tokenize = channel.unary_unary(
+                '/genmesh.v1.LLM/Tokenize',
+                request_serializer=genmesh_dot_v1_dot_llm__pb2.TokenizeRequest.SerializeToString,
+                response_deserializer=genmesh_dot_v1_dot_llm__pb2.TokenizeResponse.FromString,
+                _registered_method=True)
+        self.Detokenize = channel.unary_unary(
+                '/genmesh.v1.LLM/Detokenize',
+                request_serializer=genmesh_dot_v1_dot_llm__pb2.DetokenizeRequest.SerializeToString,
+                response_deserializer=genmesh_dot_v1_dot_llm__pb2.DetokenizeResponse.FromString,
+                _registered_method=True)
 
 
 class LLMServicer:
@@ -84,6 +94,19 @@ class LLMServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Tokenize(self, request, context):
+        """The model's own tokenizer: token ids of a prompt or a chat, and text back from ids.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Detokenize(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LLMServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +129,16 @@ def add_LLMServicer_to_server(servicer, server):
                     servicer.CountTokens,
                     request_deserializer=genmesh_dot_v1_dot_llm__pb2.CountTokensRequest.FromString,
                     response_serializer=genmesh_dot_v1_dot_llm__pb2.CountTokensResponse.SerializeToString,
+            ),
+            'Tokenize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Tokenize,
+                    request_deserializer=genmesh_dot_v1_dot_llm__pb2.TokenizeRequest.FromString,
+                    response_serializer=genmesh_dot_v1_dot_llm__pb2.TokenizeResponse.SerializeToString,
+            ),
+            'Detokenize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Detokenize,
+                    request_deserializer=genmesh_dot_v1_dot_llm__pb2.DetokenizeRequest.FromString,
+                    response_serializer=genmesh_dot_v1_dot_llm__pb2.DetokenizeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +249,60 @@ class LLM:
             '/genmesh.v1.LLM/CountTokens',
             genmesh_dot_v1_dot_llm__pb2.CountTokensRequest.SerializeToString,
             genmesh_dot_v1_dot_llm__pb2.CountTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Tokenize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genmesh.v1.LLM/Tokenize',
+            genmesh_dot_v1_dot_llm__pb2.TokenizeRequest.SerializeToString,
+            genmesh_dot_v1_dot_llm__pb2.TokenizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Detokenize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genmesh.v1.LLM/Detokenize',
+            genmesh_dot_v1_dot_llm__pb2.DetokenizeRequest.SerializeToString,
+            genmesh_dot_v1_dot_llm__pb2.DetokenizeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,6 +89,21 @@ class RouterStub:
                 request_serializer=genmesh_dot_v1_dot_router__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=genmesh_dot_v1_dot_router__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.PutResponse = channel.unary_unary(
+                '/genmesh.v1.Router/PutResponse',
+                request_serializer=genmesh_dot_v1_dot_router__pb2.PutResponseRequest.SerializeToString,
+                response_deserializer=genmesh_dot_v1_dot_router__pb2.PutResponseResponse.FromString,
+                _registered_method=True)
+        self.GetResponse = channel.unary_unary(
+                '/genmesh.v1.Router/GetResponse',
+                request_serializer=genmesh_dot_v1_dot_router__pb2.GetResponseRequest.SerializeToString,
+                response_deserializer=genmesh_dot_v1_dot_router__pb2.GetResponseResponse.FromString,
+                _registered_method=True)
+        self.DeleteResponse = channel.unary_unary(
+                '/genmesh.v1.Router/DeleteResponse',
+                request_serializer=genmesh_dot_v1_dot_router__pb2.DeleteResponseRequest.SerializeToString,
+                response_deserializer=genmesh_dot_v1_dot_router__pb2.DeleteResponseResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -164,6 +179,25 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutResponse(self, request, context):
+        """Stored Responses API objects: durable in Postgres, one key's only, kept for the retention.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResponse(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteResponse(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +255,21 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=genmesh_dot_v1_dot_router__pb2.ListWorkersRequest.FromString,
                     response_serializer=genmesh_dot_v1_dot_router__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'PutResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutResponse,
+                    request_deserializer=genmesh_dot_v1_dot_router__pb2.PutResponseRequest.FromString,
+                    response_serializer=genmesh_dot_v1_dot_router__pb2.PutResponseResponse.SerializeToString,
+            ),
+            'GetResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResponse,
+                    request_deserializer=genmesh_dot_v1_dot_router__pb2.GetResponseRequest.FromString,
+                    response_serializer=genmesh_dot_v1_dot_router__pb2.GetResponseResponse.SerializeToString,
+            ),
+            'DeleteResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteResponse,
+                    request_deserializer=genmesh_dot_v1_dot_router__pb2.DeleteResponseRequest.FromString,
+                    response_serializer=genmesh_dot_v1_dot_router__pb2.DeleteResponseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -520,6 +569,87 @@ class Router:
             '/genmesh.v1.Router/ListWorkers',
             genmesh_dot_v1_dot_router__pb2.ListWorkersRequest.SerializeToString,
             genmesh_dot_v1_dot_router__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genmesh.v1.Router/PutResponse',
+            genmesh_dot_v1_dot_router__pb2.PutResponseRequest.SerializeToString,
+            genmesh_dot_v1_dot_router__pb2.PutResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genmesh.v1.Router/GetResponse',
+            genmesh_dot_v1_dot_router__pb2.GetResponseRequest.SerializeToString,
+            genmesh_dot_v1_dot_router__pb2.GetResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genmesh.v1.Router/DeleteResponse',
+            genmesh_dot_v1_dot_router__pb2.DeleteResponseRequest.SerializeToString,
+            genmesh_dot_v1_dot_router__pb2.DeleteResponseResponse.FromString,
             options,
             channel_credentials,
             insecure,
