@@ -43,6 +43,18 @@ class Settings(BaseSettings):
     # The edge's externally visible base URL (absolute URLs in FAL answers and signed links).
     public_url: str | None = None
 
+    # Mutual TLS between services (genmesh/meshtls.py): the CA every service trusts, and this
+    # service's certificate and key. `genmesh up` makes them under data_dir/tls; Kubernetes
+    # mounts the genmesh-tls Secret. Unset, a service refuses to start unless insecure_mesh.
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Plaintext service-to-service gRPC, for a network the operator trusts (explicit opt-in).
+    insecure_mesh: bool = False
+    # A plaintext port serving only grpc.health.v1, for probes that cannot present a certificate
+    # (Kubernetes' native gRPC probe); 0 = off.
+    health_port: int = 0
+
     # Models.
     models_dir: Path | None = None
     catalog_path: Path | None = None
