@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15genmesh/v1/apps.proto\x12\ngenmesh.v1\x1a\x17genmesh/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x01\n\x0b\x41ppEndpoint\x12\x0c\n\x04path\x18\x01 \x01(\t\x12-\n\x0cinput_schema\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tstreaming\x18\x04 \x01(\x08\"\xb2\x03\n\x03\x41pp\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nentrypoint\x18\x02 \x01(\t\x12\x10\n\x08\x63ode_url\x18\x03 \x01(\t\x12\x14\n\x0cmachine_type\x18\x04 \x01(\t\x12\x10\n\x08num_gpus\x18\x05 \x01(\x05\x12\x14\n\x0crequirements\x18\x06 \x03(\t\x12\x1a\n\x12keep_alive_seconds\x18\x07 \x01(\x01\x12\x17\n\x0fmin_concurrency\x18\x08 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\t \x01(\x05\x12*\n\tendpoints\x18\n \x03(\x0b\x32\x17.genmesh.v1.AppEndpoint\x12\x0f\n\x07version\x18\x0b \x01(\x05\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07runners\x18\r \x01(\x05\x12\x14\n\x0cowner_key_id\x18\x0e \x01(\t\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x62usy_runners\x18\x10 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x11 \x01(\t\"\x8f\x02\n\x10\x44\x65ployAppRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nentrypoint\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x0c\x12\x14\n\x0cmachine_type\x18\x04 \x01(\t\x12\x10\n\x08num_gpus\x18\x05 \x01(\x05\x12\x14\n\x0crequirements\x18\x06 \x03(\t\x12\x1a\n\x12keep_alive_seconds\x18\x07 \x01(\x01\x12\x17\n\x0fmin_concurrency\x18\x08 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\t \x01(\x05\x12*\n\tendpoints\x18\n \x03(\x0b\x32\x17.genmesh.v1.AppEndpoint\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\"1\n\x11\x44\x65ployAppResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.genmesh.v1.App\"\x11\n\x0fListAppsRequest\"1\n\x10ListAppsResponse\x12\x1d\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x0f.genmesh.v1.App\"\x1b\n\rGetAppRequest\x12\n\n\x02id\x18\x01 \x01(\t\".\n\x0eGetAppResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.genmesh.v1.App\"\xb9\x01\n\x0fScaleAppRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x0fmin_concurrency\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x1c\n\x0fmax_concurrency\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x1f\n\x12keep_alive_seconds\x18\x04 \x01(\x01H\x02\x88\x01\x01\x42\x12\n\x10_min_concurrencyB\x12\n\x10_max_concurrencyB\x15\n\x13_keep_alive_seconds\"0\n\x10ScaleAppResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.genmesh.v1.App\"\x1e\n\x10\x44\x65leteAppRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteAppResponse\"2\n\x14StreamAppLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\"\x87\x01\n\x15StreamAppLogsResponse\x12#\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x14.genmesh.v1.LogEntry\x12\x11\n\trunner_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x05\x12\x11\n\tworker_id\x18\x05 \x01(\t\"Z\n\rInvokeRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x03 \x01(\x05\"\x90\x01\n\x0cInvokeResult\x12\'\n\x06output\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0erunner_seconds\x18\x02 \x01(\x01\x12\x12\n\ncold_start\x18\x03 \x01(\x08\x12\x1a\n\x12\x63old_start_seconds\x18\x04 \x01(\x01\x12\x0f\n\x07version\x18\x05 \x01(\x05\"\xe3\x01\n\x0bInvokeEvent\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.genmesh.v1.ProgressH\x00\x12#\n\x03log\x18\x02 \x01(\x0b\x32\x14.genmesh.v1.LogEntryH\x00\x12,\n\x07partial\x18\x03 \x01(\x0b\x32\x19.genmesh.v1.PartialOutputH\x00\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x11.genmesh.v1.UsageH\x00\x12*\n\x06result\x18\x05 \x01(\x0b\x32\x18.genmesh.v1.InvokeResultH\x00\x42\x07\n\x05\x65vent2\xc1\x03\n\x04\x41pps\x12H\n\tDeployApp\x12\x1c.genmesh.v1.DeployAppRequest\x1a\x1d.genmesh.v1.DeployAppResponse\x12\x45\n\x08ListApps\x12\x1b.genmesh.v1.ListAppsRequest\x1a\x1c.genmesh.v1.ListAppsResponse\x12?\n\x06GetApp\x12\x19.genmesh.v1.GetAppRequest\x1a\x1a.genmesh.v1.GetAppResponse\x12\x45\n\x08ScaleApp\x12\x1b.genmesh.v1.ScaleAppRequest\x1a\x1c.genmesh.v1.ScaleAppResponse\x12H\n\tDeleteApp\x12\x1c.genmesh.v1.DeleteAppRequest\x1a\x1d.genmesh.v1.DeleteAppResponse\x12V\n\rStreamAppLogs\x12 .genmesh.v1.StreamAppLogsRequest\x1a!.genmesh.v1.StreamAppLogsResponse0\x01\x32K\n\tAppRunner\x12>\n\x06Invoke\x12\x19.genmesh.v1.InvokeRequest\x1a\x17.genmesh.v1.InvokeEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15genmesh/v1/apps.proto\x12\ngenmesh.v1\x1a\x17genmesh/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x01\n\x0b\x41ppEndpoint\x12\x0c\n\x04path\x18\x01 \x01(\t\x12-\n\x0cinput_schema\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tstreaming\x18\x04 \x01(\x08\"\xc3\x03\n\x03\x41pp\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nentrypoint\x18\x02 \x01(\t\x12\x10\n\x08\x63ode_url\x18\x03 \x01(\t\x12\x14\n\x0cmachine_type\x18\x04 \x01(\t\x12\x10\n\x08num_gpus\x18\x05 \x01(\x05\x12\x14\n\x0crequirements\x18\x06 \x03(\t\x12\x1a\n\x12keep_alive_seconds\x18\x07 \x01(\x01\x12\x17\n\x0fmin_concurrency\x18\x08 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\t \x01(\x05\x12*\n\tendpoints\x18\n \x03(\x0b\x32\x17.genmesh.v1.AppEndpoint\x12\x0f\n\x07version\x18\x0b \x01(\x05\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07runners\x18\r \x01(\x05\x12\x14\n\x0cowner_key_id\x18\x0e \x01(\t\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x62usy_runners\x18\x10 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x11 \x01(\t\x12\x0f\n\x07trusted\x18\x12 \x01(\x08\"\x8f\x02\n\x10\x44\x65ployAppRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nentrypoint\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x0c\x12\x14\n\x0cmachine_type\x18\x04 \x01(\t\x12\x10\n\x08num_gpus\x18\x05 \x01(\x05\x12\x14\n\x0crequirements\x18\x06 \x03(\t\x12\x1a\n\x12keep_alive_seconds\x18\x07 \x01(\x01\x12\x17\n\x0fmin_concurrency\x18\x08 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\t \x01(\x05\x12*\n\tendpoints\x18\n \x03(\x0b\x32\x17.genmesh.v1.AppEndpoint\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\"1\n\x11\x44\x65ployAppResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.genmesh.v1.App\"\x11\n\x0fListAppsRequest\"1\n\x10ListAppsResponse\x12\x1d\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x0f.genmesh.v1.App\"\x1b\n\rGetAppRequest\x12\n\n\x02id\x18\x01 \x01(\t\".\n\x0eGetAppResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.genmesh.v1.App\"\xb9\x01\n\x0fScaleAppRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x0fmin_concurrency\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x1c\n\x0fmax_concurrency\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x1f\n\x12keep_alive_seconds\x18\x04 \x01(\x01H\x02\x88\x01\x01\x42\x12\n\x10_min_concurrencyB\x12\n\x10_max_concurrencyB\x15\n\x13_keep_alive_seconds\"0\n\x10ScaleAppResponse\x12\x1c\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x0f.genmesh.v1.App\"\x1e\n\x10\x44\x65leteAppRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteAppResponse\"2\n\x14StreamAppLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\"\x87\x01\n\x15StreamAppLogsResponse\x12#\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x14.genmesh.v1.LogEntry\x12\x11\n\trunner_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x05\x12\x11\n\tworker_id\x18\x05 \x01(\t\"Z\n\rInvokeRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x03 \x01(\x05\"\x90\x01\n\x0cInvokeResult\x12\'\n\x06output\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0erunner_seconds\x18\x02 \x01(\x01\x12\x12\n\ncold_start\x18\x03 \x01(\x08\x12\x1a\n\x12\x63old_start_seconds\x18\x04 \x01(\x01\x12\x0f\n\x07version\x18\x05 \x01(\x05\"\xe3\x01\n\x0bInvokeEvent\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.genmesh.v1.ProgressH\x00\x12#\n\x03log\x18\x02 \x01(\x0b\x32\x14.genmesh.v1.LogEntryH\x00\x12,\n\x07partial\x18\x03 \x01(\x0b\x32\x19.genmesh.v1.PartialOutputH\x00\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x11.genmesh.v1.UsageH\x00\x12*\n\x06result\x18\x05 \x01(\x0b\x32\x18.genmesh.v1.InvokeResultH\x00\x42\x07\n\x05\x65vent2\xc1\x03\n\x04\x41pps\x12H\n\tDeployApp\x12\x1c.genmesh.v1.DeployAppRequest\x1a\x1d.genmesh.v1.DeployAppResponse\x12\x45\n\x08ListApps\x12\x1b.genmesh.v1.ListAppsRequest\x1a\x1c.genmesh.v1.ListAppsResponse\x12?\n\x06GetApp\x12\x19.genmesh.v1.GetAppRequest\x1a\x1a.genmesh.v1.GetAppResponse\x12\x45\n\x08ScaleApp\x12\x1b.genmesh.v1.ScaleAppRequest\x1a\x1c.genmesh.v1.ScaleAppResponse\x12H\n\tDeleteApp\x12\x1c.genmesh.v1.DeleteAppRequest\x1a\x1d.genmesh.v1.DeleteAppResponse\x12V\n\rStreamAppLogs\x12 .genmesh.v1.StreamAppLogsRequest\x1a!.genmesh.v1.StreamAppLogsResponse0\x01\x32K\n\tAppRunner\x12>\n\x06Invoke\x12\x19.genmesh.v1.InvokeRequest\x1a\x17.genmesh.v1.InvokeEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,39 +36,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPENDPOINT']._serialized_start=126
   _globals['_APPENDPOINT']._serialized_end=267
   _globals['_APP']._serialized_start=270
-  _globals['_APP']._serialized_end=704
-  _globals['_DEPLOYAPPREQUEST']._serialized_start=707
-  _globals['_DEPLOYAPPREQUEST']._serialized_end=978
-  _globals['_DEPLOYAPPRESPONSE']._serialized_start=980
-  _globals['_DEPLOYAPPRESPONSE']._serialized_end=1029
-  _globals['_LISTAPPSREQUEST']._serialized_start=1031
-  _globals['_LISTAPPSREQUEST']._serialized_end=1048
-  _globals['_LISTAPPSRESPONSE']._serialized_start=1050
-  _globals['_LISTAPPSRESPONSE']._serialized_end=1099
-  _globals['_GETAPPREQUEST']._serialized_start=1101
-  _globals['_GETAPPREQUEST']._serialized_end=1128
-  _globals['_GETAPPRESPONSE']._serialized_start=1130
-  _globals['_GETAPPRESPONSE']._serialized_end=1176
-  _globals['_SCALEAPPREQUEST']._serialized_start=1179
-  _globals['_SCALEAPPREQUEST']._serialized_end=1364
-  _globals['_SCALEAPPRESPONSE']._serialized_start=1366
-  _globals['_SCALEAPPRESPONSE']._serialized_end=1414
-  _globals['_DELETEAPPREQUEST']._serialized_start=1416
-  _globals['_DELETEAPPREQUEST']._serialized_end=1446
-  _globals['_DELETEAPPRESPONSE']._serialized_start=1448
-  _globals['_DELETEAPPRESPONSE']._serialized_end=1467
-  _globals['_STREAMAPPLOGSREQUEST']._serialized_start=1469
-  _globals['_STREAMAPPLOGSREQUEST']._serialized_end=1519
-  _globals['_STREAMAPPLOGSRESPONSE']._serialized_start=1522
-  _globals['_STREAMAPPLOGSRESPONSE']._serialized_end=1657
-  _globals['_INVOKEREQUEST']._serialized_start=1659
-  _globals['_INVOKEREQUEST']._serialized_end=1749
-  _globals['_INVOKERESULT']._serialized_start=1752
-  _globals['_INVOKERESULT']._serialized_end=1896
-  _globals['_INVOKEEVENT']._serialized_start=1899
-  _globals['_INVOKEEVENT']._serialized_end=2126
-  _globals['_APPS']._serialized_start=2129
-  _globals['_APPS']._serialized_end=2578
-  _globals['_APPRUNNER']._serialized_start=2580
-  _globals['_APPRUNNER']._serialized_end=2655
+  _globals['_APP']._serialized_end=721
+  _globals['_DEPLOYAPPREQUEST']._serialized_start=724
+  _globals['_DEPLOYAPPREQUEST']._serialized_end=995
+  _globals['_DEPLOYAPPRESPONSE']._serialized_start=997
+  _globals['_DEPLOYAPPRESPONSE']._serialized_end=1046
+  _globals['_LISTAPPSREQUEST']._serialized_start=1048
+  _globals['_LISTAPPSREQUEST']._serialized_end=1065
+  _globals['_LISTAPPSRESPONSE']._serialized_start=1067
+  _globals['_LISTAPPSRESPONSE']._serialized_end=1116
+  _globals['_GETAPPREQUEST']._serialized_start=1118
+  _globals['_GETAPPREQUEST']._serialized_end=1145
+  _globals['_GETAPPRESPONSE']._serialized_start=1147
+  _globals['_GETAPPRESPONSE']._serialized_end=1193
+  _globals['_SCALEAPPREQUEST']._serialized_start=1196
+  _globals['_SCALEAPPREQUEST']._serialized_end=1381
+  _globals['_SCALEAPPRESPONSE']._serialized_start=1383
+  _globals['_SCALEAPPRESPONSE']._serialized_end=1431
+  _globals['_DELETEAPPREQUEST']._serialized_start=1433
+  _globals['_DELETEAPPREQUEST']._serialized_end=1463
+  _globals['_DELETEAPPRESPONSE']._serialized_start=1465
+  _globals['_DELETEAPPRESPONSE']._serialized_end=1484
+  _globals['_STREAMAPPLOGSREQUEST']._serialized_start=1486
+  _globals['_STREAMAPPLOGSREQUEST']._serialized_end=1536
+  _globals['_STREAMAPPLOGSRESPONSE']._serialized_start=1539
+  _globals['_STREAMAPPLOGSRESPONSE']._serialized_end=1674
+  _globals['_INVOKEREQUEST']._serialized_start=1676
+  _globals['_INVOKEREQUEST']._serialized_end=1766
+  _globals['_INVOKERESULT']._serialized_start=1769
+  _globals['_INVOKERESULT']._serialized_end=1913
+  _globals['_INVOKEEVENT']._serialized_start=1916
+  _globals['_INVOKEEVENT']._serialized_end=2143
+  _globals['_APPS']._serialized_start=2146
+  _globals['_APPS']._serialized_end=2595
+  _globals['_APPRUNNER']._serialized_start=2597
+  _globals['_APPRUNNER']._serialized_end=2672
 # @@protoc_insertion_point(module_scope)

@@ -24,7 +24,7 @@ class AppEndpoint(_message.Message):
     def __init__(self, path: _Optional[str] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., streaming: _Optional[bool] = ...) -> None: ...
 
 class App(_message.Message):
-    __slots__ = ("id", "entrypoint", "code_url", "machine_type", "num_gpus", "requirements", "keep_alive_seconds", "min_concurrency", "max_concurrency", "endpoints", "version", "created_at", "runners", "owner_key_id", "updated_at", "busy_runners", "description")
+    __slots__ = ("id", "entrypoint", "code_url", "machine_type", "num_gpus", "requirements", "keep_alive_seconds", "min_concurrency", "max_concurrency", "endpoints", "version", "created_at", "runners", "owner_key_id", "updated_at", "busy_runners", "description", "trusted")
     ID_FIELD_NUMBER: _ClassVar[int]
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
     CODE_URL_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class App(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     BUSY_RUNNERS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_FIELD_NUMBER: _ClassVar[int]
     id: str
     entrypoint: str
     code_url: str
@@ -59,7 +60,8 @@ class App(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     busy_runners: int
     description: str
-    def __init__(self, id: _Optional[str] = ..., entrypoint: _Optional[str] = ..., code_url: _Optional[str] = ..., machine_type: _Optional[str] = ..., num_gpus: _Optional[int] = ..., requirements: _Optional[_Iterable[str]] = ..., keep_alive_seconds: _Optional[float] = ..., min_concurrency: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[AppEndpoint, _Mapping]]] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., runners: _Optional[int] = ..., owner_key_id: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., busy_runners: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+    trusted: bool
+    def __init__(self, id: _Optional[str] = ..., entrypoint: _Optional[str] = ..., code_url: _Optional[str] = ..., machine_type: _Optional[str] = ..., num_gpus: _Optional[int] = ..., requirements: _Optional[_Iterable[str]] = ..., keep_alive_seconds: _Optional[float] = ..., min_concurrency: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[AppEndpoint, _Mapping]]] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., runners: _Optional[int] = ..., owner_key_id: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., busy_runners: _Optional[int] = ..., description: _Optional[str] = ..., trusted: _Optional[bool] = ...) -> None: ...
 
 class DeployAppRequest(_message.Message):
     __slots__ = ("name", "entrypoint", "code", "machine_type", "num_gpus", "requirements", "keep_alive_seconds", "min_concurrency", "max_concurrency", "endpoints", "description")

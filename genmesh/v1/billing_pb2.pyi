@@ -17,6 +17,7 @@ class ApiKeyScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     API_KEY_SCOPE_UNSPECIFIED: _ClassVar[ApiKeyScope]
     API_KEY_SCOPE_USER: _ClassVar[ApiKeyScope]
     API_KEY_SCOPE_ADMIN: _ClassVar[ApiKeyScope]
+    API_KEY_SCOPE_DEPLOY: _ClassVar[ApiKeyScope]
 
 class BucketSize(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -26,6 +27,7 @@ class BucketSize(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 API_KEY_SCOPE_UNSPECIFIED: ApiKeyScope
 API_KEY_SCOPE_USER: ApiKeyScope
 API_KEY_SCOPE_ADMIN: ApiKeyScope
+API_KEY_SCOPE_DEPLOY: ApiKeyScope
 BUCKET_SIZE_UNSPECIFIED: BucketSize
 BUCKET_SIZE_HOUR: BucketSize
 BUCKET_SIZE_DAY: BucketSize
