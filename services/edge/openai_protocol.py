@@ -16,10 +16,13 @@ MAX_N = 16
 MAX_STOP = 4
 MAX_IMAGES = 10
 MAX_SPEECH_CHARS = 4096
+INT32_MAX = 2 ** 31 - 1  # the protos carry token counts, top_k and dimensions as int32
+TokenId = Annotated[int, Field(ge=0, le=INT32_MAX)]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities pass no range check a number could mean, and proto doubles take them.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class _Part(BaseModel):
@@ -110,14 +113,14 @@ class _Sampling(_Body):
 
     temperature: Optional[float] = Field(default=None, ge=0, le=2)
     top_p: Optional[float] = Field(default=None, gt=0, le=1)
-    top_k: Optional[int] = Field(default=None, ge=0)
+    top_k: Optional[int] = Field(default=None, ge=0, le=INT32_MAX)
     min_p: Optional[float] = Field(default=None, ge=0, le=1)
     frequency_penalty: Optional[float] = Field(default=None, ge=-2, le=2)
     presence_penalty: Optional[float] = Field(default=None, ge=-2, le=2)
     repetition_penalty: Optional[float] = Field(default=None, gt=0, le=10)
     seed: Optional[int] = Field(default=None, ge=-(2 ** 63), le=2 ** 63 - 1)
     stop: Union[str, list[str], None] = None
-    max_tokens: Optional[int] = Field(default=None, ge=1)
+    max_tokens: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
     n: Optional[int] = Field(default=None, ge=1, le=MAX_N)
     stream: Optional[bool] = False
     stream_options: Optional[StreamOptions] = None
@@ -149,7 +152,7 @@ class ChatCompletionRequest(_Sampling):
 
     model: str = Field(min_length=1)
     messages: list[ChatMessageParam] = Field(min_length=1)
-    max_completion_tokens: Optional[int] = Field(default=None, ge=1)
+    max_completion_tokens: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
     logprobs: Optional[bool] = False
     top_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
     response_format: Optional[ResponseFormatParam] = None
@@ -180,9 +183,9 @@ class EmbeddingRequest(_Body):
     """POST /v1/embeddings."""
 
     model: str = Field(min_length=1)
-    input: Union[str, list[str], list[int], list[list[int]]]
+    input: Union[str, list[str], list[TokenId], list[list[TokenId]]]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Optional[int] = Field(default=None, ge=1)
+    dimensions: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
     user: Optional[str] = None
 
 
