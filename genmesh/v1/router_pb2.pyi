@@ -52,7 +52,7 @@ class Price(_message.Message):
     def __init__(self, unit: _Optional[str] = ..., unit_price: _Optional[float] = ..., per: _Optional[float] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "task", "service", "description", "weights", "memory_bytes", "hardware", "prices", "input_schema", "request_type", "max_context", "available", "defaults", "endpoints")
+    __slots__ = ("id", "task", "service", "description", "weights", "memory_bytes", "hardware", "prices", "input_schema", "request_type", "max_context", "available", "defaults", "endpoints", "unavailable_reason", "weights_source")
     ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,8 @@ class Model(_message.Message):
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_SOURCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     task: str
     service: str
@@ -81,7 +83,9 @@ class Model(_message.Message):
     available: bool
     defaults: _struct_pb2.Struct
     endpoints: _containers.RepeatedCompositeFieldContainer[_apps_pb2.AppEndpoint]
-    def __init__(self, id: _Optional[str] = ..., task: _Optional[str] = ..., service: _Optional[str] = ..., description: _Optional[str] = ..., weights: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., hardware: _Optional[_Union[HardwareConstraints, _Mapping]] = ..., prices: _Optional[_Iterable[_Union[Price, _Mapping]]] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_type: _Optional[str] = ..., max_context: _Optional[int] = ..., available: _Optional[bool] = ..., defaults: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., endpoints: _Optional[_Iterable[_Union[_apps_pb2.AppEndpoint, _Mapping]]] = ...) -> None: ...
+    unavailable_reason: str
+    weights_source: str
+    def __init__(self, id: _Optional[str] = ..., task: _Optional[str] = ..., service: _Optional[str] = ..., description: _Optional[str] = ..., weights: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., hardware: _Optional[_Union[HardwareConstraints, _Mapping]] = ..., prices: _Optional[_Iterable[_Union[Price, _Mapping]]] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_type: _Optional[str] = ..., max_context: _Optional[int] = ..., available: _Optional[bool] = ..., defaults: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., endpoints: _Optional[_Iterable[_Union[_apps_pb2.AppEndpoint, _Mapping]]] = ..., unavailable_reason: _Optional[str] = ..., weights_source: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("task", "service")

@@ -52,8 +52,15 @@ class ResidentModel(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., device: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_flight: _Optional[int] = ..., load_seconds: _Optional[float] = ...) -> None: ...
 
 class WorkerState(_message.Message):
-    __slots__ = ("worker_id", "service", "address", "devices", "resident_models", "in_flight", "capacity", "labels", "models", "started_at", "cache_hits", "cache_misses", "draining", "running_requests")
+    __slots__ = ("worker_id", "service", "address", "devices", "resident_models", "in_flight", "capacity", "labels", "models", "started_at", "cache_hits", "cache_misses", "draining", "running_requests", "unavailable")
     class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class UnavailableEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +81,7 @@ class WorkerState(_message.Message):
     CACHE_MISSES_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     RUNNING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     service: str
     address: str
@@ -88,7 +96,8 @@ class WorkerState(_message.Message):
     cache_misses: int
     draining: bool
     running_requests: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, worker_id: _Optional[str] = ..., service: _Optional[str] = ..., address: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., resident_models: _Optional[_Iterable[_Union[ResidentModel, _Mapping]]] = ..., in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., models: _Optional[_Iterable[str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ..., draining: _Optional[bool] = ..., running_requests: _Optional[_Iterable[str]] = ...) -> None: ...
+    unavailable: _containers.ScalarMap[str, str]
+    def __init__(self, worker_id: _Optional[str] = ..., service: _Optional[str] = ..., address: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., resident_models: _Optional[_Iterable[_Union[ResidentModel, _Mapping]]] = ..., in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., models: _Optional[_Iterable[str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ..., draining: _Optional[bool] = ..., running_requests: _Optional[_Iterable[str]] = ..., unavailable: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GetWorkerStateRequest(_message.Message):
     __slots__ = ()
