@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = 6
     webhook_backoff_s: float = 0.5
 
+    # App runners run in a bubblewrap sandbox as this unprivileged uid ("auto": when bwrap works;
+    # without one only apps deployed by admin keys run; "off" forces that). Per-runner limits:
+    # address space (CPU apps), CPU seconds over the runner's life, and one call's wall clock.
+    apps_sandbox: str = "auto"
+    apps_sandbox_uid: int = 65534
+    apps_memory_limit_mb: int = 8192
+    apps_cpu_limit_s: int = 3600
+    apps_call_timeout_s: float = 900.0
+
     # Embedded Postgres runs as this unprivileged user when genmesh runs as root.
     postgres_user: str = "nobody"
 
