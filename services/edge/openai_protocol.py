@@ -269,7 +269,7 @@ BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 class BatchCreateRequest(_Body):
     """POST /v1/batches."""
 
-    input_file_id: str = Field(min_length=1)
+    input_file_id: str = Field(min_length=1, max_length=128)
     endpoint: Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
     completion_window: Literal["24h"]
     metadata: Optional[dict[str, str]] = None
