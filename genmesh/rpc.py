@@ -9,12 +9,15 @@ from typing import Any, AsyncIterator, Callable
 
 import grpc
 
+from genmesh import meshtls
 from genmesh.errors import GenmeshError, Internal, InvalidArgument, Unavailable, abort
+from genmesh.meshtls import MeshCredentials
 
 log = logging.getLogger("genmesh.rpc")
 
 REQUEST_ID_KEY = "x-request-id"
-# The caller's API key id, so workers file outputs under their owner in the blob store.
+# The caller's API key id, so workers file outputs under their owner in the blob store. Set by
+# the router alone: a worker trusts it only from a caller whose certificate names the router.
 KEY_ID_KEY = "x-genmesh-key-id"
 AUTH_KEY = "authorization"
 
@@ -146,29 +149,32 @@ def servicer_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Channels:
-    """One cached channel per address (channels multiplex; dialing per call is slow), and one
-    cached multicallable per (address, method): building one per call is a measurable share of
-    a proxied call's CPU."""
+    """One cached channel per worker address (channels multiplex; dialing per call is slow), and
+    one cached multicallable per (address, method): building one per call is a measurable share
+    of a proxied call's CPU. Channels are mutual TLS with `credentials` and accept only a server
+    whose certificate names the service the caller expects there (None: a plaintext mesh)."""
 
-    def __init__(self) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._methods: dict[tuple[str, str], Any] = {}
+    def __init__(self, credentials: "MeshCredentials | None" = None) -> None:
+        self.credentials = credentials
+        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+        self._methods: dict[tuple[str, str, str], Any] = {}
 
-    def get(self, address: str) -> grpc.aio.Channel:
-        channel = self._channels.get(address)
+    def get(self, address: str, service: str) -> grpc.aio.Channel:
+        key = (address, service)
+        channel = self._channels.get(key)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            self._channels[address] = channel
+            channel = meshtls.channel(address, self.credentials, service, CHANNEL_OPTIONS)
+            self._channels[key] = channel
         return channel
 
-    def method(self, address: str, path: str, *, streaming: bool,
+    def method(self, address: str, service: str, path: str, *, streaming: bool,
                request_serializer: Callable[[Any], bytes],
                response_deserializer: Callable[[bytes], Any]) -> Any:
         """The cached unary-stream (or unary-unary) multicallable for `path` on `address`."""
-        key = (address, path)
+        key = (address, service, path)
         method = self._methods.get(key)
         if method is None:
-            channel = self.get(address)
+            channel = self.get(address, service)
             make = channel.unary_stream if streaming else channel.unary_unary
             method = make(path, request_serializer=request_serializer,
                           response_deserializer=response_deserializer)
@@ -178,9 +184,8 @@ class Channels:
     async def drop(self, address: str) -> None:
         for key in [k for k in self._methods if k[0] == address]:
             del self._methods[key]
-        channel = self._channels.pop(address, None)
-        if channel is not None:
-            await channel.close()
+        for key in [k for k in self._channels if k[0] == address]:
+            await self._channels.pop(key).close()
 
     async def close(self) -> None:
         self._methods.clear()

@@ -1,5 +1,8 @@
 """How every genmesh process starts and stops: settings, logging, a gRPC server with health and
-reflection (or the edge's HTTP server), Prometheus metrics, and a graceful SIGTERM drain."""
+reflection (or the edge's HTTP server), Prometheus metrics, and a graceful SIGTERM drain.
+
+Every internal port is mutual TLS with a caller check (genmesh/meshtls.py); the router's port
+is the public one, where clients authenticate with API keys."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from genmesh import logs
+from genmesh import logs, meshtls
 from genmesh.rpc import SERVER_OPTIONS
 from genmesh.settings import Settings
 
@@ -45,17 +48,40 @@ def start_metrics(settings: Settings) -> None:
         start_http_server(settings.metrics_port, addr=settings.host)
 
 
+async def _health_port(settings: Settings, name: str,
+                       servicer: health.aio.HealthServicer) -> grpc.aio.Server | None:
+    """A plaintext port with grpc.health.v1 alone, for probes that cannot present a client
+    certificate; it shares the main server's health servicer, so both report the same status."""
+    if not settings.health_port:
+        return None
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    if server.add_insecure_port(f"{settings.host}:{settings.health_port}") == 0:
+        raise RuntimeError(f"{name}: cannot bind health port {settings.host}:{settings.health_port}")
+    await server.start()
+    return server
+
+
 async def serve_grpc(settings: Settings, name: str, component: Component) -> None:
     """Serves until SIGTERM/SIGINT, then drains in-flight calls before stopping."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    # Checked before anything starts: a service without certificates (and no explicit
+    # plaintext opt-in) stops here with the reason.
+    credentials = meshtls.load(settings, name)
+    public = name in meshtls.PUBLIC_SERVICES
+    if credentials is None:
+        log.warning("service-to-service gRPC is plaintext (GENMESH_INSECURE_MESH)", extra={"service": name})
+    interceptors = [] if public or credentials is None else [meshtls.CallerCheck(name)]
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     component.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [*component.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    port = server.add_insecure_port(address) if public else meshtls.add_port(server, address, credentials)
     if port == 0:
-        raise RuntimeError(f"{name}: cannot bind {settings.host}:{settings.port}")
+        raise RuntimeError(f"{name}: cannot bind {address}")
+    probe = await _health_port(settings, name, health_servicer)
     stop = _stop_event()
     # The component is ready (connected, migrated) before the first call can arrive.
     await component.start(port)
@@ -70,6 +96,8 @@ async def serve_grpc(settings: Settings, name: str, component: Component) -> Non
         await health_servicer.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
     await component.drain()
     await server.stop(DRAIN_GRACE_S)
+    if probe is not None:
+        await probe.stop(None)
     await component.stop()
     log.info("stopped", extra={"service": name})
 

@@ -4,6 +4,9 @@ Starts embedded NATS and Postgres unless external URLs are configured, builds th
 first run, starts every service as a supervised child process (restarting one that crashes),
 waits for health, prints the ready line, and on Ctrl-C/SIGTERM stops everything it started.
 The same `Supervisor` starts partial meshes for tests and benchmarks.
+
+Every mesh it starts is mutual TLS: a CA and one certificate per service (and one for itself,
+to ask children for their health) under `<data_dir>/tls`, made once and reused.
 """
 from __future__ import annotations
 
@@ -24,13 +27,15 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from genmesh import blobstore, process
+from genmesh import blobstore, meshtls, process
 from genmesh.settings import Settings
 
 log = logging.getLogger("genmesh.up")
 
 GRPC_SERVICES = ("router", "billing", "echo", "imagegen", "videogen", "audio", "llm", "apps")
 ALL_SERVICES = (*GRPC_SERVICES, "edge")
+# The supervisor's own certificate name: it may ask any child for its health, nothing more.
+SUPERVISOR = "supervisor"
 HEALTH_TIMEOUT_S = 120.0
 
 
@@ -76,10 +81,21 @@ class Supervisor:
     stopping: bool = False
     # Run after the children stop (e.g. infrastructure started for this mesh alone).
     cleanups: list[Any] = field(default_factory=list)
+    # The mesh's CA and certificates; default <GENMESH_DATA_DIR>/tls (shared by every
+    # supervisor of one data directory, so their services trust each other).
+    tls_dir: Path | None = None
+    certs: dict[str, meshtls.ServiceCert] = field(default_factory=dict)
+    _health_credentials: meshtls.MeshCredentials | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in self.services:
             self.ports.setdefault(name, free_port())
+        if self.tls_dir is None:
+            data_dir = self.env.get("GENMESH_DATA_DIR") or os.environ.get("GENMESH_DATA_DIR")
+            self.tls_dir = Path(data_dir).expanduser() / "tls" if data_dir else self.log_dir / "tls"
+        self.certs = meshtls.ensure(self.tls_dir, [*ALL_SERVICES, SUPERVISOR])
+        self._health_credentials = meshtls.MeshCredentials.from_files(
+            self.certs[SUPERVISOR].ca_file, self.certs[SUPERVISOR].cert_file, self.certs[SUPERVISOR].key_file)
         self.env.setdefault("GENMESH_ROUTER_ADDR", f"127.0.0.1:{self.ports.get('router', 0)}")
         self.env.setdefault("GENMESH_BILLING_ADDR", f"127.0.0.1:{self.ports.get('billing', 0)}")
         if "edge" in self.ports:
@@ -91,7 +107,8 @@ class Supervisor:
         if name not in self.ports:
             self.ports[name] = free_port()
         child = self.children.get(name) or Child(name, self.ports[name])
-        env = {**os.environ, **self.env, "GENMESH_PORT": str(child.port)}
+        cert = self.certs.get(name) or meshtls.ensure(self.tls_dir, [name])[name]  # type: ignore[arg-type]
+        env = {**os.environ, **self.env, **cert.env(), "GENMESH_PORT": str(child.port)}
         if child.log_file is None:
             child.log_file = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the child
         child.proc = await process.spawn([sys.executable, "-m", f"genmesh.services.{name}"], env=env,
@@ -131,8 +148,11 @@ class Supervisor:
                     return (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200
             except httpx.HTTPError:
                 return False
+        address = f"127.0.0.1:{port}"
+        # The router's port is public (plaintext); every other child wants a mesh certificate.
+        credentials = None if name in meshtls.PUBLIC_SERVICES else self._health_credentials
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with meshtls.channel(address, credentials, name, []) as channel:
                 resp = await health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=""), timeout=1.0)
                 return resp.status == health_pb2.HealthCheckResponse.SERVING

@@ -21,6 +21,8 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from genmesh import meshtls
+from genmesh.settings import Settings
 from genmesh.up import Supervisor
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -102,7 +104,21 @@ class Mesh:
         return (("authorization", f"Bearer {self.api_key}"),)
 
     def channel(self) -> grpc.aio.Channel:
+        """To the router's public port, as any client dials it (plaintext, key in metadata)."""
         return grpc.aio.insecure_channel(self.router_addr)
+
+    def tls(self, service: str) -> meshtls.ServiceCert:
+        """The mesh's certificate files for `service` (the CA made by its supervisor)."""
+        return self.supervisor.certs.get(service) or meshtls.ensure(self.supervisor.tls_dir, [service])[service]  # type: ignore[arg-type]
+
+    def worker_settings(self, service: str, **overrides: Any) -> Settings:
+        """Settings for an in-process worker joining this mesh as `service`."""
+        files = self.tls(service)
+        values: dict[str, Any] = dict(nats_url=self.env["GENMESH_NATS_URL"], host="127.0.0.1", port=0,
+                                      heartbeat_interval_s=0.2, data_dir=self.data_dir,
+                                      tls_ca_file=files.ca_file, tls_cert_file=files.cert_file,
+                                      tls_key_file=files.key_file)
+        return Settings(**{**values, **overrides})
 
 
 async def start_mesh(infra: Infra, tmp: Path, services: list[str], *, database_url: str | None = None,
@@ -168,6 +184,28 @@ async def echo_mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> A
         yield mesh
     finally:
         await mesh.supervisor.stop()
+
+
+@contextlib.asynccontextmanager
+async def serve_in_mesh(component: Any) -> AsyncIterator[int]:
+    """A worker component's gRPC server inside the test process, joined to a mesh as a worker
+    process is (heartbeats on its NATS; its port mutual TLS with the service's certificate and
+    the router-only caller check), from `component.settings` (see Mesh.worker_settings). Yields
+    the port."""
+    from genmesh.rpc import SERVER_OPTIONS
+
+    credentials = meshtls.load(component.settings, component.service)
+    interceptors = [meshtls.CallerCheck(component.service)] if credentials is not None else []
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
+    component.register(server)
+    port = meshtls.add_port(server, "127.0.0.1:0", credentials)
+    await component.start(port)
+    await server.start()
+    try:
+        yield port
+    finally:
+        await server.stop(None)
+        await component.stop()
 
 
 @contextlib.asynccontextmanager

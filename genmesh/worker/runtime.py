@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from genmesh import bus
+from genmesh import bus, meshtls
 from genmesh.catalog import GB, Catalog, ModelSpec
 from genmesh.errors import NotFound
 from genmesh.rpc import KEY_ID_KEY, REQUEST_ID_KEY, metadata_value, servicer_errors
@@ -68,6 +68,8 @@ class WorkerRuntime:
         self.started_at = time.time()
         self._nc: Any = None
         self._heartbeat: asyncio.Task[None] | None = None
+        # With mesh certificates configured, key ids are believed only from the router.
+        self._verify_caller = bool(settings.tls_ca_file)
 
     @property
     def device(self) -> str:
@@ -133,12 +135,21 @@ class WorkerRuntime:
             with contextlib.suppress(Exception):
                 await self._nc.close()
 
+    def caller_key_id(self, context: grpc.aio.ServicerContext) -> str:
+        """The API key id whose prefix this call's outputs are filed under: the one the router
+        sent, and only from the router (the port's caller check refuses everyone else; this
+        holds even where a server was built without it). In a plaintext mesh, whoever reaches
+        the port is trusted, as the operator chose."""
+        if self._verify_caller and meshtls.peer_service(context) != "router":
+            return "anonymous"
+        return metadata_value(context, KEY_ID_KEY) or "anonymous"
+
     @contextlib.asynccontextmanager
     async def job(self, context: grpc.aio.ServicerContext, model_id: str) -> AsyncIterator[JobContext]:
         """Tracks one call: in-flight accounting and cancellation when the caller goes away."""
         spec = self.find_model(model_id)
         request_id = metadata_value(context, REQUEST_ID_KEY) or uuid.uuid4().hex
-        job = JobContext(request_id, spec, metadata_value(context, KEY_ID_KEY) or "anonymous")
+        job = JobContext(request_id, spec, self.caller_key_id(context))
         self.running[request_id] = job
         context.add_done_callback(lambda _ctx: job.cancel.set())
         try:

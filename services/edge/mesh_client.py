@@ -1,11 +1,16 @@
 """The edge's view of the mesh: gRPC stubs for the router and billing, with the caller's key
-forwarded and remote errors rebuilt as genmesh errors."""
+forwarded and remote errors rebuilt as genmesh errors.
+
+The edge reaches the router on its public port like any client: the router authenticates the
+forwarded API key itself and trusts nothing else from the edge, so a certificate there would
+authorize nothing. Billing is internal: mutual TLS with the edge's certificate."""
 from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
 import grpc
 
+from genmesh import meshtls
 from genmesh.errors import from_rpc_error
 from genmesh.rpc import AUTH_KEY, CHANNEL_OPTIONS
 from genmesh.settings import Settings
@@ -16,7 +21,8 @@ from genmesh.v1 import (apps_pb2_grpc, audio_pb2_grpc, billing_pb2_grpc, imagege
 class MeshClient:
     def __init__(self, settings: Settings) -> None:
         self.router_channel = grpc.aio.insecure_channel(settings.router_addr, options=CHANNEL_OPTIONS)
-        self.billing_channel = grpc.aio.insecure_channel(settings.billing_addr, options=CHANNEL_OPTIONS)
+        self.billing_channel = meshtls.channel(settings.billing_addr, meshtls.load(settings, "edge"),
+                                               "billing", CHANNEL_OPTIONS)
         self.router = router_pb2_grpc.RouterStub(self.router_channel)
         self.apps = apps_pb2_grpc.AppsStub(self.router_channel)
         self.llm = llm_pb2_grpc.LLMStub(self.router_channel)

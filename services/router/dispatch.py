@@ -75,7 +75,7 @@ class Dispatcher:
             await self.registry.wait_changed(min(remaining, 0.5))
 
     async def _evict(self, view: WorkerView, model_id: str) -> None:
-        stub = worker_pb2_grpc.WorkerStub(self.channels.get(view.state.address))
+        stub = worker_pb2_grpc.WorkerStub(self.channels.get(view.state.address, view.state.service))
         with contextlib.suppress(grpc.RpcError):
             await stub.EvictModel(worker_pb2.EvictModelRequest(model_id=model_id), timeout=10)
 
@@ -83,7 +83,8 @@ class Dispatcher:
                    wait_s: float, timeout_s: float | None = None, key_id: str = "") -> AsyncIterator[Message]:
         """Streams the typed events of one attempt on one worker (unary calls yield once)."""
         view = await self.place(spec, task.service, wait_s)
-        method = self.channels.method(view.state.address, task.path, streaming=task.streaming,
+        method = self.channels.method(view.state.address, view.state.service, task.path,
+                                      streaming=task.streaming,
                                       request_serializer=type(request).SerializeToString,
                                       response_deserializer=task.response_cls.FromString)
         metadata = ((REQUEST_ID_KEY, request_id), (KEY_ID_KEY, key_id))

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 import grpc
 from google.protobuf.message import Message
 
-from genmesh import blobstore, bus, db, jsonpb, keys
+from genmesh import blobstore, bus, db, jsonpb, keys, meshtls
 from genmesh.catalog import Catalog
 from genmesh.errors import GenmeshError, InvalidArgument, NotFound, PermissionDenied
 from genmesh.keys import Identity
@@ -52,7 +52,8 @@ class Mesh:
         self.router_id = f"router-{uuid.uuid4().hex[:8]}"
         self.catalog = Catalog.load(settings.catalog_path)
         self.registry = WorkerRegistry(settings.worker_dead_after_s)
-        self.channels = Channels()
+        # Mutual TLS to workers; a worker's certificate must name its service.
+        self.channels = Channels(meshtls.load(settings, "router"))
         self.dispatcher = Dispatcher(self.registry, ResidentFirst(), self.channels)
         self.runner = Runner(self.catalog, self.dispatcher, max_attempts=settings.max_attempts)
         self.apps = AppsComponent(self)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import struct
 import time
@@ -18,11 +19,10 @@ import pytest
 import pytest_asyncio
 
 from genmesh.errors import InvalidArgument
-from genmesh.rpc import SERVER_OPTIONS, servicer_errors
-from genmesh.settings import Settings
+from genmesh.rpc import servicer_errors
 from genmesh.v1 import common_pb2, imagegen_pb2, imagegen_pb2_grpc, llm_pb2, llm_pb2_grpc
 from genmesh.worker import WorkerComponent
-from tests.conftest import Infra, Mesh, start_mesh, wait_for_workers
+from tests.conftest import Infra, Mesh, serve_in_mesh, start_mesh, wait_for_workers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 CHAT = "genmesh/tiny-llama"
@@ -171,24 +171,15 @@ class ScriptedImageGenComponent(WorkerComponent):
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Mesh, ScriptedLLM]]:
     m = await start_mesh(infra, tmp_path_factory.mktemp("edge-llm"), ["router", "billing", "edge"])
-    settings = Settings(nats_url=m.env["GENMESH_NATS_URL"], host="127.0.0.1", port=0,
-                        heartbeat_interval_s=0.2, data_dir=m.data_dir)
-    components = [ScriptedLLMComponent(settings), ScriptedImageGenComponent(settings)]
-    servers = []
-    for component in components:
-        server = grpc.aio.server(options=SERVER_OPTIONS)
-        component.register(server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await component.start(port)
-        await server.start()
-        servers.append(server)
+    components = [ScriptedLLMComponent(m.worker_settings("llm")),
+                  ScriptedImageGenComponent(m.worker_settings("imagegen"))]
     try:
-        await wait_for_workers(m.supervisor, ["llm", "imagegen"])
-        yield m, components[0].servicer
+        async with contextlib.AsyncExitStack() as stack:
+            for component in components:
+                await stack.enter_async_context(serve_in_mesh(component))
+            await wait_for_workers(m.supervisor, ["llm", "imagegen"])
+            yield m, components[0].servicer
     finally:
-        for server, component in zip(servers, components, strict=True):
-            await server.stop(None)
-            await component.stop()
         await m.supervisor.stop()
 
 

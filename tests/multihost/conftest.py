@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import pytest
 import pytest_asyncio
 
-from genmesh import process
+from genmesh import meshtls, process
 from tests.multihost import netlab
 from tests.multihost.netlab import Host, Lab
 from tests.multihost.servers import HostNats, HostPostgres, Service
@@ -38,6 +38,7 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 ROUTER_PORT = 50051
 BILLING_PORT = 50052
+BILLING_HEALTH_PORT = 50053
 WORKER_PORT = 50061
 EDGE_PORT = 8080
 PG_DIR_PREFIX = "genmesh-multihost-pg-"
@@ -124,15 +125,20 @@ async def _start_services(mesh: LabMesh) -> None:
               "GENMESH_API_KEY": mesh.api_key, "GENMESH_SIGNING_SECRET": "multihost-signing-secret",
               "GENMESH_BILLING_ADDR": f"{hosts['infra'].addr}:{BILLING_PORT}"}
 
+    # One mesh CA, a certificate per service, as a deployment's Secret would hold them.
+    certs = meshtls.ensure(mesh.tmp / "tls", ["billing", "router", "echo", "edge"])
+
     def add(name: str, module: str, host: str, port: int, **env: str) -> Service:
         data_dir = mesh.tmp / "data" / name
         data_dir.mkdir(parents=True, exist_ok=True)
-        svc = Service(name, module, hosts[host], port, {**common, "GENMESH_DATA_DIR": str(data_dir), **env},
+        svc = Service(name, module, hosts[host], port,
+                      {**common, **certs[module].env(), "GENMESH_DATA_DIR": str(data_dir), **env},
                       mesh.tmp / "logs" / f"{name}.log")
         mesh.services[name] = svc
         return svc
 
-    add("billing", "billing", "infra", BILLING_PORT)
+    # Billing's port wants a mesh certificate; the driver waits on its plaintext health port.
+    add("billing", "billing", "infra", BILLING_PORT, GENMESH_HEALTH_PORT=str(BILLING_HEALTH_PORT))
     add("router-a", "router", "router-a", ROUTER_PORT)
     add("router-b", "router", "router-b", ROUTER_PORT)
     for host in ("worker-a", "worker-b"):
@@ -145,7 +151,7 @@ async def _start_services(mesh: LabMesh) -> None:
     # Routers and billing migrate the database (under an advisory lock); all start together.
     await asyncio.gather(*(s.start() for s in mesh.services.values()))
     waiter = await mesh.driver("wait", "--workers", "2", "--timeout", "90",
-                               "--grpc", mesh.services["billing"].addr, log_name="driver-wait")
+                               "--grpc", f"{hosts['infra'].addr}:{BILLING_HEALTH_PORT}", log_name="driver-wait")
     try:
         event = await read_event(waiter, 100)
     finally:
