@@ -107,7 +107,8 @@ def _route_modules() -> list[Any]:
 
     out = []
     # platform before openai_api: /v1/models/pricing must not be read as a model id.
-    for name in ("files", "platform", "openai_api", "batches", "realtime", "apps_api"):
+    for name in ("files", "platform", "openai_api", "batches", "realtime", "apps_api", "anthropic_api",
+                 "responses_api", "tokenize_api", "deferred", "rerank", "vector_stores"):
         try:
             out.append(importlib.import_module(f"genmesh.services.edge.{name}"))
         except ModuleNotFoundError as exc:
