@@ -50,7 +50,8 @@ def new_key(owner: str, kind: str, content_type: str, name: str | None = None) -
 
 def _check_key(key: str) -> str:
     parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+    # 255 bytes is a file name's limit on common file systems; longer would fail as an OSError.
+    if not key or key.startswith("/") or any(p in ("", ".", "..") or len(p.encode()) > 255 for p in parts):
         raise InvalidArgument("invalid blob key", field="key")
     return key
 

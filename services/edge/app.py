@@ -1,4 +1,5 @@
-"""The edge's ASGI application: routes, error rendering, body-size cap, and the mesh client."""
+"""The edge's ASGI application: routes, error rendering, body-size cap, JSON depth limit, and the
+mesh client."""
 from __future__ import annotations
 
 import contextlib
@@ -11,9 +12,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genmesh import blobstore
-from genmesh.errors import GenmeshError
+from genmesh.errors import GenmeshError, InvalidArgument
 from genmesh.settings import Settings
-from genmesh.services.edge import errors, fal
+from genmesh.services.edge import errors, fal, jsonlimits
 from genmesh.services.edge.auth import IdentityCache
 from genmesh.services.edge.catalog_view import CatalogView
 from genmesh.services.edge.tokens import TokenSealer
@@ -61,6 +62,88 @@ class BodyLimit:
         await response(scope, None, send)  # type: ignore[arg-type]
 
 
+class JsonDepthLimit:
+    """400 naming `body` for JSON bodies nested deeper than MAX_JSON_DEPTH, before any handler
+    parses them: deeper documents hit protobuf's recursion limit (~50) or Python's (~1000) on
+    their way to the mesh. Inside BodyLimit, so what it buffers is already capped."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH") \
+                or not _json_like(scope):
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        body = bytearray()
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        if jsonlimits.too_deep(bytes(body)):
+            from starlette.requests import Request
+
+            error = InvalidArgument(f"JSON nested deeper than {jsonlimits.MAX_JSON_DEPTH} levels",
+                                    field="body")
+            await errors.render(Request(scope), error)(scope, receive, send)
+            return
+        replay = iter(messages)
+
+        async def replayed() -> Message:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replayed, send)
+
+
+# Raw uploads (any bytes, whatever their content type says) are files, not requests to parse.
+_RAW_UPLOAD_PATHS = ("/files/upload", "/storage/upload/")
+
+
+def _json_like(scope: Scope) -> bool:
+    if scope["path"].startswith(_RAW_UPLOAD_PATHS):
+        return False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            # FAL routes parse the body as JSON whatever it says (curl -d sends a form type).
+            return not value.lower().startswith((b"multipart/", b"application/octet-stream"))
+    return True
+
+
+class CatchAll:
+    """Renders any exception a handler lets escape as the caller's 500 before the response starts.
+    Starlette's own handler for `Exception` re-raises after answering, and uvicorn then closes
+    the keep-alive connection, failing the client's next request too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:  # noqa: BLE001 - answered in the caller's shape, never a trace
+            if started:
+                raise  # a half-sent response cannot be repaired; the connection must go
+            from starlette.requests import Request
+
+            response = await errors.unexpected_error(Request(scope), exc)
+            await response(scope, receive, send)
+
+
 class _TooLarge(HTTPException):
     """Raised while reading the body; an HTTPException so that FastAPI's body parsing (which turns
     other errors into 400) lets it through to be answered 413."""
@@ -97,7 +180,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     # The FAL catch-all (POST /{owner}/{model}) comes last so it never shadows other routes.
     app.include_router(fal.router)
+    # Added last = outermost: CatchAll, then the body cap, then the JSON depth limit.
+    app.add_middleware(JsonDepthLimit)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CatchAll)
     return app
 
 

@@ -16,9 +16,17 @@ CACHE_TTL_S = 1.0
 
 def authorization(request: Request) -> str:
     """The Authorization header, normalized to `Bearer <key>`; 401 when absent or malformed."""
-    secret = keys.parse_authorization(request.headers.get("authorization"))
+    return bearer(request.headers.get("authorization"))
+
+
+def bearer(header: str | None) -> str:
+    """`Bearer <key>` from an Authorization header value; 401 naming the header when absent or
+    malformed. Keys are printable ASCII: anything else could not travel as gRPC metadata."""
+    secret = keys.parse_authorization(header)
     if secret is None:
         raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>' or 'Authorization: Key <key>'")
+    if not (secret.isascii() and secret.isprintable()):
+        raise Unauthenticated("malformed API key: keys are printable ASCII", field="Authorization")
     return f"Bearer {secret}"
 
 

@@ -15,6 +15,7 @@ from genmesh import jsonpb
 from genmesh.errors import (DeadlineExceeded, GenmeshError, InvalidArgument, NotFound, _BY_TYPE,
                             _index_types)
 from genmesh.v1 import common_pb2, router_pb2
+from genmesh.services.edge import jsonlimits
 from genmesh.services.edge.auth import authorization
 
 router = APIRouter()
@@ -34,14 +35,23 @@ def base_url(request: Request) -> str:
     return (request.app.state.settings.public_url or str(request.base_url)).rstrip("/")
 
 
+# The longest X-Fal-Request-Timeout taken: a day. Beyond it the value is a mistake (1e10 s
+# overflowed the gRPC deadline and failed at once with 504).
+MAX_REQUEST_TIMEOUT_S = 86400.0
+
+
 def request_timeout(request: Request) -> float:
     value = request.headers.get("x-fal-request-timeout")
     if value is None:
         return 0.0
+    message = f"must be a number of seconds from 0 to {MAX_REQUEST_TIMEOUT_S:g}"
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        raise InvalidArgument("must be a number of seconds", field="X-Fal-Request-Timeout") from None
+        raise InvalidArgument(message, field="X-Fal-Request-Timeout") from None
+    if not 0.0 <= seconds <= MAX_REQUEST_TIMEOUT_S:  # also refuses nan and inf
+        raise InvalidArgument(message, field="X-Fal-Request-Timeout")
+    return seconds
 
 
 def input_struct(payload: Any) -> Any:
@@ -49,10 +59,13 @@ def input_struct(payload: Any) -> Any:
         payload = {}
     if not isinstance(payload, dict):
         raise InvalidArgument("the request body must be a JSON object", field="body")
+    # HTTP bodies were checked on arrival (JsonDepthLimit); realtime frames come here directly.
+    if jsonlimits.depth_exceeds(payload):
+        raise InvalidArgument(f"nested deeper than {jsonlimits.MAX_JSON_DEPTH} levels", field="body")
     try:
         return jsonpb.dict_to_struct(payload)
-    except (ValueError, TypeError) as exc:
-        raise InvalidArgument(f"unsupported JSON value: {exc}", field="body") from exc
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise InvalidArgument(f"unsupported JSON value: {exc}", field="body") from None
 
 
 def handle(model_path: str) -> str:

@@ -129,6 +129,18 @@ def openai_files(request: Request) -> OpenAIFiles:
     return OpenAIFiles(request.app.state.blobs)
 
 
+MAX_FILE_ID_CHARS = 128
+
+
+def checked_file_id(file_id: str) -> str:
+    """A file id as this edge makes them (`file-` and URL-safe characters), else 400: a long
+    one would otherwise reach the blob store as a path component longer than a file name."""
+    if len(file_id) > MAX_FILE_ID_CHARS or not OpenAIFiles.valid_id(file_id):
+        raise InvalidArgument(f"must be a file id ('file-...', at most {MAX_FILE_ID_CHARS} characters)",
+                              field="file_id")
+    return file_id
+
+
 @router.post("/v1/files", tags=["openai"], summary="Upload a file (multipart: file, purpose)",
              openapi_extra=FILE_UPLOAD_OPENAPI)
 async def create_file(request: Request) -> JSON:
@@ -174,12 +186,14 @@ def page(items: list[dict[str, Any]], *, limit: int, order: str, after: str | No
 
 @router.get("/v1/files/{file_id}", tags=["openai"], summary="Retrieve a file object")
 async def retrieve_file(file_id: str, request: Request) -> JSON:
+    checked_file_id(file_id)
     identity = await request.app.state.identities.identify(request)
     return JSON(public_file(await openai_files(request).get(identity.key_id, file_id)))
 
 
 @router.delete("/v1/files/{file_id}", tags=["openai"], summary="Delete a file")
 async def delete_file(file_id: str, request: Request) -> JSON:
+    checked_file_id(file_id)
     identity = await request.app.state.identities.identify(request)
     await openai_files(request).delete(identity.key_id, file_id)
     return JSON({"id": file_id, "object": "file", "deleted": True})
@@ -187,6 +201,7 @@ async def delete_file(file_id: str, request: Request) -> JSON:
 
 @router.get("/v1/files/{file_id}/content", tags=["openai"], summary="Download a file's content")
 async def file_content(file_id: str, request: Request) -> Response:
+    checked_file_id(file_id)
     identity = await request.app.state.identities.identify(request)
     blob = await openai_files(request).content(identity.key_id, file_id)
     return Response(blob.data, media_type=blob.content_type)

@@ -40,21 +40,37 @@ async def billing(request: Request, method_name: str, message: Any) -> Any:
         raise Unavailable(BILLING_DOWN) from None
 
 
+# What a Timestamp (and a datetime) can hold: years 1 through 9999.
+MIN_UNIX_S = -62135596800.0
+MAX_UNIX_S = 253402300799.0
+
+
 def timestamp(value: str | None, field: str) -> Timestamp | None:
     """An ISO 8601 instant (naive = UTC) or unix seconds, as a Timestamp."""
     if not value:
         return None
+    expected = f"must be an ISO 8601 time or unix seconds (years 1 to 9999), got {value[:64]!r}"
     try:
-        when = dt.datetime.fromtimestamp(float(value), dt.timezone.utc)
+        seconds = float(value)
     except ValueError:
+        seconds = None
+    if seconds is not None:
+        # float() also reads 'inf', 'nan' and 1e20: none is an instant.
+        if not MIN_UNIX_S <= seconds <= MAX_UNIX_S:
+            raise InvalidArgument(expected, field=field)
+        when = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+    else:
         try:
             when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise InvalidArgument(f"must be an ISO 8601 time or unix seconds, got {value!r}", field=field) from None
+            raise InvalidArgument(expected, field=field) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     ts = Timestamp()
-    ts.FromDatetime(when)
+    try:
+        ts.FromDatetime(when)  # an offset can carry year 1 or 9999 out of range
+    except (OverflowError, ValueError):
+        raise InvalidArgument(expected, field=field) from None
     return ts
 
 

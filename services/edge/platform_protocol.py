@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities are no quantity, price or limit (and proto doubles would take them).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class EndpointQuantity(_Body):

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from genmesh import keys
 from genmesh.errors import GenmeshError, InvalidArgument, Unauthenticated, Unavailable
 from genmesh.v1 import router_pb2
-from genmesh.services.edge.auth import authorization
+from genmesh.services.edge.auth import authorization, bearer
 from genmesh.services.edge.fal import input_struct, stream_event_json
 from genmesh.services.edge.responses import JSON, json_body
 
@@ -52,9 +52,8 @@ async def realtime_token(request: Request) -> JSON:
 
 def credentials(websocket: WebSocket, model_path: str) -> str:
     """`Bearer <key>` from the Authorization header or a token in the query string."""
-    secret = keys.parse_authorization(websocket.headers.get("authorization"))
-    if secret:
-        return f"Bearer {secret}"
+    if keys.parse_authorization(websocket.headers.get("authorization")):
+        return bearer(websocket.headers.get("authorization"))
     token = websocket.query_params.get("fal_jwt_token") or websocket.query_params.get("token")
     if not token:
         raise Unauthenticated("missing credentials: send 'Authorization: Key <key>' or ?fal_jwt_token=<token> "
