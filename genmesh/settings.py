@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     run_timeout_s: float = 3600.0
     webhook_max_attempts: int = 6
     webhook_backoff_s: float = 0.5
+    # Where the mesh may post or fetch on a user's behalf beyond the public internet
+    # (genmesh/outbound.py): comma-separated CIDR networks and host names, e.g.
+    # "10.1.2.0/24,hooks.internal". Empty: loopback, private, link-local and metadata refused.
+    outbound_allow: str = ""
 
     # App runners run in a bubblewrap sandbox as this unprivileged uid ("auto": when bwrap works;
     # without one only apps deployed by admin keys run; "off" forces that). Per-runner limits:
