@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from genmesh import bus, jsonpb
-from genmesh.errors import Cancelled, DeadlineExceeded, GenmeshError, InvalidArgument, Unavailable
+from genmesh.errors import Cancelled, DeadlineExceeded, GenmeshError, Unavailable
 from genmesh.keys import Identity
 from genmesh.tasks import SERVICES
 from genmesh.v1 import common_pb2, router_pb2
@@ -67,8 +67,8 @@ class JobQueue:
 
     async def submit(self, identity: Identity, prep: Prepared, req: router_pb2.SubmitRequest) -> tuple[Job, int]:
         """Commits the job to Postgres, then enqueues it; answers only once both hold."""
-        if req.webhook_url and not req.webhook_url.startswith(("http://", "https://")):
-            raise InvalidArgument("must be an http(s) URL", field="webhook_url")
+        if req.webhook_url:
+            await self.webhooks.check_target(req.webhook_url, "webhook_url")
         stored_input = prep.stored_input()
         job, created = await self.store.create(
             request_id=uuid.uuid4().hex, model_id=prep.model_id, service=prep.task.service,

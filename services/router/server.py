@@ -35,6 +35,7 @@ from genmesh.services.router.queue import JobQueue
 from genmesh.services.router.registry import WorkerRegistry
 from genmesh.services.router.runner import Outcome, Prepared, Runner
 from genmesh.services.router.usage import UsagePublisher, record
+from genmesh.outbound import OutboundPolicy
 from genmesh.services.router.webhooks import WebhookSender
 
 log = logging.getLogger("genmesh.router")
@@ -83,7 +84,7 @@ class Mesh:
         self.store = JobStore(self.pool, s.result_retention_days)
         self.usage = UsagePublisher(js)
         self.webhooks = WebhookSender(self.store, blobstore.signing_secret(s), s.webhook_max_attempts,
-                                      s.webhook_backoff_s)
+                                      s.webhook_backoff_s, OutboundPolicy.parse(s.outbound_allow))
         await self.registry.start(self.nc)
         # Deployed apps join the catalog before the queue can pull a job for one.
         await self.apps.start()

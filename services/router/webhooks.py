@@ -1,6 +1,11 @@
 """Webhook delivery: the final status and payload POSTed to the submitter's URL, signed, retried
 with exponential backoff for a bounded number of attempts, every attempt recorded.
 
+Targets pass the outbound URL policy (genmesh/outbound.py) at submit and again on every attempt,
+and each POST goes to the address that was checked; redirects are never followed. A record tells
+the submitter only what its own receiver answered, or "target not allowed" / "delivery failed":
+never which address, port or connection error (that would make webhooks a port scanner).
+
 Signature headers (HMAC-SHA256 with the mesh's signing secret):
   X-Genmesh-Request-Id, X-Genmesh-Timestamp,
   X-Genmesh-Signature = hex(hmac(secret, f"{request_id}.{timestamp}.{sha256(body).hex()}"))
@@ -17,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from genmesh.outbound import NOT_ALLOWED, OutboundPolicy, TargetRefused, pinned_request
 from genmesh.services.router.jobs import Job, JobStore
 
 log = logging.getLogger("genmesh.router.webhooks")
@@ -48,14 +54,25 @@ def payload(job: Job) -> dict[str, Any]:
             "error_type": None if ok else job.error_type, "payload_error": None}
 
 
+DELIVERY_FAILED = "delivery failed"
+
+
 class WebhookSender:
-    def __init__(self, store: JobStore, secret: str, max_attempts: int, backoff_s: float) -> None:
+    def __init__(self, store: JobStore, secret: str, max_attempts: int, backoff_s: float,
+                 policy: OutboundPolicy | None = None) -> None:
         self.store = store
         self.secret = secret
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
-        self.client = httpx.AsyncClient(timeout=10.0)
+        self.policy = policy or OutboundPolicy()
+        # No proxies from the environment (they would connect to what was not checked), no
+        # redirects (their targets were not checked either).
+        self.client = httpx.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False)
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def check_target(self, url: str, field: str) -> None:
+        """At submit: InvalidArgument naming `field` for a URL that can never be delivered to."""
+        await self.policy.check_submitted(url, field)
 
     def deliver_soon(self, job: Job) -> None:
         task = asyncio.create_task(self.deliver(job))
@@ -71,20 +88,31 @@ class WebhookSender:
                        "x-genmesh-timestamp": ts,
                        "x-genmesh-signature": signature(self.secret, job.id, ts, body)}
             started = time.perf_counter()
-            status, error = 0, None
+            status, error, detail = 0, None, ""
             try:
-                resp = await self.client.post(job.webhook_url, content=body, headers=headers)
+                target = await self.policy.resolve(job.webhook_url)
+            except TargetRefused as exc:
+                # Refused now is refused on every attempt: record it once and stop.
+                log.warning("webhook target refused", extra={"request_id": job.id, "error": str(exc)})
+                await self.store.record_delivery(job.id, attempt, job.webhook_url, 0, NOT_ALLOWED,
+                                                 time.perf_counter() - started)
+                return False
+            url, pinned_headers, extensions = pinned_request(target)
+            try:
+                resp = await self.client.post(url, content=body, headers={**headers, **pinned_headers},
+                                              extensions=extensions)
                 status = resp.status_code
                 if status >= 300:
+                    # A redirect is not followed: its target was never checked.
                     error = f"HTTP {status}"
             except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error, detail = DELIVERY_FAILED, f"{type(exc).__name__}: {exc}"
             await self.store.record_delivery(job.id, attempt, job.webhook_url, status, error,
                                              time.perf_counter() - started)
             if error is None:
                 return True
             log.info("webhook attempt failed", extra={"request_id": job.id, "attempt": attempt,
-                                                      "error": error})
+                                                      "error": detail or error})
             if attempt < self.max_attempts:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
         return False
