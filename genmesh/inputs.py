@@ -1,5 +1,6 @@
 """Media inputs: `data:` URIs and this mesh's own blob-store URLs, never arbitrary hosts (so no
-request can make the mesh fetch from inside the network)."""
+request can make the mesh fetch from inside the network); which URLs qualify is the outbound
+URL policy's call (genmesh/outbound.py)."""
 from __future__ import annotations
 
 import base64
@@ -7,6 +8,7 @@ import binascii
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
+from genmesh import outbound
 from genmesh.blobstore import BlobStore
 from genmesh.errors import InvalidArgument, NotFound
 
@@ -39,7 +41,7 @@ async def fetch(url: str, store: BlobStore, *, field: str, max_bytes: int = MAX_
     if url.startswith("data:"):
         media = parse_data_uri(url, field)
     else:
-        key = store.key_from_url(url)
+        key = outbound.input_key(url, store)
         if key is None:
             raise InvalidArgument("only data: URIs and this mesh's file URLs (upload first: "
                                   "POST /storage/upload/initiate) are accepted", field=field)

@@ -179,7 +179,10 @@ async def echo_mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> A
     from genmesh.up import available_services
 
     services = [s for s in ("router", "billing", "echo", "edge") if s in available_services()]
-    mesh = await start_mesh(infra, tmp_path_factory.mktemp("mesh"), services)
+    # Tests' webhook receivers listen on loopback, which the outbound URL policy refuses unless
+    # the admin allows it (tests/security/test_webhook_targets.py checks the refusal).
+    mesh = await start_mesh(infra, tmp_path_factory.mktemp("mesh"), services,
+                            extra_env={"GENMESH_OUTBOUND_ALLOW": "127.0.0.1/32"})
     try:
         yield mesh
     finally:
