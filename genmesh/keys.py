@@ -1,4 +1,7 @@
-"""API keys: generation, hashing (only hashes are stored), lookup and the bootstrap admin key."""
+"""API keys: generation, hashing (only hashes are stored), lookup and the bootstrap admin key.
+
+Scopes: `user` calls models and reads its own data; `deploy` is a user key that an admin allowed
+to deploy, scale and delete apps under its own owner namespace; `admin` may do everything."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-SCOPES = ("user", "admin")
+SCOPES = ("user", "deploy", "admin")
 
 
 @dataclass(frozen=True)
@@ -16,10 +19,16 @@ class Identity:
     scope: str
     spend_limit: float | None = None
     rate_limit_per_minute: float | None = None
+    name: str = ""  # the key's name, as an admin gave it (an app owner namespace may follow it)
 
     @property
     def is_admin(self) -> bool:
         return self.scope == "admin"
+
+    @property
+    def can_deploy(self) -> bool:
+        """Whether the key may deploy, scale and delete apps (the `deploy` scope, or admin)."""
+        return self.scope in ("deploy", "admin")
 
 
 def hash_secret(secret: str) -> str:
@@ -60,8 +69,8 @@ async def ensure_bootstrap_key(pool: asyncpg.Pool, secret: str) -> str:
 
 async def lookup(pool: asyncpg.Pool, secret: str) -> Identity | None:
     row = await pool.fetchrow(
-        "SELECT id, scope, spend_limit, rate_limit_per_minute FROM api_keys "
+        "SELECT id, name, scope, spend_limit, rate_limit_per_minute FROM api_keys "
         "WHERE secret_hash=$1 AND revoked_at IS NULL", hash_secret(secret))
     if row is None:
         return None
-    return Identity(row["id"], row["scope"], row["spend_limit"], row["rate_limit_per_minute"])
+    return Identity(row["id"], row["scope"], row["spend_limit"], row["rate_limit_per_minute"], row["name"])

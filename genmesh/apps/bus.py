@@ -43,6 +43,11 @@ def busy_label(app_id: str) -> str:
     return f"busy/{app_id}"
 
 
+# How a worker runs app code: "bwrap" (sandboxed), or "none" with the reason in SANDBOX_REASON.
+SANDBOX_LABEL = "sandbox"
+SANDBOX_REASON_LABEL = "sandbox_reason"
+
+
 async def bucket(js: JetStreamContext) -> KeyValue:
     """The apps bucket, created on first use by whichever service gets there first."""
     try:

@@ -198,10 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     _die_with_parent(args.parent_pid)
 
+    # The worker hands each runner a one-time token on stdin; the hello must carry it.
+    token = sys.stdin.readline().strip() if sys.stdin is not None else ""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(args.socket)
     conn = Connection(sock)
-    conn.send({"t": wire.HELLO, "runner": args.runner_id, "pid": os.getpid()})
+    conn.send({"t": wire.HELLO, "runner": args.runner_id, "token": token, "pid": os.getpid()})
     sys.stdout = LogStream(conn, "info")  # type: ignore[assignment]
     sys.stderr = LogStream(conn, "error")  # type: ignore[assignment]
     logging.basicConfig(level=logging.INFO, handlers=[LogHandler(conn)], force=True)

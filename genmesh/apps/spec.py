@@ -36,6 +36,11 @@ def check_app_id(app_id: str, field: str = "name") -> str:
     return app_id
 
 
+def is_owner_name(name: str) -> bool:
+    """Whether `name` can be the owner part of an app id."""
+    return bool(_PART.fullmatch(name))
+
+
 def default_owner(key_id: str) -> str:
     owner = re.sub(r"[^a-z0-9_-]", "-", key_id.lower()).strip("-_") or "apps"
     return owner[:63]

@@ -47,6 +47,18 @@ def missing_requirements(requirements: list[str]) -> list[str]:
     return missing
 
 
+def world_readable(root: Path) -> None:
+    """Read access for the sandbox's uid (it sees the tree read-only at /app; the cache's own
+    parents, inside the data directory, stay closed to it). Never writable: u=rwX,go=rX."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                mode = os.stat(path).st_mode
+                os.chmod(path, 0o755 if mode & 0o100 else 0o644)
+
+
 class CodeCache:
     def __init__(self, root: Path, blobs: BlobStore, on_log: Callable[[str, str, str], None]) -> None:
         self.root = root
@@ -66,6 +78,7 @@ class CodeCache:
             if not root.is_dir():
                 blob = await self.blobs.get(app.code_url)
                 await asyncio.to_thread(bundle.unpack, blob.data, root)
+                await asyncio.to_thread(world_readable, root)
             site = await self._site(app, base)
             return Code(root, site)
 
@@ -96,6 +109,7 @@ class CodeCache:
                 self.on_log(app.id, line, "error")
             raise Internal(f"installing the requirements of app '{app.id}' failed: "
                            f"{text.splitlines()[-1] if text else 'pip exited with ' + str(proc.returncode)}")
+        await asyncio.to_thread(world_readable, tmp)
         try:
             tmp.rename(site)
         except OSError:

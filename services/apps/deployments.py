@@ -15,11 +15,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from genmesh.apps import bus as apps_bus
 from genmesh.apps.machines import can_run, worker_machine_type
 from genmesh.apps.spec import spec_of
+from genmesh.errors import FailedPrecondition
 from genmesh.v1 import apps_pb2, common_pb2, worker_pb2
 from genmesh.worker import WorkerRuntime
 from genmesh.services.apps.codecache import CodeCache
 from genmesh.services.apps.pool import RunnerPool
 from genmesh.services.apps.runners import Gateway, RunnerProcess
+from genmesh.services.apps.sandbox import Sandbox
 
 log = logging.getLogger("genmesh.apps.deployments")
 LEVELS = {"debug": common_pb2.LOG_LEVEL_DEBUG, "info": common_pb2.LOG_LEVEL_INFO,
@@ -43,6 +45,10 @@ class AppsRuntime(WorkerRuntime):
         state = super().state()
         gpus = [d for d in self.devices if d.kind == worker_pb2.DEVICE_KIND_CUDA]
         state.labels["machine_type"] = worker_machine_type(gpus[0].gpu_class if gpus else "")
+        deployments = self.deployments
+        state.labels[apps_bus.SANDBOX_LABEL] = "bwrap" if deployments.sandbox is not None else "none"
+        if deployments.sandbox is None:
+            state.labels[apps_bus.SANDBOX_REASON_LABEL] = deployments.sandbox_reason
         for app_id, pool in self.deployments.pools.items():
             live = len(pool.live)
             if not live:
@@ -58,8 +64,13 @@ class AppsRuntime(WorkerRuntime):
 
 
 class Deployments:
-    def __init__(self, runtime: AppsRuntime, *, nc: Any, code: CodeCache, gateway: Gateway) -> None:
+    def __init__(self, runtime: AppsRuntime, *, nc: Any, code: CodeCache, gateway: Gateway,
+                 sandbox: Sandbox | None = None, sandbox_reason: str = "",
+                 call_timeout_s: float = 0.0) -> None:
         self.runtime = runtime
+        self.sandbox = sandbox
+        self.sandbox_reason = sandbox_reason
+        self.call_timeout_s = call_timeout_s
         self.nc = nc
         self.code = code
         self.gateway = gateway
@@ -137,9 +148,17 @@ class Deployments:
         return pool
 
     def _make_runner(self, app: apps_pb2.App, code: Any) -> RunnerProcess:
+        if self.sandbox is None:
+            if not app.trusted:
+                raise FailedPrecondition(
+                    f"app '{app.id}' was deployed by a non-admin key and runs only sandboxed; this "
+                    f"worker has no sandbox ({self.sandbox_reason})")
+            log.warning("running an admin's app unsandboxed", extra={"model_id": app.id,
+                                                                      "reason": self.sandbox_reason})
         pool = self.pools[app.id]
         return RunnerProcess(app, code, self.gateway, worker_id=self.runtime.worker_id,
-                             on_log=self._runner_log, on_state=pool.runner_changed)
+                             on_log=self._runner_log, on_state=pool.runner_changed,
+                             sandbox=self.sandbox, call_timeout_s=self.call_timeout_s)
 
     async def _maintain_loop(self) -> None:
         while True:

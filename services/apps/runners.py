@@ -1,6 +1,7 @@
-"""Runner processes as the app worker sees them: spawning one, the unix socket it connects back
-to, one call at a time over the runner protocol, its printed output as app logs, and stopping it
-(teardown first, then SIGTERM, then SIGKILL). A runner that dies mid-call fails that call only."""
+"""Runner processes as the app worker sees them: spawning one (in the sandbox, see sandbox.py),
+the unix socket it connects back to, one call at a time over the runner protocol with a wall-clock
+limit, its printed output as app logs, and stopping it (teardown first, then SIGTERM, then
+SIGKILL). A runner that dies mid-call fails that call only."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +10,7 @@ import enum
 import itertools
 import logging
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -19,9 +21,11 @@ from typing import Any, AsyncIterator, Callable
 
 from genmesh import process
 from genmesh.apps import wire
-from genmesh.errors import Internal
+from genmesh.errors import DeadlineExceeded, Internal
 from genmesh.v1 import apps_pb2
+from genmesh.services.apps import sandbox as sandboxing
 from genmesh.services.apps.codecache import Code
+from genmesh.services.apps.sandbox import Sandbox
 
 log = logging.getLogger("genmesh.apps.runners")
 HELLO_TIMEOUT_S = 60.0
@@ -48,13 +52,14 @@ class RunnerFailed(Internal):
 
 class Gateway:
     """The unix socket runners connect back to; each connection is handed to the runner that
-    names itself in its hello frame."""
+    names itself in its hello frame with the one-time token it was given on stdin (so one app's
+    runner, which can reach this socket, cannot pose as another app's)."""
 
     def __init__(self) -> None:
         # Short path: unix socket paths are limited to ~100 bytes.
         self.dir = Path("/tmp") / f"gm-apps-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.path = self.dir / "runners.sock"
-        self._waiting: dict[str, asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+        self._waiting: dict[str, tuple[str, asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]] = {}
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -62,10 +67,13 @@ class Gateway:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._server = await asyncio.start_unix_server(self._accept, path=str(self.path),
                                                        limit=wire.MAX_FRAME_BYTES)
+        # Sandboxed runners connect as another uid; the directory (0700) keeps everyone else out,
+        # and only the socket itself is bound into a sandbox.
+        os.chmod(self.path, 0o666)
 
-    def expect(self, runner_id: str) -> asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    def expect(self, runner_id: str, token: str) -> asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
         future = asyncio.get_running_loop().create_future()
-        self._waiting[runner_id] = future
+        self._waiting[runner_id] = (token, future)
         return future
 
     def forget(self, runner_id: str) -> None:
@@ -78,7 +86,11 @@ class Gateway:
             hello = None
         future = None
         if hello is not None and hello.get("t") == wire.HELLO:
-            future = self._waiting.pop(str(hello.get("runner", "")), None)
+            runner_id = str(hello.get("runner", ""))
+            token, waiting = self._waiting.get(runner_id, ("", None))
+            if waiting is not None and secrets.compare_digest(token.encode(), str(hello.get("token", "")).encode()):
+                future = waiting
+                del self._waiting[runner_id]
         if future is None or future.done():
             writer.close()
             return
@@ -121,7 +133,8 @@ class RunnerProcess:
     """One runner of one app version."""
 
     def __init__(self, app: apps_pb2.App, code: Code, gateway: Gateway, *, worker_id: str,
-                 on_log: OnLog, on_state: Callable[["RunnerProcess"], None]) -> None:
+                 on_log: OnLog, on_state: Callable[["RunnerProcess"], None],
+                 sandbox: Sandbox | None = None, call_timeout_s: float = 0.0) -> None:
         self.app_id = app.id
         self.version = app.version
         self.entrypoint = app.entrypoint
@@ -129,6 +142,10 @@ class RunnerProcess:
         self.gateway = gateway
         self.worker_id = worker_id
         self.runner_id = f"{app.id.split('/')[-1]}-v{app.version}-{uuid.uuid4().hex[:6]}"
+        self.token = secrets.token_urlsafe(24)
+        self.sandbox = sandbox
+        self.gpu = app.num_gpus > 0 or app.machine_type.upper().startswith("GPU")
+        self.call_timeout_s = call_timeout_s
         self.on_log = on_log
         self.on_state = on_state
         self.state = State.STARTING
@@ -146,6 +163,25 @@ class RunnerProcess:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
+    def _command(self) -> tuple[list[str], dict[str, str], str]:
+        """The runner's command line, environment and working directory."""
+        ids = dict(GENMESH_APP_ID=self.app_id, GENMESH_APP_VERSION=str(self.version),
+                   GENMESH_RUNNER_ID=self.runner_id)
+        if self.sandbox is not None:
+            argv = [sys.executable, "-P", "-m", "genmesh.apps.runner", "--socket", sandboxing.SOCKET_PATH,
+                    "--runner-id", self.runner_id, "--root", sandboxing.CODE_DIR,
+                    "--entrypoint", self.entrypoint]
+            if self.code.site:
+                ids["PYTHONPATH"] = sandboxing.SITE_DIR
+            cmd = self.sandbox.command(argv, code=self.code.root, site_dir=self.code.site,
+                                       socket=self.gateway.path, gpu=self.gpu)
+            return cmd, sandboxing.sandbox_env(ids), "/"
+        # Unsandboxed (admin apps on a worker without a sandbox): the worker's own user.
+        argv = [sys.executable, "-P", "-m", "genmesh.apps.runner", "--socket", str(self.gateway.path),
+                "--runner-id", self.runner_id, "--root", str(self.code.root),
+                "--entrypoint", self.entrypoint, "--parent-pid", str(os.getpid())]
+        return argv, self._env(), str(self.code.root)
+
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
         paths = [p for p in (str(self.code.site) if self.code.site else "", env.get("PYTHONPATH", "")) if p]
@@ -158,19 +194,23 @@ class RunnerProcess:
     async def start(self) -> None:
         """Spawns the runner and waits until its setup() finished; RunnerFailed otherwise."""
         started = time.monotonic()
-        connected = self.gateway.expect(self.runner_id)
+        connected = self.gateway.expect(self.runner_id, self.token)
         try:
             # Not process.spawn: its preexec_fn runs Python between fork and exec, which crashes
             # (SIGSEGV) in a process whose gRPC threads are busy. Without it the child is started
-            # by vfork/exec, and the runner arms its own parent-death signal (--parent-pid).
+            # by vfork/exec, and the runner arms its own parent-death signal (--parent-pid;
+            # in the sandbox bwrap's --die-with-parent).
             # -P: the app's directory (the cwd) must not shadow the runner's own imports.
+            cmd, env, cwd = self._command()
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-P", "-m", "genmesh.apps.runner", "--socket", str(self.gateway.path),
-                "--runner-id", self.runner_id, "--root", str(self.code.root),
-                "--entrypoint", self.entrypoint, "--parent-pid", str(os.getpid()),
-                env=self._env(), cwd=self.code.root, stdin=asyncio.subprocess.DEVNULL,
+                *cmd, env=env, cwd=cwd, stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
-            assert self.proc.stdout is not None and self.proc.stderr is not None
+            assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
+            # The hello token on stdin: not in argv or the environment, which /proc shows.
+            self.proc.stdin.write(self.token.encode() + b"\n")
+            with contextlib.suppress(OSError):
+                await self.proc.stdin.drain()
+            self.proc.stdin.close()
             self._tasks += [asyncio.create_task(self._pipe(self.proc.stdout, "info")),
                             asyncio.create_task(self._pipe(self.proc.stderr, "error"))]
             exited = asyncio.ensure_future(self.proc.wait())
@@ -315,9 +355,21 @@ class RunnerProcess:
             call.done = True
             self.current = None
             raise RunnerFailed(f"could not reach the runner of app '{self.app_id}': {exc}") from None
+        deadline = time.monotonic() + self.call_timeout_s if self.call_timeout_s > 0 else None
         try:
             while True:
-                frame = await call.frames.get()
+                if deadline is None:
+                    frame = await call.frames.get()
+                else:
+                    try:
+                        frame = await asyncio.wait_for(call.frames.get(), max(0.0, deadline - time.monotonic()))
+                    except asyncio.TimeoutError:
+                        # The runner may be stuck in user code that ignores cancellation: stop it.
+                        call.done = True
+                        self.current = None
+                        await self.kill()
+                        raise DeadlineExceeded(f"app '{self.app_id}' ran past its {self.call_timeout_s:g}s "
+                                               "time limit for one call; its runner was stopped") from None
                 if isinstance(frame, BaseException):
                     raise frame
                 yield frame

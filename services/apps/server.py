@@ -2,6 +2,7 @@
 (starting one if needed) and streams its logs, partial outputs, usage and result."""
 from __future__ import annotations
 
+import logging
 from typing import Any, AsyncIterator
 
 import grpc
@@ -17,7 +18,9 @@ from genmesh.worker import WorkerComponent
 from genmesh.services.apps.codecache import CodeCache
 from genmesh.services.apps.deployments import AppsRuntime, Deployments, cache_dir, log_entry
 from genmesh.services.apps.runners import Gateway
+from genmesh.services.apps.sandbox import detect as detect_sandbox
 
+log = logging.getLogger("genmesh.apps.server")
 # How long a call naming a version this worker has not heard of yet waits for it.
 VERSION_WAIT_S = 10.0
 
@@ -103,9 +106,17 @@ class AppsWorker(WorkerComponent):
             raise RuntimeError("the apps worker needs GENMESH_NATS_URL (`genmesh up` sets it)")
         self.nc = await bus.connect(s.nats_url, f"{self.runtime.worker_id}-apps")
         await self.gateway.start()
+        sandbox, reason = await detect_sandbox(s)
+        if sandbox is None:
+            log.warning("app sandbox unavailable: only apps deployed by admin keys will run, unsandboxed",
+                        extra={"reason": reason})
+        else:
+            log.info("app runners are sandboxed", extra={"sandbox": reason, "uid": s.apps_sandbox_uid})
         code = CodeCache(cache_dir(s.data_dir), blobstore.open_store(s),
                          on_log=lambda app_id, message, level: self.deployments.publish_log(app_id, message, level))
-        self.deployments = Deployments(self.runtime, nc=self.nc, code=code, gateway=self.gateway)
+        self.deployments = Deployments(self.runtime, nc=self.nc, code=code, gateway=self.gateway,
+                                       sandbox=sandbox, sandbox_reason=reason,
+                                       call_timeout_s=s.apps_call_timeout_s)
         self.runtime.deployments = self.deployments
         await self.deployments.start()
         await super().start(port)

@@ -22,7 +22,8 @@ from genmesh.services.billing.convert import to_timestamp
 
 log = logging.getLogger("genmesh.billing.keys")
 
-SCOPES = {"user": billing_pb2.API_KEY_SCOPE_USER, "admin": billing_pb2.API_KEY_SCOPE_ADMIN}
+SCOPES = {"user": billing_pb2.API_KEY_SCOPE_USER, "deploy": billing_pb2.API_KEY_SCOPE_DEPLOY,
+          "admin": billing_pb2.API_KEY_SCOPE_ADMIN}
 SCOPE_NAMES = {v: k for k, v in SCOPES.items()}
 MAX_NAME = 200
 _KEY_COLUMNS = ("k.id, k.name, k.scope, k.prefix, k.created_at, k.revoked_at, k.spend_limit, "
@@ -79,7 +80,8 @@ class KeysApi:
             raise InvalidArgument(f"must be at most {MAX_NAME} characters", field="name")
         scope = SCOPE_NAMES.get(request.scope or billing_pb2.API_KEY_SCOPE_USER)
         if scope is None:
-            raise InvalidArgument("must be API_KEY_SCOPE_USER or API_KEY_SCOPE_ADMIN", field="scope")
+            raise InvalidArgument("must be API_KEY_SCOPE_USER, API_KEY_SCOPE_DEPLOY (may deploy apps) "
+                                  "or API_KEY_SCOPE_ADMIN", field="scope")
         spend_limit = _limit(request, "spend_limit", allow_zero=True)
         rate_limit = _limit(request, "rate_limit_per_minute", allow_zero=False)
         secret = keys.new_secret()

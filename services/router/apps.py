@@ -4,6 +4,17 @@ and delete with owner checks, runner counts from worker heartbeats, and app logs
 
 Every replica keeps its catalog in step with the bucket; at start it loads apps from Postgres
 (the source of truth) and brings the bucket up to date if NATS lost it.
+
+Deploy rights. Deploying, scaling and deleting need a key with the `deploy` scope (granted by an
+admin: a key created with API_KEY_SCOPE_DEPLOY) or an admin key. The owner namespace of an app
+(`owner/` in `owner/alias`) belongs to the first key that deployed under it (table app_owners).
+A deploy key may deploy only under
+  - `<its key id>/` (what `alias` alone means, e.g. key_3f9a.../echo), and
+  - `<its key name>/` when the admin gave the key a name that is a valid owner (e.g. alice/echo),
+and only while that namespace is free or already bound to it: another key's namespace is refused,
+and so is any other name, free or not, so no key can squat a name meant for someone else.
+`genmesh/` and the owners of catalog models are reserved for admin keys. Admin keys may deploy
+under any owner; a free namespace they deploy under is bound to them.
 """
 from __future__ import annotations
 
@@ -22,8 +33,9 @@ from nats.js.errors import KeyNotFoundError
 
 from genmesh import blobstore, jsonpb
 from genmesh.apps import bus as apps_bus
-from genmesh.apps.spec import APP_TASK, AppSpec, check_app_id, check_deploy, check_scaling, spec_of
-from genmesh.errors import AlreadyExists, NotFound, PermissionDenied
+from genmesh.apps.spec import (APP_TASK, AppSpec, check_app_id, check_deploy, check_scaling,
+                               default_owner, is_owner_name, spec_of)
+from genmesh.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from genmesh.keys import Identity
 from genmesh.rpc import servicer_errors
 from genmesh.v1 import apps_pb2, apps_pb2_grpc, common_pb2
@@ -32,7 +44,8 @@ log = logging.getLogger("genmesh.router.apps")
 
 _COLUMNS = ("id, owner_key_id, version, entrypoint, code_key, machine_type, num_gpus, requirements, "
             "keep_alive_s, min_concurrency, max_concurrency, endpoints, description, created_at, "
-            "updated_at")
+            "updated_at, trusted")
+RESERVED_OWNERS = frozenset({"genmesh"})
 
 
 def _endpoints_json(app: apps_pb2.App) -> list[dict[str, Any]]:
@@ -47,7 +60,8 @@ def app_of(row: asyncpg.Record) -> apps_pb2.App:
         entrypoint=row["entrypoint"], code_url=row["code_key"], machine_type=row["machine_type"],
         num_gpus=row["num_gpus"], requirements=row["requirements"],
         keep_alive_seconds=row["keep_alive_s"], min_concurrency=row["min_concurrency"],
-        max_concurrency=row["max_concurrency"], description=row["description"])
+        max_concurrency=row["max_concurrency"], description=row["description"],
+        trusted=row["trusted"])
     for ep in row["endpoints"]:
         out = app.endpoints.add(path=ep["path"], streaming=bool(ep.get("streaming")))
         out.input_schema.update(ep.get("input_schema") or {})
@@ -85,6 +99,7 @@ class AppStore:
         manifest = json_format.MessageToDict(app, preserving_proto_field_name=True)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", app.id)
+            await claim_namespace(conn, identity, app.id)
             owner = await conn.fetchval("SELECT owner_key_id FROM apps WHERE id=$1", app.id)
             check_owner(identity, app.id, owner)
             version = await conn.fetchval(
@@ -98,16 +113,17 @@ class AppStore:
             row = await conn.fetchrow(
                 f"INSERT INTO apps (id, owner_key_id, version, entrypoint, code_key, machine_type, "
                 f"num_gpus, requirements, keep_alive_s, min_concurrency, max_concurrency, endpoints, "
-                f"description) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) "
+                f"description, trusted) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) "
                 f"ON CONFLICT (id) DO UPDATE SET version=EXCLUDED.version, entrypoint=EXCLUDED.entrypoint, "
                 f"code_key=EXCLUDED.code_key, machine_type=EXCLUDED.machine_type, "
                 f"num_gpus=EXCLUDED.num_gpus, requirements=EXCLUDED.requirements, "
                 f"keep_alive_s=EXCLUDED.keep_alive_s, min_concurrency=EXCLUDED.min_concurrency, "
                 f"max_concurrency=EXCLUDED.max_concurrency, endpoints=EXCLUDED.endpoints, "
-                f"description=EXCLUDED.description, updated_at=now() RETURNING {_COLUMNS}",
+                f"description=EXCLUDED.description, trusted=EXCLUDED.trusted, updated_at=now() "
+                f"RETURNING {_COLUMNS}",
                 app.id, owner, version, app.entrypoint, code_key, app.machine_type, app.num_gpus,
                 list(app.requirements), app.keep_alive_seconds, app.min_concurrency,
-                app.max_concurrency, _endpoints_json(app), app.description)
+                app.max_concurrency, _endpoints_json(app), app.description, identity.is_admin)
         return app_of(row)
 
     async def scale(self, identity: Identity, request: apps_pb2.ScaleAppRequest) -> apps_pb2.App:
@@ -134,6 +150,51 @@ class AppStore:
                 raise NotFound(f"app '{app_id}' not found")
             check_owner(identity, app_id, owner)
             await conn.execute("DELETE FROM apps WHERE id=$1", app_id)
+
+
+def namespaces_of(identity: Identity) -> list[str]:
+    """The owner namespaces a deploy key may claim (see the module docstring)."""
+    names = [default_owner(identity.key_id)]
+    if is_owner_name(identity.name) and identity.name not in names:
+        names.append(identity.name)
+    return names
+
+
+def check_deploy_scope(identity: Identity, what: str) -> None:
+    if not identity.can_deploy:
+        raise PermissionDenied(f"{what} needs an API key with the 'deploy' scope; ask an admin for "
+                               "one (CreateApiKey with API_KEY_SCOPE_DEPLOY)")
+
+
+def check_namespace(identity: Identity, app_id: str, reserved: set[str] | frozenset[str]) -> str:
+    """The app's owner, if this key may deploy under it at all (before looking at who holds it)."""
+    owner = app_id.split("/", 1)[0]
+    if identity.is_admin:
+        return owner
+    if owner in reserved:
+        raise PermissionDenied(f"name: the owner '{owner}/' is reserved for the platform's own "
+                               "models; deploy under your own namespace", field="name")
+    return owner
+
+
+async def claim_namespace(conn: asyncpg.Connection, identity: Identity, app_id: str) -> None:
+    """Binds a free owner namespace to the deploying key, or refuses one bound to another key
+    or not meant for this one; inside the deploy's transaction."""
+    owner = app_id.split("/", 1)[0]
+    mine = namespaces_of(identity)
+    bound = await conn.fetchval("SELECT key_id FROM app_owners WHERE owner=$1", owner)
+    if bound is None and (identity.is_admin or owner in mine):
+        await conn.execute("INSERT INTO app_owners (owner, key_id) VALUES ($1, $2) "
+                           "ON CONFLICT (owner) DO NOTHING", owner, identity.key_id)
+        bound = await conn.fetchval("SELECT key_id FROM app_owners WHERE owner=$1", owner)
+    if identity.is_admin or bound == identity.key_id:
+        return
+    choices = " or ".join(f"'{n}/'" for n in mine)
+    if bound is not None:
+        raise PermissionDenied(f"name: the owner namespace '{owner}/' belongs to another API key; "
+                               f"this key deploys under {choices}", field="name")
+    raise PermissionDenied(f"name: this key may deploy only under {choices}, not '{owner}/' "
+                           "(an admin names a key to give it a namespace of that name)", field="name")
 
 
 def check_owner(identity: Identity, app_id: str, owner_key_id: str | None) -> None:
@@ -215,11 +276,34 @@ class AppRegistry:
 
     # --- operations ----------------------------------------------------------------------------
 
+    def reserved_owners(self) -> set[str]:
+        """`genmesh` and the owner of every catalog model (apps excluded)."""
+        return set(RESERVED_OWNERS) | {m.id.split("/", 1)[0] for m in self.catalog
+                                       if m.task != APP_TASK and "/" in m.id}
+
+    def check_sandbox(self, identity: Identity) -> None:
+        """Code from non-admin keys runs only sandboxed: refuse it at once when every app worker
+        says it has no sandbox (the worker refuses it too, should one join without)."""
+        if identity.is_admin:
+            return
+        views = self.mesh.registry.for_service("apps")
+        labels = [v.state.labels for v in views]
+        if labels and all(lab.get(apps_bus.SANDBOX_LABEL, "none") == "none" for lab in labels):
+            reason = next((lab.get(apps_bus.SANDBOX_REASON_LABEL) for lab in labels
+                           if lab.get(apps_bus.SANDBOX_REASON_LABEL)), "no sandbox")
+            raise FailedPrecondition(f"no app worker can sandbox app code ({reason}); apps from "
+                                     "non-admin keys run only in a sandbox")
+
     async def deploy(self, identity: Identity, request: apps_pb2.DeployAppRequest) -> apps_pb2.App:
+        check_deploy_scope(identity, "deploying an app")
         app = check_deploy(request, identity.key_id)
+        check_namespace(identity, app.id, self.reserved_owners())
+        self.check_sandbox(identity)
         taken = self.catalog.find(app.id)
         if taken is not None and taken.task != APP_TASK:
             raise AlreadyExists(f"'{app.id}' is a catalog model; deploy the app under another name")
+        async with self.store.pool.acquire() as conn:
+            await claim_namespace(conn, identity, app.id)  # before the upload: refused costs nothing
         existing = await self.store.get(app.id)
         check_owner(identity, app.id, existing.owner_key_id if existing else None)
         alias = app.id.split("/")[1]
@@ -259,6 +343,7 @@ class AppRegistry:
         return [self.with_runners(a) for a in apps]
 
     async def scale(self, identity: Identity, request: apps_pb2.ScaleAppRequest) -> apps_pb2.App:
+        check_deploy_scope(identity, "scaling an app")
         check_app_id(request.id, field="id")
         app = await self.store.scale(identity, request)
         await self._publish(app)
@@ -267,6 +352,7 @@ class AppRegistry:
         return self.with_runners(app)
 
     async def delete(self, identity: Identity, app_id: str) -> None:
+        check_deploy_scope(identity, "deleting an app")
         check_app_id(app_id, field="id")
         await self.store.delete(identity, app_id)
         with contextlib.suppress(Exception):

@@ -332,7 +332,7 @@ async def test_only_the_deploying_key_or_an_admin_may_change_an_app(apps_mesh: M
     conn = await asyncpg.connect(apps_mesh.env["GENMESH_DATABASE_URL"])
     try:
         await conn.execute("INSERT INTO api_keys (id, name, scope, prefix, secret_hash) "
-                           "VALUES ($1, 'user', 'user', $2, $3)",
+                           "VALUES ($1, 'someone', 'deploy', $2, $3)",
                            keys.new_key_id(), secret[:8], keys.hash_secret(secret))
     finally:
         await conn.close()
@@ -344,9 +344,12 @@ async def test_only_the_deploying_key_or_an_admin_may_change_an_app(apps_mesh: M
             with pytest.raises(ClientError) as err:
                 await asyncio.to_thread(change)
             assert err.value.status_code == 403
-        with pytest.raises(ClientError) as taken:
+        with pytest.raises(ClientError) as reserved:
             await asyncio.to_thread(user.deploy, f"{EXAMPLE / 'app.py'}::TextStats", name="genmesh/echo")
-        assert taken.value.status_code == 409  # a catalog model's name
+        assert reserved.value.status_code == 403  # genmesh/ is the platform's own namespace
+        with Client(apps_mesh.edge_url, apps_mesh.api_key) as admin, pytest.raises(ClientError) as taken:
+            await asyncio.to_thread(admin.deploy, f"{EXAMPLE / 'app.py'}::TextStats", name="genmesh/echo")
+        assert taken.value.status_code == 409  # even an admin cannot shadow a catalog model
         mine = await asyncio.to_thread(user.deploy, f"{EXAMPLE / 'app.py'}::TextStats", name="someone/text-stats")
         assert [a["id"] for a in await asyncio.to_thread(user.list_apps)] == [mine["id"]]
         await asyncio.to_thread(user.delete_app, mine["id"])

@@ -240,14 +240,17 @@ def test_a_runner_process_serves_calls_over_the_socket_and_tears_down(tmp_path: 
     server.listen(1)
     proc = subprocess.Popen([sys.executable, "-m", "genmesh.apps.runner", "--socket", str(path),
                              "--runner-id", "r1", "--root", str(code), "--entrypoint", "app.py::Echo",
-                             "--parent-pid", str(os.getpid())])
+                             "--parent-pid", str(os.getpid())], stdin=subprocess.PIPE)
     try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"t0ken\n")  # the one-time hello token, as the worker hands it over
+        proc.stdin.close()
         conn, _ = server.accept()
         conn.settimeout(60)
         frames = [wire.recv_frame(conn)]
         while frames[-1]["t"] not in (wire.READY, wire.FAILED):
             frames.append(wire.recv_frame(conn))
-        assert frames[0] == {"t": wire.HELLO, "runner": "r1", "pid": proc.pid}
+        assert frames[0] == {"t": wire.HELLO, "runner": "r1", "token": "t0ken", "pid": proc.pid}
         assert frames[-1]["t"] == wire.READY
         assert any(f["t"] == wire.LOG and f["message"] == "setup done" and "id" not in f for f in frames)
         conn.sendall(wire.pack({"t": wire.INVOKE, "id": 1, "path": "/", "input": {"n": 5}}))
