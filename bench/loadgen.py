@@ -28,6 +28,7 @@ from typing import Any, Callable
 import grpc
 from google.protobuf import struct_pb2
 
+from genmesh import meshtls
 from genmesh.v1 import echo_pb2, echo_pb2_grpc, router_pb2, router_pb2_grpc
 
 CALL_TIMEOUT_S = 30.0
@@ -145,7 +146,9 @@ class Target:
             self.body = json.dumps(self.payload).encode()
             self.headers = {"authorization": f"Bearer {s['key']}"}
         else:
-            self.channel = grpc.aio.insecure_channel(s["addr"])
+            tls = s.get("tls")  # a worker's port: mutual TLS with the router's certificate
+            credentials = None if not tls else meshtls.MeshCredentials.from_files(tls["ca"], tls["cert"], tls["key"])
+            self.channel = meshtls.channel(s["addr"], credentials, tls["service"] if tls else "", [])
             router = router_pb2_grpc.RouterStub(self.channel)
             echo = echo_pb2_grpc.EchoStub(self.channel)
             self.input = struct_pb2.Struct()

@@ -41,6 +41,15 @@ class BenchMesh:
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.api_key}"),)
 
+    def tls_spec(self, service: str) -> dict[str, str] | None:
+        """For a load generator calling `service` directly: the router's certificate (workers
+        answer only the router) and the name to verify; None on the public ports."""
+        if not self.supervisor.tls or service in ("router", "edge"):
+            return None
+        cert = self.supervisor.certs["router"]
+        return {"ca": str(cert.ca_file), "cert": str(cert.cert_file), "key": str(cert.key_file),
+                "service": service}
+
     def pid(self, service: str) -> int:
         proc = self.supervisor.children[service].proc
         assert proc is not None
@@ -63,9 +72,10 @@ async def wait_for_worker(mesh: BenchMesh, service: str, timeout: float = 60.0) 
 
 @contextlib.asynccontextmanager
 async def bench_mesh(workdir: Path, services: list[str], extra_env: dict[str, str] | None = None,
-                     *, keep_data: bool = False) -> AsyncIterator[BenchMesh]:
+                     *, keep_data: bool = False, tls: bool = True) -> AsyncIterator[BenchMesh]:
     """Infrastructure and services under `workdir`; everything is stopped on exit, and the
-    Postgres cluster removed unless `keep_data` (as root it lives outside `workdir`)."""
+    Postgres cluster removed unless `keep_data` (as root it lives outside `workdir`). `tls=False`
+    runs the services' own links in plaintext, to measure what mutual TLS costs."""
     workdir.mkdir(parents=True, exist_ok=True)
     nats = EmbeddedNats(workdir / "nats")
     pg = EmbeddedPostgres(workdir / "postgres")
@@ -77,7 +87,7 @@ async def bench_mesh(workdir: Path, services: list[str], extra_env: dict[str, st
         env = {"GENMESH_NATS_URL": nats_url, "GENMESH_DATABASE_URL": db_url, "GENMESH_API_KEY": api_key,
                "GENMESH_DATA_DIR": str(workdir), "GENMESH_SIGNING_SECRET": "bench-signing-secret",
                "GENMESH_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1", **(extra_env or {})}
-        sup = Supervisor(env=env, log_dir=workdir / "logs", services=services)
+        sup = Supervisor(env=env, log_dir=workdir / "logs", services=services, tls=tls)
         await sup.start()
         mesh = BenchMesh(sup, api_key, db_url, nats_url, env,
                          {"nats": nats.pid or 0, "postgres": pg.pid or 0})

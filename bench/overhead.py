@@ -52,7 +52,8 @@ async def measured(mesh: BenchMesh, spec: dict[str, Any]) -> dict[str, Any]:
 def spec_for(mesh: BenchMesh, path: str, concurrency: int, **extra: Any) -> dict[str, Any]:
     mode, service = PATHS.get(path, (path, "router"))
     addr = mesh.addr(service)
-    return {"mode": mode, "addr": addr, "key": mesh.api_key, "concurrency": concurrency, **extra}
+    return {"mode": mode, "addr": addr, "key": mesh.api_key, "concurrency": concurrency,
+            "tls": mesh.tls_spec(service), **extra}
 
 
 async def mesh_overhead(mesh: BenchMesh, *, sequential: int, duration_s: float) -> dict[str, Any]:
@@ -78,6 +79,7 @@ async def streaming(mesh: BenchMesh, *, requests: int, events: int = 100) -> dic
         runs = {}
         for n in (0, events):
             runs[n] = await measured(mesh, {"mode": mode, "addr": mesh.addr(service), "key": mesh.api_key,
+                                            "tls": mesh.tls_spec(service),
                                             "concurrency": 1, "requests": requests, "warmup": 10,
                                             "payload": {"prompt": "stream", "num_events": n}})
         full, empty = runs[events], runs[0]

@@ -85,6 +85,8 @@ class Supervisor:
     # supervisor of one data directory, so their services trust each other).
     tls_dir: Path | None = None
     certs: dict[str, meshtls.ServiceCert] = field(default_factory=dict)
+    # False: a plaintext mesh (GENMESH_INSECURE_MESH), only to measure what mutual TLS costs.
+    tls: bool = True
     _health_credentials: meshtls.MeshCredentials | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -93,9 +95,12 @@ class Supervisor:
         if self.tls_dir is None:
             data_dir = self.env.get("GENMESH_DATA_DIR") or os.environ.get("GENMESH_DATA_DIR")
             self.tls_dir = Path(data_dir).expanduser() / "tls" if data_dir else self.log_dir / "tls"
-        self.certs = meshtls.ensure(self.tls_dir, [*ALL_SERVICES, SUPERVISOR])
-        self._health_credentials = meshtls.MeshCredentials.from_files(
-            self.certs[SUPERVISOR].ca_file, self.certs[SUPERVISOR].cert_file, self.certs[SUPERVISOR].key_file)
+        if self.tls:
+            self.certs = meshtls.ensure(self.tls_dir, [*ALL_SERVICES, SUPERVISOR])
+            mine = self.certs[SUPERVISOR]
+            self._health_credentials = meshtls.MeshCredentials.from_files(mine.ca_file, mine.cert_file, mine.key_file)
+        else:
+            self.env["GENMESH_INSECURE_MESH"] = "1"
         self.env.setdefault("GENMESH_ROUTER_ADDR", f"127.0.0.1:{self.ports.get('router', 0)}")
         self.env.setdefault("GENMESH_BILLING_ADDR", f"127.0.0.1:{self.ports.get('billing', 0)}")
         if "edge" in self.ports:
@@ -107,8 +112,11 @@ class Supervisor:
         if name not in self.ports:
             self.ports[name] = free_port()
         child = self.children.get(name) or Child(name, self.ports[name])
-        cert = self.certs.get(name) or meshtls.ensure(self.tls_dir, [name])[name]  # type: ignore[arg-type]
-        env = {**os.environ, **self.env, **cert.env(), "GENMESH_PORT": str(child.port)}
+        tls_env: dict[str, str] = {}
+        if self.tls:
+            cert = self.certs.get(name) or meshtls.ensure(self.tls_dir, [name])[name]  # type: ignore[arg-type]
+            tls_env = cert.env()
+        env = {**os.environ, **self.env, **tls_env, "GENMESH_PORT": str(child.port)}
         if child.log_file is None:
             child.log_file = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the child
         child.proc = await process.spawn([sys.executable, "-m", f"genmesh.services.{name}"], env=env,
