@@ -72,6 +72,8 @@ class Settings(BaseSettings):
 
     # Jobs.
     result_retention_days: int = 7
+    # Stored /v1/responses objects (OpenAI and xAI keep them 30 days).
+    response_retention_days: float = 30.0
     max_attempts: int = 3
     # A queued job's message is redelivered this long after its router went silent.
     queue_ack_wait_s: float = 30.0
