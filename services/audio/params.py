@@ -17,7 +17,7 @@ from .voices import Voice, resolve_voice
 
 # --- speech to text -------------------------------------------------------------------------------
 
-DEFAULT_STT_MODEL = "cmusphinx/pocketsphinx-en"
+DEFAULT_STT_MODEL = "openai/whisper-base"
 MAX_AUDIO_BYTES = 25 * 1024 * 1024  # OpenAI's upload limit
 TASKS = ("transcribe", "translate")
 MAX_PROMPT_CHARS = 4096
@@ -30,7 +30,7 @@ _LANGUAGE = re.compile(r"[A-Za-z][A-Za-z \-]{0,31}")
 
 # --- text to speech -------------------------------------------------------------------------------
 
-DEFAULT_TTS_MODEL = "espeak-ng/espeak-ng"
+DEFAULT_TTS_MODEL = "rhasspy/piper-en_US-joe-medium"
 DEFAULT_VOICE = "alloy"
 MAX_INPUT_CHARS = 4096
 MIN_SPEED, MAX_SPEED = 0.25, 4.0

@@ -186,7 +186,8 @@ class AudioComponent(WorkerComponent):
         device = self.runtime.device
 
         async def loader() -> Any:
-            return await asyncio.to_thread(load_engine, spec, models_dir, device)
+            return await asyncio.to_thread(load_engine, spec, models_dir, device,
+                                           self.settings.torch_threads)
 
         return await self.runtime.cache.acquire(spec.id, loader, spec.memory_bytes, device)
 
