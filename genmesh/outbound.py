@@ -82,7 +82,7 @@ class OutboundPolicy:
             if not entry:
                 continue
             try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                networks.append(ipaddress.ip_network(entry.replace("[", "").replace("]", ""), strict=False))
             except ValueError:
                 hosts.add(entry.lower().rstrip("."))
         return cls(tuple(networks), frozenset(hosts))
