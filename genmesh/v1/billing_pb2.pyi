@@ -353,10 +353,12 @@ class RevokeApiKeyResponse(_message.Message):
     def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
 
 class AuthenticateRequest(_message.Message):
-    __slots__ = ("secret",)
+    __slots__ = ("secret", "key_id")
     SECRET_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
     secret: str
-    def __init__(self, secret: _Optional[str] = ...) -> None: ...
+    key_id: str
+    def __init__(self, secret: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class AuthenticateResponse(_message.Message):
     __slots__ = ("key",)
