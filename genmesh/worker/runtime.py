@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from genmesh import bus, meshtls
+from genmesh import availability, bus, meshtls
 from genmesh.catalog import GB, Catalog, ModelSpec
 from genmesh.errors import NotFound
 from genmesh.rpc import KEY_ID_KEY, REQUEST_ID_KEY, metadata_value, servicer_errors
@@ -96,6 +96,9 @@ class WorkerRuntime:
             running_requests=sorted(self.running))
         if self.settings.zone:
             state.labels["zone"] = self.settings.zone
+        # Which of its models this worker cannot run, and why (weights or engine missing).
+        state.unavailable.update(availability.weights_reasons(
+            self.models.values(), self.settings.resolved_models_dir()))
         for e in self.cache.entries.values():
             state.resident_models.append(worker_pb2.ResidentModel(
                 model_id=e.model_id, device=e.device, memory_bytes=e.size_bytes,

@@ -1,10 +1,12 @@
 """The edge's view of the model catalog: the router's ListModels (cached a few seconds) plus the
 OpenAI-style aliases (`default_for`) from the catalog file, so OpenAI routes can name the right
-model and task before calling a typed RPC."""
+model and task before calling a typed RPC; and how a model's availability reads in JSON (the
+OpenAI list's extra fields, and FAL's model-search shape)."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from genmesh.catalog import Catalog
 from genmesh.errors import InvalidArgument, NotFound
@@ -64,3 +66,38 @@ class CatalogView:
                 return Resolved(name, sibling)
         raise InvalidArgument(f"'{name}' is a {found.model.task} model; {route} needs a "
                               f"{' or '.join(tasks)} model", field=field, code="model_not_supported")
+
+
+def availability_json(m: router_pb2.Model) -> dict[str, Any]:
+    """Whether the model can run on this mesh now, why not, and where its weights come from."""
+    return {"available": m.available, "unavailable_reason": m.unavailable_reason or None,
+            "description": m.description, "weights": m.weights,
+            "weights_source": m.weights_source or None}
+
+
+def wants_fal_models(query: dict[str, str], authorization: str) -> bool:
+    """FAL's model search (`GET /v1/models`) shares OpenAI's path: FAL clients authenticate with
+    `Key <secret>` and filter with `endpoint_id`, `category`, `q` or `status`."""
+    return authorization.startswith("Key ") or any(
+        name in query for name in ("endpoint_id", "category", "q", "status"))
+
+
+def fal_models_json(models: list[router_pb2.Model], query: dict[str, Any]) -> dict[str, Any]:
+    """FAL's model-search response: `{"models": [{"endpoint_id", "metadata": {...}}], ...}`;
+    `status` is "active" for a model that can run here and "unavailable" otherwise."""
+    wanted = set(query.get("endpoint_id") or [])
+    category, text = query.get("category"), (query.get("q") or "").lower()
+    out = []
+    for m in models:
+        if (wanted and m.id not in wanted) or (category and m.task != category):
+            continue
+        if text and text not in m.id.lower() and text not in m.description.lower():
+            continue
+        status = "active" if m.available else "unavailable"
+        if query.get("status") and query["status"] != status:
+            continue
+        out.append({"endpoint_id": m.id, "metadata": {
+            "display_name": m.id.split("/", 1)[-1], "category": m.task, "status": status,
+            "description": m.description, "unavailable_reason": m.unavailable_reason or None,
+            "weights_source": m.weights_source or None}})
+    return {"models": out, "next_cursor": None, "has_more": False}

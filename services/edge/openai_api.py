@@ -20,7 +20,8 @@ from genmesh.errors import GenmeshError, Internal, InvalidArgument
 from genmesh.v1 import audio_pb2, imagegen_pb2, router_pb2
 from genmesh.services.edge import openai_convert as convert
 from genmesh.services.edge.auth import authorization
-from genmesh.services.edge.catalog_view import CatalogView
+from genmesh.services.edge.catalog_view import (CatalogView, availability_json, fal_models_json,
+                                                wants_fal_models)
 from genmesh.services.edge.errors import invalid_argument
 from genmesh.services.edge.openai_protocol import (TRANSCRIPTION_OPENAPI, ChatCompletionRequest,
                                                    CompletionRequest, EmbeddingRequest,
@@ -98,18 +99,25 @@ def event_stream(chunks: AsyncIterator[bytes]) -> StreamingResponse:
 
 def model_json(m: router_pb2.Model) -> dict[str, Any]:
     return {"id": m.id, "object": "model", "created": MODEL_CREATED, "owned_by": m.id.split("/")[0],
-            "task": m.task, "max_model_len": m.max_context or None, "root": m.id, "parent": None}
+            "task": m.task, "max_model_len": m.max_context or None, "root": m.id, "parent": None,
+            **availability_json(m)}
 
 
 def alias_json(alias: str, m: router_pb2.Model) -> dict[str, Any]:
     return {"id": alias, "object": "model", "created": MODEL_CREATED, "owned_by": "genmesh",
-            "task": m.task, "max_model_len": m.max_context or None, "root": m.id, "parent": m.id}
+            "task": m.task, "max_model_len": m.max_context or None, "root": m.id, "parent": m.id,
+            **availability_json(m)}
 
 
-@router.get("/models", summary="List models (catalog models and their OpenAI aliases)")
+@router.get("/models", summary="List models (catalog models and their OpenAI aliases; FAL's "
+                                "model search with a `Key` token or its filters)")
 async def list_models(request: Request) -> JSON:
     view = catalog(request)
     models = await view.models(authorization(request), fresh=True)
+    if wants_fal_models(dict(request.query_params), request.headers.get("authorization", "")):
+        query: dict[str, Any] = dict(request.query_params)
+        query["endpoint_id"] = request.query_params.getlist("endpoint_id")
+        return JSON(fal_models_json(list(models.values()), query))
     data = [model_json(m) for m in models.values()]
     data += [alias_json(alias, models[target]) for alias, target in sorted(view.aliases.items())
              if target in models and alias not in models]

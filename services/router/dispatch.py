@@ -1,7 +1,9 @@
 """Dispatch: place one call on a worker and stream its typed events back.
 
-Waits (bounded) when nothing fits, tells a worker to evict before a cold load, and turns a
-worker's death into a retryable UNAVAILABLE so the caller can re-place.
+Waits (bounded) when every able worker is busy, fails at once (FAILED_PRECONDITION, with the
+reason) when no worker could ever run the model (weights missing, hardware short), tells a worker
+to evict before a cold load, and turns a worker's death into a retryable UNAVAILABLE so the caller
+can re-place.
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ import grpc
 from google.protobuf.message import Message
 
 from genmesh.catalog import ModelSpec
-from genmesh.errors import GenmeshError, ResourceExhausted, Unavailable, from_rpc_error
+from genmesh.errors import (GenmeshError, ModelUnavailable, ResourceExhausted, Unavailable,
+                            from_rpc_error)
 from genmesh.rpc import KEY_ID_KEY, REQUEST_ID_KEY, Channels
 from genmesh.tasks import Task
 from genmesh.v1 import worker_pb2, worker_pb2_grpc
-from genmesh.services.router.placement import ModelNeeds, PlacementPolicy
+from genmesh.services.router.placement import ModelNeeds, PlacementPolicy, cannot_run
 from genmesh.services.router.registry import WorkerRegistry, WorkerView
 
 log = logging.getLogger("genmesh.router.dispatch")
@@ -60,7 +63,10 @@ class Dispatcher:
         needs = needs_of(spec, spec.id)
         while True:
             views = {v.worker_id: v for v in self.registry.for_service(service)}
-            decision = self.policy.place(needs, [v.info() for v in views.values()])
+            infos = [v.info() for v in views.values()]
+            decision = self.policy.place(needs, infos)
+            if decision.worker_id is None and (reason := cannot_run(needs, infos)) is not None:
+                raise ModelUnavailable(f"model '{spec.id}' cannot run on this mesh: {reason}")
             if decision.worker_id is not None:
                 view = views[decision.worker_id]
                 for model_id in decision.evict:

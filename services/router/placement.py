@@ -3,7 +3,9 @@
 The default, ResidentFirst, prefers a worker where the model is already loaded and not saturated
 (power-of-two choices among those), else the worker whose device has room, else one where
 evicting idle models least-recently-used makes room; None means "queue until something frees".
-RoundRobin and Random exist for the placement simulation's comparison.
+RoundRobin and Random exist for the placement simulation's comparison. `cannot_run` tells the
+other kind of None apart: no worker could ever serve the model (its weights are missing on every
+worker, or no worker has the hardware it needs), so waiting would not help.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import itertools
 import random
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
+
+from genmesh.availability import device_text, needs_text
 
 GB = 1024 ** 3
 
@@ -46,6 +50,8 @@ class WorkerInfo:
     num_gpus: int = 0
     zone: str = ""
     draining: bool = False
+    # model id -> why this worker cannot run it (weights missing...), as the worker reports it
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     @property
     def saturated(self) -> bool:
@@ -71,19 +77,25 @@ class PlacementPolicy(Protocol):
     def place(self, needs: ModelNeeds, workers: Sequence[WorkerInfo]) -> Decision: ...
 
 
+def fits_hardware(needs: ModelNeeds, w: WorkerInfo) -> bool:
+    if needs.gpu_required and not w.gpu_class:
+        return False
+    if needs.gpu_classes and w.gpu_class not in needs.gpu_classes:
+        return False
+    if needs.num_gpus and w.num_gpus < needs.num_gpus:
+        return False
+    return not (needs.min_device_memory_bytes
+                and w.device_memory_bytes < needs.min_device_memory_bytes)
+
+
 def eligible(needs: ModelNeeds, workers: Sequence[WorkerInfo]) -> list[WorkerInfo]:
-    """Workers that serve the model and meet its hardware constraints, zone-preferred."""
+    """Workers that serve the model, have its weights and meet its hardware constraints,
+    zone-preferred."""
     out = []
     for w in workers:
-        if w.draining or needs.model_id not in w.models:
+        if w.draining or needs.model_id not in w.models or needs.model_id in w.unavailable:
             continue
-        if needs.gpu_required and not w.gpu_class:
-            continue
-        if needs.gpu_classes and w.gpu_class not in needs.gpu_classes:
-            continue
-        if needs.num_gpus and w.num_gpus < needs.num_gpus:
-            continue
-        if needs.min_device_memory_bytes and w.device_memory_bytes < needs.min_device_memory_bytes:
+        if not fits_hardware(needs, w):
             continue
         out.append(w)
     if needs.zone:
@@ -91,6 +103,36 @@ def eligible(needs: ModelNeeds, workers: Sequence[WorkerInfo]) -> list[WorkerInf
         if in_zone:
             return in_zone
     return out
+
+
+def cannot_run(needs: ModelNeeds, workers: Sequence[WorkerInfo]) -> str | None:
+    """Why no worker of ``workers`` could ever run the model, or None when one could (now or
+    once it is less busy) or when no worker serving it is known yet."""
+    serving = [w for w in workers if needs.model_id in w.models and not w.draining]
+    if not serving:
+        return None
+    fitting = [w for w in serving if fits_hardware(needs, w)]
+    if not fitting:
+        wanted = needs_text(gpu_required=needs.gpu_required, gpu_classes=needs.gpu_classes,
+                            num_gpus=needs.num_gpus,
+                            min_device_memory_bytes=needs.min_device_memory_bytes)
+        have = sorted({device_text(w.gpu_class, w.device_memory_bytes) for w in serving})
+        reason = f"needs {wanted}; the workers serving it here have: {'; '.join(have)}"
+        weights = [w.unavailable[needs.model_id] for w in serving if needs.model_id in w.unavailable]
+        return f"{reason} (and {weights[0]})" if len(weights) == len(serving) else reason
+    if all(needs.model_id in w.unavailable for w in fitting):
+        return fitting[0].unavailable[needs.model_id]
+    return None
+
+
+def availability(needs: ModelNeeds, service: str,
+                 workers: Sequence[WorkerInfo]) -> tuple[bool, str]:
+    """(can run now, why not) for a model listing: a live worker serves it with its weights on
+    hardware that fits."""
+    if not any(needs.model_id in w.models and not w.draining for w in workers):
+        return False, f"no {service} worker serving it is running"
+    reason = cannot_run(needs, workers)
+    return (reason is None), reason or ""
 
 
 def evictions_for(worker: WorkerInfo, needed_bytes: int) -> tuple[str, ...] | None:

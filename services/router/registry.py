@@ -36,7 +36,7 @@ class WorkerView:
                            for r in s.resident_models),
             device_memory_bytes=device.memory_total_bytes if device else 0,
             gpu_class=gpus[0].gpu_class if gpus else "", num_gpus=len(gpus),
-            zone=s.labels.get("zone", ""), draining=s.draining)
+            zone=s.labels.get("zone", ""), draining=s.draining, unavailable=dict(s.unavailable))
 
 
 class WorkerRegistry:

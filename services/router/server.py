@@ -18,7 +18,7 @@ import grpc
 from google.protobuf.message import Message
 
 from genmesh import blobstore, bus, db, jsonpb, keys, meshtls
-from genmesh.catalog import Catalog
+from genmesh.catalog import Catalog, ModelSpec
 from genmesh.errors import GenmeshError, InvalidArgument, NotFound, PermissionDenied
 from genmesh.keys import Identity
 from genmesh.rpc import Channels, servicer_errors
@@ -28,9 +28,9 @@ from genmesh.v1 import common_pb2, router_pb2, router_pb2_grpc
 from genmesh.services.router.apps import AppsComponent
 from genmesh.services.router.auth import Authenticator
 from genmesh.services.router.convert import result_output, to_generic
-from genmesh.services.router.dispatch import Dispatcher
+from genmesh.services.router.dispatch import Dispatcher, needs_of
 from genmesh.services.router.jobs import Job, JobStore
-from genmesh.services.router.placement import ResidentFirst
+from genmesh.services.router.placement import ResidentFirst, availability
 from genmesh.services.router.queue import JobQueue
 from genmesh.services.router.registry import WorkerRegistry
 from genmesh.services.router.runner import Outcome, Prepared, Runner
@@ -182,7 +182,15 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self.mesh = mesh
 
     def _models(self) -> list[router_pb2.Model]:
-        return [spec.to_proto() for spec in self.mesh.catalog]
+        return [self._model(spec) for spec in self.mesh.catalog]
+
+    def _model(self, spec: ModelSpec) -> router_pb2.Model:
+        """The catalog entry with whether a live worker can run it now, and if not why."""
+        if spec.task == "app":
+            return spec.to_proto()  # apps scale from zero on the apps runners
+        workers = [v.info() for v in self.mesh.registry.for_service(spec.service)]
+        available, reason = availability(needs_of(spec, spec.id), spec.service, workers)
+        return spec.to_proto(available, reason)
 
     @servicer_errors
     async def ListModels(self, request: router_pb2.ListModelsRequest,
@@ -197,7 +205,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def GetModel(self, request: router_pb2.GetModelRequest,
                        context: grpc.aio.ServicerContext) -> router_pb2.GetModelResponse:
         await self.mesh.auth.identify(context)
-        return router_pb2.GetModelResponse(model=self.mesh.catalog.get(request.model_id).to_proto())
+        return router_pb2.GetModelResponse(model=self._model(self.mesh.catalog.get(request.model_id)))
 
     @servicer_errors
     async def Run(self, request: router_pb2.RunRequest,
