@@ -97,3 +97,8 @@ for _task in TASKS.values():
 PROXIED_METHODS["/genmesh.v1.LLM/CountTokens"] = _t(
     "count-tokens", "llm", "LLM", "CountTokens", llm_pb2.CountTokensRequest,
     llm_pb2.CountTokensResponse, streaming=False)
+PROXIED_METHODS["/genmesh.v1.LLM/Tokenize"] = _t(
+    "tokenize", "llm", "LLM", "Tokenize", llm_pb2.TokenizeRequest, llm_pb2.TokenizeResponse, streaming=False)
+PROXIED_METHODS["/genmesh.v1.LLM/Detokenize"] = _t(
+    "detokenize", "llm", "LLM", "Detokenize", llm_pb2.DetokenizeRequest, llm_pb2.DetokenizeResponse,
+    streaming=False)

@@ -135,9 +135,17 @@ def embed_request(body: EmbeddingRequest, model_id: str) -> llm_pb2.EmbedRequest
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
         raise InvalidArgument("must not be empty", field="input")
+    if all(isinstance(t, int) for t in texts):
+        texts = [texts]  # one input as token ids
+    if all(isinstance(t, list) for t in texts):
+        # Token ids of the embedding model's own vocabulary (as vLLM reads them).
+        req = llm_pb2.EmbedRequest(model_id=model_id, token_input=[llm_pb2.TokenIds(ids=t) for t in texts])
+        if body.dimensions is not None:
+            req.dimensions = body.dimensions
+        return req
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise InvalidArgument("token-id input is not supported; send text", field="input")
+            raise InvalidArgument("mixes text and token ids", field="input")
         if not text:
             raise InvalidArgument("must not be an empty string",
                                   field="input" if isinstance(body.input, str) else f"input[{i}]")

@@ -160,6 +160,10 @@ class LLMEngine:
         """Prompt tokens of a request as the engine would render it (blocking; a few ms)."""
         return len(self._prompt_ids(request, resolve_tool_choice(request.tools, request.tool_choice).mode)[0])
 
+    def prompt_ids(self, request: GenerationRequest) -> list[int]:
+        """The prompt's token ids as the engine would render it (blocking; LLM.Tokenize)."""
+        return self._prompt_ids(request, resolve_tool_choice(request.tools, request.tool_choice).mode)[0]
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         """Stream the request's deltas; closing the iterator (client gone) cancels it at the next step.
 

@@ -53,6 +53,9 @@ def validate_complete(request: llm_pb2.CompleteRequest) -> None:
 
 
 def validate_embed(request: llm_pb2.EmbedRequest) -> None:
+    if request.token_input:
+        _token_input(request)
+        return
     if not request.input:
         raise InvalidArgument("must not be empty", field="input")
     if len(request.input) > MAX_EMBED_INPUTS:
@@ -61,6 +64,18 @@ def validate_embed(request: llm_pb2.EmbedRequest) -> None:
     for i, text in enumerate(request.input):
         if not text:
             raise InvalidArgument("must not be an empty string", field=f"input[{i}]")
+    if request.HasField("dimensions") and request.dimensions < 1:
+        raise InvalidArgument(f"must be >= 1, got {request.dimensions}", field="dimensions")
+
+
+def _token_input(request: llm_pb2.EmbedRequest) -> None:
+    if request.input:
+        raise InvalidArgument("give text input or token ids, not both", field="input")
+    if len(request.token_input) > MAX_EMBED_INPUTS:
+        raise InvalidArgument(f"at most {MAX_EMBED_INPUTS} inputs, got {len(request.token_input)}", field="input")
+    for i, ids in enumerate(request.token_input):
+        if not ids.ids:
+            raise InvalidArgument("must not be an empty token list", field=f"input[{i}]")
     if request.HasField("dimensions") and request.dimensions < 1:
         raise InvalidArgument(f"must be >= 1, got {request.dimensions}", field="dimensions")
 

@@ -29,7 +29,7 @@ from genmesh.v1 import common_pb2, llm_pb2, llm_pb2_grpc
 from genmesh.worker import JobContext, WorkerComponent, stream_from_thread
 from genmesh.worker.cache import Entry
 
-from . import convert
+from . import convert, tokenize
 from .embeddings import EmbeddingModel, default_minilm_path
 from .engine import LLMEngine
 from .images import ImageLimits
@@ -181,7 +181,8 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
             entry = await self.component.load_model(job.model)
             try:
                 model: EmbeddingModel = entry.value
-                result = await asyncio.to_thread(model.embed, list(request.input), dimensions=dimensions)
+                inputs = [list(t.ids) for t in request.token_input] or list(request.input)
+                result = await asyncio.to_thread(model.embed, inputs, dimensions=dimensions)
             finally:
                 self.runtime.cache.release(entry)
             _log_done(job, Usage(result.prompt_tokens, 0), [])
@@ -205,6 +206,27 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
                 engine: LLMEngine = entry.value
                 tokens = await asyncio.to_thread(engine.count_tokens, generation)
                 return llm_pb2.CountTokensResponse(tokens=tokens, max_context=engine.max_context)
+            finally:
+                self.runtime.cache.release(entry)
+
+    @servicer_errors
+    async def Tokenize(self, request: llm_pb2.TokenizeRequest,
+                       context: grpc.aio.ServicerContext) -> llm_pb2.TokenizeResponse:
+        return await self._with_text_engine(context, request.model_id, "LLM.Tokenize", tokenize.tokenize, request)
+
+    @servicer_errors
+    async def Detokenize(self, request: llm_pb2.DetokenizeRequest,
+                         context: grpc.aio.ServicerContext) -> llm_pb2.DetokenizeResponse:
+        return await self._with_text_engine(context, request.model_id, "LLM.Detokenize", tokenize.detokenize,
+                                            request)
+
+    async def _with_text_engine(self, context: grpc.aio.ServicerContext, model_id: str, rpc: str,
+                                work: Callable[[LLMEngine, Any], Any], request: Any) -> Any:
+        async with self.runtime.job(context, self.component.resolve_model(model_id)) as job:
+            _require(job.model, ("chat", "completion"), (TEXT_ENGINE,), rpc)
+            entry = await self.component.load_model(job.model)
+            try:
+                return await asyncio.to_thread(work, entry.value, request)
             finally:
                 self.runtime.cache.release(entry)
 

@@ -277,8 +277,9 @@ class AppRegistry:
     # --- operations ----------------------------------------------------------------------------
 
     def reserved_owners(self) -> set[str]:
-        """`genmesh` and the owner of every catalog model (apps excluded)."""
-        return set(RESERVED_OWNERS) | {m.id.split("/", 1)[0] for m in self.catalog
+        """`genmesh` and the owner of every catalog model (apps excluded), lower-cased: `qwen/`
+        must not pass for `Qwen/`."""
+        return set(RESERVED_OWNERS) | {m.id.split("/", 1)[0].lower() for m in self.catalog
                                        if m.task != APP_TASK and "/" in m.id}
 
     def check_sandbox(self, identity: Identity) -> None:

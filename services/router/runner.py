@@ -78,7 +78,8 @@ class Runner:
         if spec.task_spec.service != task.service:
             raise InvalidArgument(f"model '{model_id}' is a {spec.task} model, not served by "
                                   f"{task.grpc_service}", field="model_id")
-        if task.name != "count-tokens" and spec.task_spec.path != task.path:
+        # Token counting and (de)tokenizing read any of the service's text models, whatever its task.
+        if task.name not in ("count-tokens", "tokenize", "detokenize") and spec.task_spec.path != task.path:
             raise InvalidArgument(f"model '{model_id}' does {spec.task}; call "
                                   f"{spec.task_spec.grpc_service}.{spec.task_spec.method}",
                                   field="model_id")
