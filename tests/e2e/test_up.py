@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -104,6 +105,14 @@ async def test_up_serves_everything_then_stops_cleanly(tmp_path: Path, models_di
                 router_pb2.ListWorkersRequest(), metadata=(("authorization", f"Bearer {key}"),))
             expected = {s for s in available_services() if s not in ("router", "billing", "edge")}
             assert expected <= {w.service for w in workers.workers}
+        # The mesh is mutual TLS: a worker's own port refuses a plaintext caller.
+        tls = tmp_path / "data" / "tls"
+        assert all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in tls.glob("*.key"))
+        async with grpc.aio.insecure_channel(workers.workers[0].address) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        ca = (tls / "ca.crt").read_bytes()
         children = up.descendants()
         assert len(children) >= len(available_services()) + 2  # services + nats + postgres
         up.proc.send_signal(signal.SIGTERM)
@@ -114,6 +123,7 @@ async def test_up_serves_everything_then_stops_cleanly(tmp_path: Path, models_di
         try:
             _, key2 = await asyncio.to_thread(again.wait_ready)
             assert key2 == key
+            assert (tls / "ca.crt").read_bytes() == ca  # and the same CA
         finally:
             again.proc.send_signal(signal.SIGTERM)
             await asyncio.to_thread(again.proc.wait, 90)
