@@ -74,3 +74,13 @@ async def lookup(pool: asyncpg.Pool, secret: str) -> Identity | None:
     if row is None:
         return None
     return Identity(row["id"], row["scope"], row["spend_limit"], row["rate_limit_per_minute"], row["name"])
+
+
+async def lookup_id(pool: asyncpg.Pool, key_id: str) -> Identity | None:
+    """The live key with this id (for tokens, which carry a key's id and never its secret)."""
+    row = await pool.fetchrow(
+        "SELECT id, name, scope, spend_limit, rate_limit_per_minute FROM api_keys "
+        "WHERE id=$1 AND revoked_at IS NULL", key_id)
+    if row is None:
+        return None
+    return Identity(row["id"], row["scope"], row["spend_limit"], row["rate_limit_per_minute"], row["name"])

@@ -17,7 +17,7 @@ from genmesh.settings import Settings
 from genmesh.services.edge import errors, fal, jsonlimits
 from genmesh.services.edge.auth import IdentityCache
 from genmesh.services.edge.catalog_view import CatalogView
-from genmesh.services.edge.tokens import TokenSealer
+from genmesh.tokens import TokenSealer
 from genmesh.services.edge.mesh_client import MeshClient
 
 

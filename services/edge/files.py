@@ -15,16 +15,15 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from genmesh import blobstore
-from genmesh.errors import InvalidArgument, NotFound, Unauthenticated
-from genmesh.services.edge import tokens
-from genmesh.services.edge.documents import OpenAIFiles, public_file
+from genmesh import tokens
+from genmesh.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from genmesh.services.edge.documents import FILES_KIND, OpenAIFiles, public_file
 from genmesh.services.edge.openai_protocol import FILE_PURPOSES, FILE_UPLOAD_OPENAPI
 from genmesh.services.edge.responses import JSON, json_body
 
 router = APIRouter()
 CDN_TOKEN_TTL_S = 3600
 UPLOAD_URL_TTL_S = 3600
-CDN_PURPOSE = "cdn-upload"
 
 
 def base_url(request: Request) -> str:
@@ -39,12 +38,32 @@ def signer(request: Request) -> blobstore.Signer:
 
 
 async def owner(request: Request) -> str:
-    """The caller's key id: from a CDN upload token, or by authenticating the key."""
+    """The caller's key id: from a CDN upload token (while its key is live), or by
+    authenticating the key."""
     header = request.headers.get("authorization", "")
     _, _, value = header.partition(" ")
     if tokens.is_token(value.strip()):
-        return str(request.app.state.tokens.open(CDN_PURPOSE, value.strip())["kid"])
+        kid = request.app.state.tokens.open(tokens.CDN_UPLOAD, value.strip()).get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthenticated("invalid token")
+        return (await request.app.state.identities.live(kid)).key_id
     return (await request.app.state.identities.identify(request)).key_id
+
+
+# Served inline only: media a browser cannot run as a page. Everything else, and whatever a user
+# uploaded, is an attachment, so an uploaded text/html (or SVG) never renders on this origin.
+INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "audio/", "video/")
+USER_CONTENT_KINDS = frozenset({"uploads", FILES_KIND})
+
+
+def download_headers(key: str, content_type: str) -> dict[str, str]:
+    headers = {"x-content-type-options": "nosniff", "content-security-policy": "sandbox"}
+    parts = key.split("/")
+    kind = parts[1] if len(parts) > 2 else ""
+    if kind in USER_CONTENT_KINDS or not content_type.lower().startswith(INLINE_TYPES):
+        name = "".join(c for c in parts[-1] if c.isalnum() or c in "._-")[:120] or "file"
+        headers["content-disposition"] = f'attachment; filename="{name}"'
+    return headers
 
 
 # --- signed blob-store URLs -----------------------------------------------------------------------
@@ -57,7 +76,8 @@ async def signed_file(key: str, request: Request, expires: int = Query(0), sig: 
     if verify is None or not sig or not verify(key, expires, sig):
         raise NotFound("no such file, or its link has expired")
     blob = await store.get(key)
-    headers = {"cache-control": "private, max-age=3600", "content-length": str(len(blob.data))}
+    headers = {"cache-control": "private, max-age=3600", "content-length": str(len(blob.data)),
+               **download_headers(key, blob.content_type)}
     body = b"" if request.method == "HEAD" else blob.data
     return Response(body, media_type=blob.content_type, headers=headers)
 
@@ -67,7 +87,7 @@ async def signed_file(key: str, request: Request, expires: int = Query(0), sig: 
 @router.post("/storage/auth/token", tags=["fal"], summary="A short-lived token for CDN uploads")
 async def cdn_token(request: Request) -> JSON:
     identity = await request.app.state.identities.identify(request)
-    token, expires = request.app.state.tokens.seal(CDN_PURPOSE, {"kid": identity.key_id}, CDN_TOKEN_TTL_S)
+    token, expires = request.app.state.tokens.seal(tokens.CDN_UPLOAD, {"kid": identity.key_id}, CDN_TOKEN_TTL_S)
     return JSON({"token": token, "token_type": "Bearer", "base_url": base_url(request),
                  "expires_at": datetime.fromtimestamp(expires, timezone.utc).isoformat()})
 
@@ -98,28 +118,40 @@ async def upload_initiate(request: Request) -> JSON:
     name = payload.get("file_name") or None
     if not isinstance(content_type, str) or not (name is None or isinstance(name, str)):
         raise InvalidArgument("file_name and content_type must be strings", field="content_type")
+    if len(content_type) > 255 or not content_type.isascii() or not content_type.isprintable():
+        raise InvalidArgument("must be a MIME type (printable ASCII, at most 255 characters)",
+                              field="content_type")
     key = blobstore.new_key(identity.key_id, "uploads", content_type, name=name)
     expires = int(time.time()) + UPLOAD_URL_TTL_S
-    query = urlencode({"expires": expires, "sig": signer(request).sign(_put_scope(key), expires),
+    query = urlencode({"expires": expires, "sig": signer(request).sign(_put_scope(key, content_type), expires),
                        "content_type": content_type})
     return JSON({"upload_url": f"{base_url(request)}/storage/upload/{quote(key)}?{query}",
                  "file_url": request.app.state.blobs.url(key)})
 
 
-def _put_scope(key: str) -> str:
-    # Distinct from download signatures, so a download link never allows an overwrite.
-    return f"put:{key}"
+def _put_scope(key: str, content_type: str) -> str:
+    # Distinct from download signatures, so a download link never allows an overwrite; the
+    # content type is signed, so the URL uploads only what it was issued for.
+    return f"put:{key}\ncontent-type:{content_type}"
+
+
+def _media_type(value: str) -> str:
+    return value.split(";", 1)[0].strip().lower()
 
 
 @router.put("/storage/upload/{key:path}", tags=["fal"], summary="Upload the bytes to a signed upload_url")
 async def upload_put(key: str, request: Request, expires: int = Query(0), sig: str = Query(""),
                      content_type: str = Query("")) -> JSON:
-    if not sig or not signer(request).verify(_put_scope(key), expires, sig):
+    if not sig or not signer(request).verify(_put_scope(key, content_type), expires, sig):
         raise Unauthenticated("invalid or expired upload URL; start again with /storage/upload/initiate")
+    sent = request.headers.get("content-type")
+    if sent and _media_type(sent) != _media_type(content_type):
+        raise PermissionDenied(f"this upload URL was signed for {content_type!r}, not {sent[:100]!r}",
+                               field="content_type")
+    # The URL's key starts with the key id it was issued to: it works while that key is live.
+    await request.app.state.identities.live(key.split("/", 1)[0])
     data = await request.body()
-    ct = request.headers.get("content-type") or content_type or mimetypes.guess_type(key)[0] \
-        or "application/octet-stream"
-    await request.app.state.blobs.put(key, data, ct)
+    await request.app.state.blobs.put(key, data, content_type)
     return JSON({"file_url": request.app.state.blobs.url(key), "file_size": len(data)})
 
 
@@ -204,4 +236,4 @@ async def file_content(file_id: str, request: Request) -> Response:
     checked_file_id(file_id)
     identity = await request.app.state.identities.identify(request)
     blob = await openai_files(request).content(identity.key_id, file_id)
-    return Response(blob.data, media_type=blob.content_type)
+    return Response(blob.data, media_type=blob.content_type, headers=download_headers(blob.key, blob.content_type))

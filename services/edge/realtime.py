@@ -17,16 +17,15 @@ from typing import Any
 import msgpack
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 
-from genmesh import keys
-from genmesh.errors import GenmeshError, InvalidArgument, Unauthenticated, Unavailable
+from genmesh import keys, tokens
+from genmesh.errors import GenmeshError, InvalidArgument, Unauthenticated
 from genmesh.v1 import router_pb2
-from genmesh.services.edge.auth import authorization, bearer
+from genmesh.services.edge.auth import bearer
 from genmesh.services.edge.fal import input_struct, stream_event_json
 from genmesh.services.edge.responses import JSON, json_body
 
 log = logging.getLogger("genmesh.edge.realtime")
 router = APIRouter()
-PURPOSE = "realtime"
 MAX_TOKEN_TTL_S = 3600
 POLICY_VIOLATION = 1008
 
@@ -34,9 +33,7 @@ POLICY_VIOLATION = 1008
 @router.post("/tokens/", tags=["fal"], summary="A short-lived token for realtime connections")
 @router.post("/tokens", include_in_schema=False)
 async def realtime_token(request: Request) -> JSON:
-    auth = authorization(request)
-    with contextlib.suppress(Unavailable):  # without billing, the router checks the key per input
-        await request.app.state.identities.identify(request)  # a bad key fails here, not at connect
+    identity = await request.app.state.identities.identify(request)  # a bad key fails here, not at connect
     payload = await json_body(request) or {}
     if not isinstance(payload, dict):
         raise InvalidArgument("must be a JSON object", field="body")
@@ -46,7 +43,8 @@ async def realtime_token(request: Request) -> JSON:
         raise InvalidArgument("must be a list of app aliases", field="allowed_apps")
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 1 <= ttl <= MAX_TOKEN_TTL_S:
         raise InvalidArgument(f"must be between 1 and {MAX_TOKEN_TTL_S} seconds", field="token_expiration")
-    token, _ = request.app.state.tokens.seal(PURPOSE, {"key": auth.split(" ", 1)[1], "apps": apps}, ttl)
+    # The key's id, never its secret: the router opens the token and checks that key is live.
+    token, _ = request.app.state.tokens.seal(tokens.REALTIME, {"kid": identity.key_id, "apps": apps}, ttl)
     return JSON(token)
 
 
@@ -59,12 +57,11 @@ def credentials(websocket: WebSocket, model_path: str) -> str:
         raise Unauthenticated("missing credentials: send 'Authorization: Key <key>' or ?fal_jwt_token=<token> "
                               "from POST /tokens/")
     # Only sealed, short-lived tokens travel in URLs (which end up in logs), never API keys.
-    payload = websocket.app.state.tokens.open(PURPOSE, token)
-    alias = model_path.split("/")[1] if "/" in model_path else model_path
-    apps = payload.get("apps") or []
-    if apps and alias not in apps and model_path not in apps:
-        raise Unauthenticated(f"this token is not valid for '{alias}'")
-    return f"Bearer {payload['key']}"
+    payload = websocket.app.state.tokens.open(tokens.REALTIME, token)
+    if not tokens.allows_app(payload, model_path):
+        raise Unauthenticated(f"this token is not valid for '{model_path}'")
+    # The router accepts the token itself, for realtime streams only, while its key is live.
+    return f"Bearer {token}"
 
 
 def error_frame(error: GenmeshError) -> str:

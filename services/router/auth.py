@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 import asyncpg
 import grpc
 
-from genmesh import keys
+from genmesh import keys, tokens
 from genmesh.errors import BudgetExceeded, RateLimited, Unauthenticated
 from genmesh.keys import Identity
 from genmesh.rpc import AUTH_KEY, DEPENDENCY_ERRORS, metadata_value
+from genmesh.tokens import TokenSealer
 
 CACHE_TTL_S = 1.0
 # While Postgres is unreachable a key seen valid this recently keeps working (the sync path needs
@@ -41,8 +42,10 @@ class TokenBucket:
 
 
 class Authenticator:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, sealer: TokenSealer | None = None) -> None:
         self.pool = pool
+        # Opens the realtime tokens the edge issues (sealed with the mesh's signing secret).
+        self.sealer = sealer
         # secret -> (identity, expires, looked up at)
         self._cache: dict[str, tuple[Identity | None, float, float]] = {}
         self._buckets: dict[str, TokenBucket] = {}
@@ -51,17 +54,27 @@ class Authenticator:
     def forget_all(self) -> None:
         self._cache.clear()
 
-    async def identify(self, context: grpc.aio.ServicerContext) -> Identity:
+    async def identify(self, context: grpc.aio.ServicerContext, *, realtime_model: str | None = None) -> Identity:
+        """The caller's live key. A realtime token (the edge's, carrying a key id) stands for its
+        key only on a realtime stream (`realtime_model`) of an app the token allows."""
         secret = keys.parse_authorization(metadata_value(context, AUTH_KEY))
         if secret is None:
             raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>' or 'Key <key>'")
+        key_id = None
+        if tokens.is_token(secret):
+            if realtime_model is None or self.sealer is None:
+                raise Unauthenticated("a realtime token opens realtime streams only; send an API key")
+            payload = self.sealer.open(tokens.REALTIME, secret)
+            key_id = payload.get("kid")
+            if not isinstance(key_id, str) or not tokens.allows_app(payload, realtime_model):
+                raise Unauthenticated(f"this token is not valid for '{realtime_model}'")
         now = time.monotonic()
         hit = self._cache.get(secret)
         if hit is not None and hit[1] > now:
             identity = hit[0]
         else:
             try:
-                identity = await keys.lookup(self.pool, secret)
+                identity = await (keys.lookup_id(self.pool, key_id) if key_id else keys.lookup(self.pool, secret))
                 self._cache[secret] = (identity, now + CACHE_TTL_S, now)
             except DEPENDENCY_ERRORS:
                 if hit is None or hit[0] is None or now - hit[2] > STALE_IF_ERROR_S:
@@ -105,9 +118,9 @@ class Authenticator:
         return float(await self.pool.fetchval(
             "SELECT COALESCE(SUM(cost), 0) FROM ledger WHERE api_key_id=$1", key_id))
 
-    async def admit(self, context: grpc.aio.ServicerContext) -> Identity:
+    async def admit(self, context: grpc.aio.ServicerContext, *, realtime_model: str | None = None) -> Identity:
         """Identity of a caller allowed to start work now (rate limit and budget checked)."""
-        identity = await self.identify(context)
+        identity = await self.identify(context, realtime_model=realtime_model)
         self.check_rate(identity)
         await self.check_budget(identity)
         return identity

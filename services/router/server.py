@@ -36,6 +36,7 @@ from genmesh.services.router.registry import WorkerRegistry
 from genmesh.services.router.runner import Outcome, Prepared, Runner
 from genmesh.services.router.usage import UsagePublisher, record
 from genmesh.outbound import OutboundPolicy
+from genmesh.tokens import TokenSealer
 from genmesh.services.router.webhooks import WebhookSender
 
 log = logging.getLogger("genmesh.router")
@@ -79,7 +80,7 @@ class Mesh:
         self.nc = await bus.connect(s.nats_url, self.router_id)
         js = self.nc.jetstream()
         await bus.ensure_streams(js)
-        self.auth = Authenticator(self.pool)
+        self.auth = Authenticator(self.pool, TokenSealer(blobstore.signing_secret(s)))
         await self.nc.subscribe(bus.KEY_REVOKED_SUBJECT, cb=self._on_key_revoked)
         self.store = JobStore(self.pool, s.result_retention_days)
         self.usage = UsagePublisher(js)
@@ -227,7 +228,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     @servicer_errors
     async def Stream(self, request: router_pb2.StreamRequest,
                      context: grpc.aio.ServicerContext) -> AsyncIterator[router_pb2.StreamResponse]:
-        identity = await self.mesh.auth.admit(context)
+        # The one RPC a realtime token (edge-issued, carrying a key id) may call.
+        identity = await self.mesh.auth.admit(context, realtime_model=request.model_id)
         prep = self.mesh.runner.prepare_json(request.model_id, request.input)
         async for request_id, case, payload in self.mesh.run_events(
                 identity, prep, mode="stream", timeout_s=request.timeout_seconds):
