@@ -5,6 +5,7 @@ Services build it once in `__main__` and pass it down; nothing deeper reads the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +66,14 @@ class Settings(BaseSettings):
     # Torch intra-op threads per worker process. Several workers share the cores, and measured
     # here one thread each beats oversubscription by 3-8x; raise it on a dedicated machine.
     torch_threads: int = 1
+    # Language models: "auto" serves catalog entries with engine "vllm" through vLLM where it is
+    # installed, through the transformers engine elsewhere; "transformers" always uses the latter.
+    llm_engine: Literal["auto", "vllm", "transformers"] = "auto"
+    # Sequences an LLM engine batches (the concurrency its worker advertises), and how many more
+    # requests may wait in its queue before new ones get 429 with Retry-After.
+    llm_max_num_seqs: int = 64
+    llm_queue_depth: int = 192
+    llm_enforce_eager: bool = True  # vLLM on CPU: eager starts in a fraction of the compiled start
 
     # Liveness of workers.
     heartbeat_interval_s: float = 1.0
