@@ -17,7 +17,7 @@ import grpc
 from google.protobuf.message import Message
 
 from genmesh.catalog import ModelSpec
-from genmesh.errors import (GenmeshError, ModelUnavailable, ResourceExhausted, Unavailable,
+from genmesh.errors import (GenmeshError, ModelUnavailable, RateLimited, Unavailable,
                             from_rpc_error)
 from genmesh.rpc import KEY_ID_KEY, REQUEST_ID_KEY, Channels
 from genmesh.tasks import Task
@@ -76,8 +76,9 @@ class Dispatcher:
             if remaining <= 0:
                 if not views:
                     raise Unavailable(f"no {service} worker is running to serve '{spec.id}'")
-                raise ResourceExhausted(f"every {service} worker able to serve '{spec.id}' is busy "
-                                        f"({decision.reason}); retry later or use the queue")
+                # Busy, not broken: 429 with Retry-After, which clients (and the SDKs) retry.
+                raise RateLimited(f"every {service} worker able to serve '{spec.id}' is busy "
+                                  f"({decision.reason}); retry later or use the queue", retry_after=1.0)
             await self.registry.wait_changed(min(remaining, 0.5))
 
     async def _evict(self, view: WorkerView, model_id: str) -> None:
@@ -119,6 +120,7 @@ class Dispatcher:
                 raise WorkerLost(f"worker {view.worker_id} became unavailable: {exc.details()}") from None
             raise from_rpc_error(exc) from None
         finally:
+            call.cancel()  # the caller closed this stream (client gone): the worker stops at once
             calls.discard(call)
             self._lost.discard(id(call))
             view.local_in_flight = max(0, view.local_in_flight - 1)
