@@ -15,17 +15,21 @@ from typing import Any
 import jsonschema
 import yaml
 from mesh_facts import (
-    GENMESH_ENV,
+    CONTROL_PLANE_SECRETS,
     GPU_WORKERS,
+    HEALTH_PORT,
     MIN_ROUTER_REPLICAS,
+    MTLS_SERVERS,
     REQUIRED_ENV,
     SERVICE_PORTS,
-    WORKER_ENV,
+    TLS_DIR,
     WORKERS,
     argv_problem,
     as_int,
     is_genmesh,
+    known_settings,
     service_module,
+    tls_files,
 )
 
 Document = dict[str, Any]
@@ -121,6 +125,9 @@ def _dependency_problems(where: str, service: Document, services: dict[str, Docu
 
 
 def _service_problems(where: str, name: str, module: str, service: Document) -> list[str]:
+    """genmesh's rules for one of its services: name, port, real and required settings, no
+    control-plane secrets in a worker, mesh TLS files from the shared certificate volume, an
+    unprivileged read-only container, and a healthcheck where it answers without a certificate."""
     problems = []
     port = SERVICE_PORTS[module]
     env = _environment(service)
@@ -128,20 +135,43 @@ def _service_problems(where: str, name: str, module: str, service: Document) -> 
         problems.append(f"{where}: runs genmesh.services.{module}; name the service {module!r}")
     if env.get("GENMESH_PORT") != str(port):
         problems.append(f"{where}: GENMESH_PORT must be {port}")
-    for key in sorted(k for k in env if k.startswith("GENMESH_") and k not in GENMESH_ENV):
+    known = known_settings()
+    for key in sorted(k for k in env if k.startswith("GENMESH_") and k not in known):
         problems.append(f"{where}: unknown setting {key}")
-    required = REQUIRED_ENV | (WORKER_ENV if module in WORKERS else frozenset())
-    for key in sorted(required - set(env)):
+    for key in sorted(REQUIRED_ENV[module] - set(env)):
         problems.append(f"{where}: {key} is not set")
-    if module in WORKERS and env.get("GENMESH_ADVERTISE_ADDR") != f"{name}:{port}":
-        problems.append(f"{where}: GENMESH_ADVERTISE_ADDR must be {name}:{port}")
+    if module in WORKERS:
+        for key in sorted(CONTROL_PLANE_SECRETS & set(env)):
+            problems.append(f"{where}: a worker must not be given {key}")
+        if env.get("GENMESH_ADVERTISE_ADDR") != f"{name}:{port}":
+            problems.append(f"{where}: GENMESH_ADVERTISE_ADDR must be {name}:{port}")
+    for setting, key in tls_files(module).items():
+        if env.get(setting) != f"{TLS_DIR}/{key}":
+            problems.append(f"{where}: {setting} must be {TLS_DIR}/{key}")
+    if not any(_mount_target(m) == TLS_DIR for m in service.get("volumes") or []):
+        problems.append(f"{where}: does not mount the mesh certificates at {TLS_DIR}")
+    user = str(service.get("user", "")).split(":")[0]
+    if user in ("", "0", "root"):
+        problems.append(f"{where}: set a non-root `user:`")
+    if service.get("read_only") is not True:
+        problems.append(f"{where}: set `read_only: true` (tmpfs and volumes for what it writes)")
+    if "ALL" not in (service.get("cap_drop") or []):
+        problems.append(f"{where}: drop every capability (`cap_drop: [ALL]`)")
+    probe_port = HEALTH_PORT if module in MTLS_SERVERS else port
     test = " ".join(map(str, (service.get("healthcheck") or {}).get("test") or []))
-    if f":{port}" not in test:
-        problems.append(f"{where}: healthcheck does not probe port {port}")
+    if f":{probe_port}" not in test:
+        problems.append(f"{where}: healthcheck does not probe port {probe_port}")
     replicas = as_int((service.get("deploy") or {}).get("replicas", 1))
     if module == "router" and replicas is not None and replicas < MIN_ROUTER_REPLICAS:
         problems.append(f"{where}: the router needs at least {MIN_ROUTER_REPLICAS} replicas")
     return problems
+
+
+def _mount_target(mount: str | Document) -> str:
+    if isinstance(mount, str):
+        parts = mount.split(":")
+        return parts[1] if len(parts) > 1 else parts[0]
+    return str(mount.get("target", ""))
 
 
 def compose_gpu_override_problems(

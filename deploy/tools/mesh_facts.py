@@ -1,7 +1,7 @@
 """What every deployment of genmesh must agree on: services, ports, settings, queues, GPUs.
 
-The checks in k8s_checks.py, compose_checks.py and dockerfile_checks.py hold the deployment
-files to these facts; change them here when the mesh changes.
+The policy checks in k8s_policy.py, compose_checks.py and dockerfile_checks.py hold the
+deployment files to these facts; change them here when the mesh changes.
 """
 
 from __future__ import annotations
@@ -34,54 +34,75 @@ QUEUE_STREAM = "JOBS"
 PRIORITIES = ("normal", "low")
 NATS_MONITOR_PORT = 8222
 
-# The GENMESH_* variables the services read; anything else is a typo.
-GENMESH_ENV = frozenset(
-    {
-        "GENMESH_NATS_URL",
-        "GENMESH_DATABASE_URL",
-        "GENMESH_S3_BUCKET",
-        "GENMESH_S3_ENDPOINT_URL",
-        "GENMESH_S3_REGION",
-        "GENMESH_S3_ACCESS_KEY_ID",
-        "GENMESH_S3_SECRET_ACCESS_KEY",
-        "GENMESH_API_KEY",
-        "GENMESH_SIGNING_SECRET",
-        "GENMESH_HOST",
-        "GENMESH_PORT",
-        "GENMESH_ROUTER_ADDR",
-        "GENMESH_BILLING_ADDR",
-        "GENMESH_PUBLIC_URL",
-        "GENMESH_DATA_DIR",
-        "GENMESH_MODELS_DIR",
-        "GENMESH_DEVICE",
-        "GENMESH_ZONE",
-        "GENMESH_WORKER_CAPACITY",
-        "GENMESH_LOG_LEVEL",
-        "GENMESH_METRICS_PORT",
-        "GENMESH_ADVERTISE_ADDR",
-    }
+# Every service's own plaintext port for grpc.health.v1 alone (GENMESH_HEALTH_PORT): a kubelet
+# gRPC probe or a compose healthcheck cannot present a mesh certificate. The router's port is
+# plaintext already (clients call it with API keys), and the edge is probed over HTTP.
+HEALTH_PORT = 9091
+MTLS_SERVERS = frozenset(SERVICE_PORTS) - {"router", "edge"}
+
+# Mutual TLS: every service reads the CA, its certificate and its key from these settings;
+# Kubernetes mounts them from one Secret with the keys ca.crt, <service>.crt, <service>.key.
+TLS_SECRET = "genmesh-tls"
+TLS_DIR = "/etc/genmesh/tls"
+TLS_ENV = ("GENMESH_TLS_CA_FILE", "GENMESH_TLS_CERT_FILE", "GENMESH_TLS_KEY_FILE")
+
+
+def tls_files(service: str) -> dict[str, str]:
+    """The Secret key each TLS setting of `service` names, in the Secret's layout."""
+    return dict(zip(TLS_ENV, ("ca.crt", f"{service}.crt", f"{service}.key"), strict=True))
+
+
+def known_settings() -> frozenset[str]:
+    """Every GENMESH_* variable a service reads: the fields of genmesh's one Settings object.
+
+    Read from the model rather than listed here, so the list cannot fall behind the code.
+    """
+    from genmesh.settings import Settings
+
+    prefix = Settings.model_config.get("env_prefix", "")
+    return frozenset(f"{prefix}{name}".upper() for name in Settings.model_fields)
+
+
+# What each kind of genmesh container must be given; missing, a service silently falls back to
+# its laptop defaults (embedded infrastructure on 127.0.0.1, a generated key).
+COMMON_ENV = frozenset(
+    {"GENMESH_HOST", "GENMESH_PORT", "GENMESH_METRICS_PORT", "GENMESH_MODELS_DIR", *TLS_ENV}
 )
-# What every long-running genmesh container must be given; workers also WORKER_ENV.
-REQUIRED_ENV = frozenset(
-    {
-        "GENMESH_NATS_URL",
-        "GENMESH_DATABASE_URL",
-        "GENMESH_HOST",
-        "GENMESH_PORT",
-        "GENMESH_ROUTER_ADDR",
-        "GENMESH_BILLING_ADDR",
-        "GENMESH_METRICS_PORT",
-        "GENMESH_MODELS_DIR",
-        "GENMESH_S3_BUCKET",
-        "GENMESH_S3_ACCESS_KEY_ID",
-        "GENMESH_S3_SECRET_ACCESS_KEY",
-        "GENMESH_API_KEY",
-        "GENMESH_SIGNING_SECRET",
-    }
+BLOB_ENV = frozenset(
+    {"GENMESH_S3_BUCKET", "GENMESH_S3_ACCESS_KEY_ID", "GENMESH_S3_SECRET_ACCESS_KEY"}
 )
-WORKER_ENV = frozenset({"GENMESH_ADVERTISE_ADDR"})
+REQUIRED_ENV: dict[str, frozenset[str]] = {
+    "router": COMMON_ENV
+    | BLOB_ENV
+    | {"GENMESH_NATS_URL", "GENMESH_DATABASE_URL", "GENMESH_API_KEY", "GENMESH_SIGNING_SECRET"},
+    "billing": COMMON_ENV | {"GENMESH_NATS_URL", "GENMESH_DATABASE_URL", "GENMESH_API_KEY"},
+    "edge": COMMON_ENV
+    | BLOB_ENV
+    | {"GENMESH_ROUTER_ADDR", "GENMESH_BILLING_ADDR", "GENMESH_SIGNING_SECRET"},
+    **{
+        worker: COMMON_ENV
+        | BLOB_ENV
+        | {"GENMESH_NATS_URL", "GENMESH_ADVERTISE_ADDR", "GENMESH_HEALTH_PORT"}
+        for worker in WORKERS
+    },
+}
+# The control plane's secrets, which no worker needs: least privilege, and the apps worker runs
+# tenants' code.
+CONTROL_PLANE_SECRETS = frozenset(
+    {"GENMESH_DATABASE_URL", "GENMESH_API_KEY", "GENMESH_SIGNING_SECRET"}
+)
 
 # Kubernetes specifics.
+# Where each workload kind keeps its pod spec.
+POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
 PART_OF_LABEL = ("app.kubernetes.io/part-of", "genmesh")
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -128,3 +149,10 @@ def as_int(value: object) -> int | None:
     if isinstance(value, str) and value.isdigit():
         return int(value)
     return None
+
+
+def image_tag(image: str) -> str | None:
+    """The tag of `registry/name:tag@digest` (None when untagged)."""
+    name = image.partition("@")[0]
+    slash, colon = name.rfind("/"), name.rfind(":")
+    return name[colon + 1 :] if colon > slash else None
