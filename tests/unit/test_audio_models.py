@@ -1,29 +1,32 @@
-"""The tiny speech models: built offline, byte-for-byte reproducible, loadable the standard way."""
+"""The speech models genmesh prepares: tiny ones built offline, byte-for-byte reproducible and
+loadable the standard way; Whisper base joined from its packages (tests/unit/test_audio_packaged.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from genmesh.models.audio import BUILDERS
+from genmesh.models.audio import BUILDERS, WHISPER_BASE
+
+TINY = {model_id: build for model_id, build in BUILDERS.items() if model_id != WHISPER_BASE}
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("audio-models")
     dirs = {}
-    for model_id, build in BUILDERS.items():
+    for model_id, build in TINY.items():
         dirs[model_id] = root / model_id
         build(dirs[model_id])
     return dirs
 
 
-def test_catalog_ids_are_the_tiny_speech_models() -> None:
-    assert set(BUILDERS) == {"genmesh/tiny-whisper", "genmesh/tiny-vits"}
+def test_catalog_ids_are_the_tiny_speech_models_and_whisper_base() -> None:
+    assert set(BUILDERS) == {"genmesh/tiny-whisper", "genmesh/tiny-vits", WHISPER_BASE}
 
 
 def test_building_twice_gives_identical_files(built: dict[str, Path], tmp_path: Path) -> None:
-    for model_id, build in BUILDERS.items():
+    for model_id, build in TINY.items():
         again = tmp_path / model_id
         build(again)
         first = {p.name: p.read_bytes() for p in built[model_id].iterdir()}
