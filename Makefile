@@ -18,8 +18,15 @@ run: $(STAMP)
 test: $(STAMP) $(DEPLOY_TOOLS)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+# Ray Serve (the peer in the bench) only here, never for `make test`; the torch spec is passed
+# again so that nothing it brings can replace the installed torch.
+BENCH_STAMP := $(VENV)/.installed-bench
+bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m bench
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)" -e ".[bench]"
+	touch $(BENCH_STAMP)
 
 install: $(STAMP) $(DEPLOY_TOOLS)
 

@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import overhead, queue_bench
+from bench import overhead, peer, queue_bench
 from bench.mesh import BenchMesh, bench_mesh
 from bench.report import Row, table
 from bench.service_benches import SERVICE_BENCHES, run_one
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("overhead", "streaming", "status", "queue", "coldstart", "services")
+SECTIONS = ("overhead", "peer", "streaming", "status", "queue", "coldstart", "services")
 # Targets on a 2-core machine (issue 8).
 TARGETS = {"rest_p50_ms": 1.5, "rest_c16_rps": 2000.0, "grpc_p50_ms": 1.0, "queue_submits_per_s": 1000.0}
 MESH_ENV = {"GENMESH_WORKER_CAPACITY": "64", "GENMESH_HEARTBEAT_INTERVAL_S": "1.0"}
@@ -194,7 +194,7 @@ def service_rows(results: dict[str, dict[str, Any]]) -> list[Row]:
 
 async def mesh_sections(args: argparse.Namespace, data: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
-    wanted = [s for s in ("overhead", "streaming", "status", "queue") if s in args.only]
+    wanted = [s for s in ("overhead", "peer", "streaming", "status", "queue") if s in args.only]
     if not wanted:
         return rows
     with tempfile.TemporaryDirectory(prefix="genmesh-bench-") as tmp:
@@ -216,6 +216,11 @@ async def _mesh_sections(mesh: BenchMesh, args: argparse.Namespace, wanted: list
             mesh, sequential=args.sequential, duration_s=args.duration))
         data["overhead"] = runs
         rows += overhead_rows(runs)
+    if "peer" in wanted:
+        say("REST echo beside bare FastAPI and Ray Serve with HAProxy (same client, same run)")
+        data["peer"] = await peer.compare(mesh, runs=args.runs, sequential=args.sequential,
+                                          duration_s=args.duration, say=say)
+        rows += peer.rows(data["peer"])
     if "streaming" in wanted:
         say("streaming: 100-event streams, time to first event and per-event cost")
         runs = await repeat(args.runs, "streaming", lambda: overhead.streaming(mesh, requests=args.stream_requests))
