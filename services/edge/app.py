@@ -19,6 +19,7 @@ from genmesh.services.edge.auth import IdentityCache
 from genmesh.services.edge.catalog_view import CatalogView
 from genmesh.tokens import TokenSealer
 from genmesh.services.edge.mesh_client import MeshClient
+from genmesh.services.edge.shortcut import RunShortcut
 
 
 class BodyLimit:
@@ -180,7 +181,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     # The FAL catch-all (POST /{owner}/{model}) comes last so it never shadows other routes.
     app.include_router(fal.router)
-    # Added last = outermost: CatchAll, then the body cap, then the JSON depth limit.
+    # Added last = outermost: CatchAll, then the body cap, then the JSON depth limit, then the
+    # FAL run shortcut (innermost: it sees only capped, depth-checked bodies).
+    app.add_middleware(RunShortcut)
     app.add_middleware(JsonDepthLimit)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAll)
