@@ -203,10 +203,12 @@ class ChoiceDelta(_message.Message):
     def __init__(self, index: _Optional[int] = ..., role: _Optional[str] = ..., content: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCallDelta, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ...) -> None: ...
 
 class ChatCompleteChunk(_message.Message):
-    __slots__ = ("choices",)
+    __slots__ = ("choices", "usage_so_far")
     CHOICES_FIELD_NUMBER: _ClassVar[int]
+    USAGE_SO_FAR_FIELD_NUMBER: _ClassVar[int]
     choices: _containers.RepeatedCompositeFieldContainer[ChoiceDelta]
-    def __init__(self, choices: _Optional[_Iterable[_Union[ChoiceDelta, _Mapping]]] = ...) -> None: ...
+    usage_so_far: TokenUsage
+    def __init__(self, choices: _Optional[_Iterable[_Union[ChoiceDelta, _Mapping]]] = ..., usage_so_far: _Optional[_Union[TokenUsage, _Mapping]] = ...) -> None: ...
 
 class ChatChoice(_message.Message):
     __slots__ = ("index", "message", "finish_reason", "logprobs")
@@ -309,10 +311,12 @@ class CompletionDelta(_message.Message):
     def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ...) -> None: ...
 
 class CompleteChunk(_message.Message):
-    __slots__ = ("choices",)
+    __slots__ = ("choices", "usage_so_far")
     CHOICES_FIELD_NUMBER: _ClassVar[int]
+    USAGE_SO_FAR_FIELD_NUMBER: _ClassVar[int]
     choices: _containers.RepeatedCompositeFieldContainer[CompletionDelta]
-    def __init__(self, choices: _Optional[_Iterable[_Union[CompletionDelta, _Mapping]]] = ...) -> None: ...
+    usage_so_far: TokenUsage
+    def __init__(self, choices: _Optional[_Iterable[_Union[CompletionDelta, _Mapping]]] = ..., usage_so_far: _Optional[_Union[TokenUsage, _Mapping]] = ...) -> None: ...
 
 class CompletionChoice(_message.Message):
     __slots__ = ("index", "text", "finish_reason", "logprobs")
