@@ -280,6 +280,25 @@ def add_port(server: grpc.aio.Server, address: str, credentials: MeshCredentials
     return server.add_secure_port(address, credentials.server())
 
 
+def public_server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """The router's client port: TLS with the public certificate when one is configured."""
+    if not (settings.public_tls_cert_file and settings.public_tls_key_file):
+        if settings.public_tls_cert_file or settings.public_tls_key_file:
+            raise MeshTlsNotConfigured("set both GENMESH_PUBLIC_TLS_CERT_FILE and GENMESH_PUBLIC_TLS_KEY_FILE")
+        return None
+    return grpc.ssl_server_credentials([(Path(settings.public_tls_key_file).read_bytes(),
+                                         Path(settings.public_tls_cert_file).read_bytes())])
+
+
+def router_channel(address: str, ca_file: Path | str | None, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
+    """A client's channel to the router's public port: TLS trusting `ca_file` (router_tls_ca_file)
+    when given, plaintext otherwise (as any client's)."""
+    if not ca_file:
+        return grpc.aio.insecure_channel(address, options=options)
+    roots = Path(ca_file).read_bytes()
+    return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots), options=options)
+
+
 # --- who is calling -----------------------------------------------------------------------------
 
 def peer_service(context: grpc.aio.ServicerContext) -> str | None:

@@ -2,7 +2,7 @@
 reflection (or the edge's HTTP server), Prometheus metrics, and a graceful SIGTERM drain.
 
 Every internal port is mutual TLS with a caller check (genmesh/meshtls.py); the router's port
-is the public one, where clients authenticate with API keys."""
+is the public one, where clients authenticate with API keys (over TLS when public_tls_* is set)."""
 from __future__ import annotations
 
 import asyncio
@@ -78,7 +78,12 @@ async def serve_grpc(settings: Settings, name: str, component: Component) -> Non
     names = [*component.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
     address = f"{settings.host}:{settings.port}"
-    port = server.add_insecure_port(address) if public else meshtls.add_port(server, address, credentials)
+    if public:
+        public_credentials = meshtls.public_server_credentials(settings)
+        port = (server.add_insecure_port(address) if public_credentials is None
+                else server.add_secure_port(address, public_credentials))
+    else:
+        port = meshtls.add_port(server, address, credentials)
     if port == 0:
         raise RuntimeError(f"{name}: cannot bind {address}")
     probe = await _health_port(settings, name, health_servicer)

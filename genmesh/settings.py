@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     # A plaintext port serving only grpc.health.v1, for probes that cannot present a certificate
     # (Kubernetes' native gRPC probe); 0 = off.
     health_port: int = 0
+    # TLS on the router's client port (server-authenticated; clients still bring their API key);
+    # unset = plaintext. Whoever dials that port (the edge) then sets router_tls_ca_file: the CA
+    # bundle that issued it (the system bundle for a publicly issued certificate).
+    public_tls_cert_file: Path | None = None
+    public_tls_key_file: Path | None = None
+    router_tls_ca_file: Path | None = None
 
     # Models.
     models_dir: Path | None = None

@@ -157,10 +157,14 @@ class Supervisor:
             except httpx.HTTPError:
                 return False
         address = f"127.0.0.1:{port}"
-        # The router's port is public (plaintext); every other child wants a mesh certificate.
-        credentials = None if name in meshtls.PUBLIC_SERVICES else self._health_credentials
+        # The router's port is public (plaintext, or TLS trusting GENMESH_ROUTER_TLS_CA_FILE);
+        # every other child wants a mesh certificate.
+        if name in meshtls.PUBLIC_SERVICES:
+            channel = meshtls.router_channel(address, self.env.get("GENMESH_ROUTER_TLS_CA_FILE"), [])
+        else:
+            channel = meshtls.channel(address, self._health_credentials, name, [])
         try:
-            async with meshtls.channel(address, credentials, name, []) as channel:
+            async with channel:
                 resp = await health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=""), timeout=1.0)
                 return resp.status == health_pb2.HealthCheckResponse.SERVING

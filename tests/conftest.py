@@ -159,6 +159,8 @@ async def wait_for_workers(sup: Supervisor, services: list[str], timeout: float 
     """Until the router lists a live worker of each service."""
     from genmesh.v1 import router_pb2, router_pb2_grpc
 
+    if not services:
+        return
     deadline = asyncio.get_running_loop().time() + timeout
     async with grpc.aio.insecure_channel(f"127.0.0.1:{sup.ports['router']}") as ch:
         stub = router_pb2_grpc.RouterStub(ch)

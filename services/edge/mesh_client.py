@@ -3,7 +3,8 @@ forwarded and remote errors rebuilt as genmesh errors.
 
 The edge reaches the router on its public port like any client: the router authenticates the
 forwarded API key itself and trusts nothing else from the edge, so a certificate there would
-authorize nothing. Billing is internal: mutual TLS with the edge's certificate."""
+authorize nothing (TLS there, when the router's port has it, keeps the key private on the wire).
+Billing is internal: mutual TLS with the edge's certificate."""
 from __future__ import annotations
 
 from typing import Any, AsyncIterator
@@ -20,7 +21,8 @@ from genmesh.v1 import (apps_pb2_grpc, audio_pb2_grpc, billing_pb2_grpc, imagege
 
 class MeshClient:
     def __init__(self, settings: Settings) -> None:
-        self.router_channel = grpc.aio.insecure_channel(settings.router_addr, options=CHANNEL_OPTIONS)
+        self.router_channel = meshtls.router_channel(settings.router_addr, settings.router_tls_ca_file,
+                                                     CHANNEL_OPTIONS)
         self.billing_channel = meshtls.channel(settings.billing_addr, meshtls.load(settings, "edge"),
                                                "billing", CHANNEL_OPTIONS)
         self.router = router_pb2_grpc.RouterStub(self.router_channel)

@@ -6,6 +6,7 @@ forges never decides whose prefix a worker files outputs under."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import grpc
@@ -23,6 +24,7 @@ from tests.conftest import ADMIN_KEY, Infra, Mesh, serve_in_mesh, start_mesh, wa
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 FORGED_KEY_ID = "key_victim_0001"
+IMAGE_MODEL = "genmesh/tiny-sd"
 REFUSED_AT_TLS = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED}
 
 
@@ -57,6 +59,15 @@ class RecordingImageGenComponent(WorkerComponent):
         imagegen_pb2_grpc.add_ImageGenServicer_to_server(self.servicer, server)
 
 
+def _scripted_models_dir(path: Path) -> Path:
+    """The recording worker needs no weights; marked built, it reports tiny-sd as runnable."""
+    from genmesh.models import build
+
+    (path / IMAGE_MODEL).mkdir(parents=True)
+    (path / IMAGE_MODEL / build.MARKER).touch()
+    return path
+
+
 class Probe:
     def __init__(self, mesh: Mesh, imagegen: RecordingImageGenComponent, imagegen_port: int) -> None:
         self.mesh, self.imagegen, self.imagegen_port = mesh, imagegen, imagegen_port
@@ -76,7 +87,8 @@ class Probe:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def probe(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Probe]:
     mesh = await start_mesh(infra, tmp_path_factory.mktemp("mesh-auth"), ["router", "billing", "echo", "edge"])
-    component = RecordingImageGenComponent(mesh.worker_settings("imagegen"))
+    component = RecordingImageGenComponent(mesh.worker_settings("imagegen", models_dir=_scripted_models_dir(
+        tmp_path_factory.mktemp("scripted-models"))))
     try:
         async with serve_in_mesh(component) as port:
             await wait_for_workers(mesh.supervisor, ["imagegen"])
@@ -180,7 +192,7 @@ async def test_clients_reach_the_router_in_plaintext_with_a_key_over_grpc_and_re
 
 async def test_a_key_id_forged_by_a_client_does_not_decide_the_owner_of_outputs(probe: Probe) -> None:
     owner = "key_admin_" + keys.hash_secret(ADMIN_KEY)[:8]  # the bootstrap key's id
-    request = imagegen_pb2.GenerateImageRequest(model_id="genmesh/tiny-sd", prompt="a cat", width=64,
+    request = imagegen_pb2.GenerateImageRequest(model_id=IMAGE_MODEL, prompt="a cat", width=64,
                                                 height=64, num_inference_steps=1)
     probe.imagegen.servicer.owners.clear()
     async with probe.mesh.channel() as ch:
@@ -213,7 +225,7 @@ async def test_a_worker_files_under_the_forwarded_key_id_only_when_the_router_se
     port = meshtls.add_port(server, "127.0.0.1:0", meshtls.load(component.settings, "imagegen"))
     await component.start(port)
     await server.start()
-    request = imagegen_pb2.GenerateImageRequest(model_id="genmesh/tiny-sd", prompt="a cat")
+    request = imagegen_pb2.GenerateImageRequest(model_id=IMAGE_MODEL, prompt="a cat")
     try:
         for caller in ("edge", "router"):
             c = certs[caller]
@@ -225,3 +237,31 @@ async def test_a_worker_files_under_the_forwarded_key_id_only_when_the_router_se
         await server.stop(None)
         await component.stop()
     assert component.servicer.owners == ["anonymous", FORGED_KEY_ID]
+
+
+async def test_the_router_port_can_serve_clients_over_tls_and_the_edge_follows(
+        infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """TLS on the client port is a setting: with it, plaintext is refused there, a TLS client
+    with its key is served, and the edge reaches the router over TLS."""
+    from genmesh.v1 import router_pb2, router_pb2_grpc
+
+    public = meshtls.ensure(tmp_path_factory.mktemp("public-ca"), ["router"])["router"]
+    env = {"GENMESH_PUBLIC_TLS_CERT_FILE": str(public.cert_file), "GENMESH_PUBLIC_TLS_KEY_FILE": str(public.key_file),
+           "GENMESH_ROUTER_TLS_CA_FILE": str(public.ca_file)}
+    mesh = await start_mesh(infra, tmp_path_factory.mktemp("public-tls"), ["router", "edge"], extra_env=env)
+    try:
+        async with mesh.channel() as plain:
+            call = router_pb2_grpc.RouterStub(plain).ListWorkers(router_pb2.ListWorkersRequest(),
+                                                                 metadata=mesh.metadata, timeout=10)
+            assert await _code(call) in REFUSED_AT_TLS
+        async with meshtls.router_channel(mesh.router_addr, public.ca_file, []) as tls:
+            listed = await router_pb2_grpc.RouterStub(tls).ListWorkers(router_pb2.ListWorkersRequest(),
+                                                                       metadata=mesh.metadata, timeout=10)
+        assert list(listed.workers) == []
+        async with httpx.AsyncClient(base_url=mesh.edge_url, timeout=30,
+                                     headers={"authorization": f"Bearer {ADMIN_KEY}"}) as http:
+            models = await http.get("/v1/models")
+        assert models.status_code == 200, models.text
+        assert "genmesh/echo" in {m["id"] for m in models.json()["data"]}
+    finally:
+        await mesh.supervisor.stop()
