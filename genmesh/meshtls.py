@@ -183,13 +183,14 @@ def _names_service(cert: x509.Certificate, service: str) -> bool:
 
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    """Two supervisors sharing a data directory make one CA, not two."""
-    with open(directory / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    """Two supervisors sharing a data directory make one CA, not two. The lock is on the
+    directory itself, so the directory holds only what a Secret should."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def ensure(directory: Path, services: Iterable[str]) -> dict[str, ServiceCert]:
