@@ -47,9 +47,9 @@ from mesh_facts import (
 )
 
 Object = dict[str, Any]
-# Secrets the operator creates outside the manifests (the mesh's certificates): referring to
-# them is expected, not a dangling reference.
-EXTERNAL_SECRETS = frozenset({TLS_SECRET})
+# Secrets the operator creates outside the manifests (the mesh's certificates: genmesh-tls, or
+# cert-manager's genmesh-tls-<service>): referring to them is expected, not a dangling reference.
+EXTERNAL_SECRET_PREFIX = TLS_SECRET
 # Address ranges inside a cluster (or its nodes and cloud metadata): egress into them from the
 # apps worker would reach the mesh's internal ports.
 PRIVATE_NETWORKS = tuple(
@@ -319,9 +319,11 @@ def settings_problems(index: _Index) -> list[str]:
 
 
 def tls_problems(index: _Index) -> list[str]:
-    """Mutual TLS: every service mounts the genmesh-tls Secret read-only, projecting only the CA
-    and its own certificate and key, and its three TLS settings name those files (a service
-    without them refuses to start; one given every key could impersonate any service)."""
+    """Mutual TLS: every service mounts its certificates read-only at /etc/genmesh/tls, from the
+    genmesh-tls Secret (or, with cert-manager, a projected volume of genmesh-tls-* Secrets),
+    projecting only the CA and its own certificate and key, and its three TLS settings name those
+    files (a service without them refuses to start; one given every key could impersonate any
+    service)."""
     problems = []
     for service, deployment, container in index.services():
         at = f"{where(deployment)} container {container.get('name')}"
@@ -330,23 +332,38 @@ def tls_problems(index: _Index) -> list[str]:
             (m for m in container.get("volumeMounts") or [] if m.get("mountPath") == TLS_DIR),
             None,
         )
-        secret = (volumes.get((mount or {}).get("name")) or {}).get("secret") or {}
-        if mount is None or secret.get("secretName") != TLS_SECRET:
+        files = _tls_volume_files(volumes.get((mount or {}).get("name")) or {})
+        if mount is None or files is None:
             problems.append(f"{at}: must mount Secret {TLS_SECRET} at {TLS_DIR}")
             continue
         if not mount.get("readOnly"):
             problems.append(f"{at}: mounts {TLS_DIR} writable; mount it readOnly")
         wanted = tls_files(service)
-        items = {i.get("key"): i.get("path") for i in secret.get("items") or []}
-        if items != {key: key for key in wanted.values()}:
+        if files != set(wanted.values()):
             problems.append(
                 f"{at}: the {TLS_SECRET} volume must project exactly {sorted(wanted.values())}, "
-                f"got {sorted(items) or 'every key'}"
+                f"got {sorted(files) or 'every key'}"
             )
         for setting, key in wanted.items():
             if _env_value(container, setting) != f"{TLS_DIR}/{key}":
                 problems.append(f"{at}: {setting} must be {TLS_DIR}/{key}")
     return problems
+
+
+def _tls_volume_files(volume: Object) -> set[str] | None:
+    """The file names a TLS volume projects (empty: every key of the Secret), or None when it is
+    not made of the mesh's Secrets."""
+    if "secret" in volume:
+        sources = [volume["secret"] | {"name": volume["secret"].get("secretName")}]
+    elif "projected" in volume:
+        sources = [s.get("secret") for s in volume["projected"].get("sources") or []]
+    else:
+        return None
+    if not sources or not all(s and str(s.get("name", "")).startswith(TLS_SECRET) for s in sources):
+        return None
+    if not all(s.get("items") for s in sources):
+        return set()
+    return {i.get("path") for s in sources for i in s["items"]}
 
 
 # ------------------------------------------------------------------ references and syntax
@@ -367,7 +384,7 @@ def reference_problems(index: _Index) -> list[str]:
             obj = index.get(kind, name)
             if obj is None:
                 if not ref.get("optional", False) and not (
-                    kind == "Secret" and name in EXTERNAL_SECRETS
+                    kind == "Secret" and name.startswith(EXTERNAL_SECRET_PREFIX)
                 ):
                     problems.append(f"{at}: {what} refers to missing {kind} {name!r}")
             elif key is not None and key not in (obj.get("data") or {}):
@@ -422,6 +439,10 @@ def _references(workload: Object) -> Iterator[tuple[str, Object, str, str | None
                     yield kind, ref, "name", ref.get("key"), what
     for volume in _pod_spec(workload).get("volumes") or []:
         what = f"volume {volume.get('name')}"
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if "secret" in source:
+                for item in source["secret"].get("items") or [{}]:
+                    yield "Secret", source["secret"], "name", item.get("key"), what
         if "configMap" in volume:
             for item in volume["configMap"].get("items") or [{}]:
                 yield "ConfigMap", volume["configMap"], "name", item.get("key"), what

@@ -314,3 +314,24 @@ def test_a_broken_manifest_file_fails_validation(
     objects = checks.kustomize(tmp_path / "k8s" / "overlays" / "cpu")
     problems = checks.schema_problems(objects) + checks.mesh_problems(objects, gpu=False, variant="cpu")
     assert any(expected in p for p in problems), problems
+
+
+def test_a_cert_manager_projected_volume_of_the_services_own_secret_is_accepted(
+    rendered: dict[str, Objects],
+) -> None:
+    def projected(objects: Objects) -> None:
+        tls = next(v for v in pod(objects, "billing")["volumes"] if v["name"] == "tls")
+        tls.pop("secret")
+        items = [("ca.crt", "ca.crt"), ("tls.crt", "billing.crt"), ("tls.key", "billing.key")]
+        tls["projected"] = {
+            "sources": [
+                {
+                    "secret": {
+                        "name": "genmesh-tls-billing",
+                        "items": [{"key": k, "path": p} for k, p in items],
+                    }
+                }
+            ]
+        }
+
+    assert problems_after(rendered, "cpu", projected) == []
