@@ -33,6 +33,14 @@ class TargetRefused(Exception):
     what a host resolves to and which address was refused is exactly what a scanner wants."""
 
 
+class TargetUnresolved(TargetRefused):
+    """The host did not resolve (now): unlike a refusal, worth another try later."""
+
+
+# How long a name may take to resolve before the attempt counts as failed.
+RESOLVE_TIMEOUT_S = 5.0
+
+
 @dataclass(frozen=True)
 class Target:
     """A checked URL and the address it will be sent to."""
@@ -131,12 +139,13 @@ class OutboundPolicy:
         if literal is not None:
             return Target(url, scheme, host, port, literal)
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise TargetRefused(f"{host} does not resolve: {exc}") from None
+            infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S)
+        except (socket.gaierror, UnicodeError, asyncio.TimeoutError) as exc:
+            raise TargetUnresolved(f"{host} does not resolve: {exc!r}") from None
         addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
         if not addresses:
-            raise TargetRefused(f"{host} does not resolve")
+            raise TargetUnresolved(f"{host} does not resolve")
         named = host in self.allow_hosts
         refused = [a for a in addresses if not (named or self.address_allowed(a))]
         if refused:
@@ -174,7 +183,12 @@ def _literal(host: str) -> IPAddress | None:
 
 
 async def _resolves(host: str, port: int) -> bool:
+    """False only when the name certainly does not resolve; a slow resolver gets the benefit of
+    the doubt (delivery resolves again and records the outcome)."""
     try:
-        return bool(await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        return bool(await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S))
+    except asyncio.TimeoutError:
+        return True
     except (socket.gaierror, UnicodeError):
         return False

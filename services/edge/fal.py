@@ -40,6 +40,10 @@ def base_url(request: Request) -> str:
 MAX_REQUEST_TIMEOUT_S = 86400.0
 
 
+# Idempotency keys are stored and indexed with the job; FAL's and Stripe's are UUID-sized.
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
 def request_timeout(request: Request) -> float:
     value = request.headers.get("x-fal-request-timeout")
     if value is None:
@@ -140,11 +144,15 @@ async def submit(model_path: str, request: Request) -> JSON:
     if priority not in ("normal", "low"):
         raise InvalidArgument("must be normal or low", field="X-Fal-Queue-Priority")
     webhook = request.query_params.get("fal_webhook", "")
+    idempotency_key = request.headers.get("idempotency-key", "")
+    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS or not idempotency_key.isprintable():
+        raise InvalidArgument(f"must be printable, at most {MAX_IDEMPOTENCY_KEY_CHARS} characters",
+                              field="Idempotency-Key")
     try:
         resp = await mesh(request).unary(mesh(request).router.Submit, router_pb2.SubmitRequest(
             model_id=model_path.strip("/"), input=input_struct(payload),
             priority=common_pb2.PRIORITY_LOW if priority == "low" else common_pb2.PRIORITY_NORMAL,
-            webhook_url=webhook, idempotency_key=request.headers.get("idempotency-key", ""),
+            webhook_url=webhook, idempotency_key=idempotency_key,
             start_timeout_seconds=request_timeout(request)), auth)
     except InvalidArgument as exc:
         if exc.field != "webhook_url":

@@ -22,7 +22,8 @@ from typing import Any
 
 import httpx
 
-from genmesh.outbound import NOT_ALLOWED, OutboundPolicy, TargetRefused, pinned_request
+from genmesh.outbound import (NOT_ALLOWED, OutboundPolicy, Target, TargetRefused, TargetUnresolved,
+                              pinned_request)
 from genmesh.services.router.jobs import Job, JobStore
 
 log = logging.getLogger("genmesh.router.webhooks")
@@ -89,24 +90,28 @@ class WebhookSender:
                        "x-genmesh-signature": signature(self.secret, job.id, ts, body)}
             started = time.perf_counter()
             status, error, detail = 0, None, ""
+            target: Target | None
             try:
                 target = await self.policy.resolve(job.webhook_url)
+            except TargetUnresolved as exc:
+                target, error, detail = None, DELIVERY_FAILED, str(exc)
             except TargetRefused as exc:
                 # Refused now is refused on every attempt: record it once and stop.
                 log.warning("webhook target refused", extra={"request_id": job.id, "error": str(exc)})
                 await self.store.record_delivery(job.id, attempt, job.webhook_url, 0, NOT_ALLOWED,
                                                  time.perf_counter() - started)
                 return False
-            url, pinned_headers, extensions = pinned_request(target)
-            try:
-                resp = await self.client.post(url, content=body, headers={**headers, **pinned_headers},
-                                              extensions=extensions)
-                status = resp.status_code
-                if status >= 300:
-                    # A redirect is not followed: its target was never checked.
-                    error = f"HTTP {status}"
-            except httpx.HTTPError as exc:
-                error, detail = DELIVERY_FAILED, f"{type(exc).__name__}: {exc}"
+            if target is not None:
+                url, pinned_headers, extensions = pinned_request(target)
+                try:
+                    resp = await self.client.post(url, content=body, headers={**headers, **pinned_headers},
+                                                  extensions=extensions)
+                    status = resp.status_code
+                    if status >= 300:
+                        # A redirect is not followed: its target was never checked.
+                        error = f"HTTP {status}"
+                except httpx.HTTPError as exc:
+                    error, detail = DELIVERY_FAILED, f"{type(exc).__name__}: {exc}"
             await self.store.record_delivery(job.id, attempt, job.webhook_url, status, error,
                                              time.perf_counter() - started)
             if error is None:
