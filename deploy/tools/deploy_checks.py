@@ -8,7 +8,7 @@ Overlays are rendered by the real `kubectl kustomize` (binaries.py puts kubectl 
 virtualenv); lint.py runs the maintained linters (kubernetes-validate, the KEDA schema,
 checkov); k8s_policy.py, compose_checks.py and dockerfile_checks.py hold genmesh's own rules,
 with the facts they share in mesh_facts.py. CI runs all of it through
-tests/unit/test_deploy_manifests.py.
+tests/unit/test_deploy_*.py.
 """
 
 from __future__ import annotations
