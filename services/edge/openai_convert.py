@@ -106,7 +106,7 @@ def completion_request(body: CompletionRequest, prompt: str, model_id: str) -> l
         raise InvalidArgument("must equal n (returning the best of several runs is not supported)",
                               field="best_of")
     req = llm_pb2.CompleteRequest(model_id=model_id, prompt=prompt, n=body.n or 1, echo=bool(body.echo),
-                                  stop=body.stop_list())
+                                  stop=body.stop_list(), user=body.user or "")
     _sampling(req, body)
     if body.max_tokens is not None:
         req.max_tokens = body.max_tokens
@@ -118,10 +118,14 @@ def completion_request(body: CompletionRequest, prompt: str, model_id: str) -> l
 
 def _sampling(req: Any, body: Any) -> None:
     for name in ("temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty",
-                 "repetition_penalty", "seed"):
+                 "repetition_penalty", "seed", "min_tokens"):
         value = getattr(body, name)
         if value is not None:
             setattr(req, name, value)
+    req.ignore_eos = bool(body.ignore_eos)
+    req.stop_token_ids.extend(body.stop_token_ids or ())
+    req.safety_identifier = body.safety_identifier or ""
+    req.prompt_cache_key = body.prompt_cache_key or ""
 
 
 def completion_prompts(body: CompletionRequest) -> list[str]:

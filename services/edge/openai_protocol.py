@@ -126,6 +126,12 @@ class _Sampling(_Body):
     stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None
     logit_bias: Optional[dict[str, float]] = None
+    # vLLM's sampling extensions (`vllm bench serve` sends ignore_eos) and OpenAI's newer fields.
+    ignore_eos: Optional[bool] = None
+    min_tokens: Optional[int] = Field(default=None, ge=0, le=INT32_MAX)
+    stop_token_ids: Optional[list[TokenId]] = Field(default=None, max_length=64)
+    safety_identifier: Optional[str] = Field(default=None, max_length=256)
+    prompt_cache_key: Optional[str] = Field(default=None, max_length=1024)
 
     @field_validator("stop")
     @classmethod

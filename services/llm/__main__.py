@@ -2,4 +2,6 @@
 from genmesh.service import run
 from genmesh.services.llm.server import LLMComponent
 
-run("llm", LLMComponent)
+# Guarded: vLLM's engine core starts in a spawned process, which re-imports this module.
+if __name__ == "__main__":
+    run("llm", LLMComponent)

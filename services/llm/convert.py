@@ -79,13 +79,16 @@ def vision_messages(messages: Sequence[llm_pb2.ChatMessage],
     return out
 
 
-def sampling_params(request: SamplingRequest) -> SamplingParams:
-    """Unset optional fields keep the engine's defaults (temperature 1, no filters, no limit)."""
-    fields: dict[str, Any] = {name: getattr(request, name) for name in (
+def sampling_params(request: SamplingRequest, defaults: Mapping[str, Any] | None = None) -> SamplingParams:
+    """Unset optional fields take the model's `defaults` (its generation config or catalog entry),
+    else the engine's own (temperature 1, no filters, no limit)."""
+    fields: dict[str, Any] = dict(defaults or {})
+    fields.update({name: getattr(request, name) for name in (
         "temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty",
-        "repetition_penalty", "seed", "max_tokens") if request.HasField(name)}
+        "repetition_penalty", "seed", "max_tokens", "min_tokens") if request.HasField(name)})
     return SamplingParams(stop=tuple(request.stop), n=request.n or 1, logprobs=request.logprobs,
-                          top_logprobs=request.top_logprobs, **fields)
+                          top_logprobs=request.top_logprobs, ignore_eos=request.ignore_eos,
+                          stop_token_ids=tuple(request.stop_token_ids), **fields)
 
 
 def response_format(fmt: llm_pb2.ResponseFormat) -> ResponseFormat | None:
@@ -112,14 +115,16 @@ def tool_choice(choice: llm_pb2.ToolChoice) -> ToolChoice | None:
     return parse_tool_choice(choice.mode)
 
 
-def chat_request(request: llm_pb2.ChatCompleteRequest) -> GenerationRequest:
-    return GenerationRequest(messages=chat_messages(request.messages), sampling=sampling_params(request),
+def chat_request(request: llm_pb2.ChatCompleteRequest,
+                 defaults: Mapping[str, Any] | None = None) -> GenerationRequest:
+    return GenerationRequest(messages=chat_messages(request.messages), sampling=sampling_params(request, defaults),
                              response_format=response_format(request.response_format),
                              tools=tools(request.tools), tool_choice=tool_choice(request.tool_choice))
 
 
-def complete_request(request: llm_pb2.CompleteRequest) -> GenerationRequest:
-    return GenerationRequest(prompt=request.prompt, sampling=sampling_params(request),
+def complete_request(request: llm_pb2.CompleteRequest,
+                     defaults: Mapping[str, Any] | None = None) -> GenerationRequest:
+    return GenerationRequest(prompt=request.prompt, sampling=sampling_params(request, defaults),
                              response_format=response_format(request.response_format),
                              request_id="cmpl-" + secrets.token_hex(12))
 

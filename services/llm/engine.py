@@ -9,6 +9,7 @@ generator, grammar, stop strings and budget. Finished sequences leave between st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -120,6 +121,8 @@ class LLMEngine:
         self._lm = lm
         self._model = lm.model
         self._chat = ChatFormatter(lm.tokenizer, lm.max_context)
+        self.sampling_defaults = lm.sampling_defaults
+        self.max_num_seqs = config.max_batch_size
         text_config = lm.model.config.get_text_config(decoder=True)
         self.vocab_size = int(lm.model.get_output_embeddings().weight.shape[0])
         self._eos = frozenset(lm.eos_token_ids)
@@ -169,6 +172,13 @@ class LLMEngine:
 
         Raises `InvalidArgument` before the first delta for a bad request.
         """
+        async with contextlib.aclosing(self.generate_steps(request)) as steps:
+            async for step in steps:
+                for delta in step:
+                    yield delta
+
+    async def generate_steps(self, request: GenerationRequest) -> AsyncIterator[list[Delta]]:
+        """The deltas of each engine step, as one list (one message downstream, not one per choice)."""
         group = await asyncio.to_thread(self._prepare, request)
         group.loop = asyncio.get_running_loop()
         group.queue = asyncio.Queue()
@@ -180,9 +190,8 @@ class LLMEngine:
                 if isinstance(item, BaseException):
                     finished = True
                     raise item
-                for delta in item:
-                    finished = finished or delta.usage is not None
-                    yield delta
+                finished = any(delta.usage is not None for delta in item)
+                yield item
         finally:
             if not finished:
                 self._cancel_group(group)
@@ -380,8 +389,11 @@ class LLMEngine:
         """Sample one token for every sequence and stream what each produced."""
         for row, seq in enumerate(seqs):
             seq.sampler.penalise(logits[row])
-            if seq.matcher is None and seq.sampler.params.ignore_eos:
-                logits[row, list(self._eos)] = float("-inf")
+            params = seq.sampler.params
+            early = len(seq.output) < params.min_tokens
+            if seq.matcher is None and (params.ignore_eos or early):
+                banned = self._eos | set(params.stop_token_ids) if early else self._eos
+                logits[row, list(banned)] = float("-inf")
         self._masker.apply(logits, [s.matcher for s in seqs])
         picked = sample(logits, [s.sampler for s in seqs])
         out: dict[_Group, list[Delta]] = {}
@@ -433,8 +445,9 @@ class LLMEngine:
                     "request_id": group.request.request_id, "model_id": self.model_id,
                     "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                     "choices": len(group.seqs), "finish_reason": finish})
+        prompt_tokens = len(group.prompt_ids) if len(seq.output) == 1 and seq.index == 0 else None
         return Delta(index=seq.index, text=text, token_ids=(token,), logprobs=logprobs, tool_calls=tuple(calls),
-                     finish_reason=finish, usage=usage)
+                     finish_reason=finish, usage=usage, prompt_tokens=prompt_tokens)
 
     def _retire(self, seq: _Seq) -> None:
         if seq.done:

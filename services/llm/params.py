@@ -17,6 +17,7 @@ from genmesh.v1 import llm_pb2
 MAX_N = 16
 MAX_TOP_LOGPROBS = 20
 MAX_STOP_SEQUENCES = 4
+MAX_STOP_TOKEN_IDS = 64
 MAX_EMBED_INPUTS = 2048
 ROLES = ("system", "developer", "user", "assistant", "tool")
 PART_TYPES = ("text", "image_url")
@@ -129,6 +130,18 @@ def _sampling(request: SamplingRequest) -> None:
         raise InvalidArgument(f"must be >= 0, got {request.top_k}", field="top_k")
     if request.HasField("max_tokens") and request.max_tokens < 1:
         raise InvalidArgument(f"must be >= 1, got {request.max_tokens}", field="max_tokens")
+    if request.HasField("min_tokens"):
+        if request.min_tokens < 0:
+            raise InvalidArgument(f"must be >= 0, got {request.min_tokens}", field="min_tokens")
+        if request.HasField("max_tokens") and request.min_tokens > request.max_tokens:
+            raise InvalidArgument(f"must be at most max_tokens ({request.max_tokens}), got {request.min_tokens}",
+                                  field="min_tokens")
+    if len(request.stop_token_ids) > MAX_STOP_TOKEN_IDS:
+        raise InvalidArgument(f"at most {MAX_STOP_TOKEN_IDS} token ids, got {len(request.stop_token_ids)}",
+                              field="stop_token_ids")
+    for i, token in enumerate(request.stop_token_ids):
+        if token < 0:
+            raise InvalidArgument(f"must be >= 0, got {token}", field=f"stop_token_ids[{i}]")
     if not 0 <= request.n <= MAX_N:  # 0 means 1
         raise InvalidArgument(f"must be in [1, {MAX_N}], got {request.n}", field="n")
     if not 0 <= request.top_logprobs <= MAX_TOP_LOGPROBS:

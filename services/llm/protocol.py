@@ -144,6 +144,7 @@ class Delta:
     tool_calls: tuple[ToolCallDelta, ...] = ()
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    prompt_tokens: int | None = None  # on the request's first delta: what a cut-short stream is billed
 
 
 @dataclass(frozen=True)

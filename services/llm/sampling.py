@@ -46,6 +46,7 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0
     ignore_eos: bool = False  # benchmarks: generate exactly max_tokens
+    min_tokens: int = 0  # end-of-sequence (and stop_token_ids) masked until this many tokens
     stop_token_ids: tuple[int, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -78,6 +79,10 @@ class SamplingParams:
         for i, item in enumerate(self.stop):
             if not isinstance(item, str) or not item:
                 raise InvalidArgument("each stop sequence must be a non-empty string", field=f"stop[{i}]")
+        _integer("min_tokens", self.min_tokens, low=0)
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise InvalidArgument(f"must be at most max_tokens ({self.max_tokens}), got {self.min_tokens}",
+                                  field="min_tokens")
         for i, token in enumerate(self.stop_token_ids):
             _integer(f"stop_token_ids[{i}]", token, low=0)
 

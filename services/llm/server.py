@@ -1,9 +1,15 @@
 """The llm worker's gRPC surface: ChatComplete and Complete as event streams, Embed and CountTokens.
 
 Requests are checked by params, mapped by convert, and served by the engine their catalog entry
-names: "transformers" (the continuous-batching `LLMEngine`), "llava" (`VisionChatModel`, for
-messages with image parts) or "embeddings" (`EmbeddingModel`). Entries with the same weights
-(a chat id and its `/completions` id) share one loaded engine in the model cache.
+names: "vllm" (vLLM's async engine in-process, `VLLMEngine`, where vLLM is installed; the
+transformers engine otherwise), "transformers" (the continuous-batching `LLMEngine`), "llava"
+(`VisionChatModel`, for messages with image parts) or "embeddings" (`EmbeddingModel`). Entries
+with the same weights (a chat id and its `/completions` id) share one loaded engine in the cache.
+
+Sampling parameters a client leaves out come from the model: its catalog `defaults`, then its
+generation config. Each engine step's deltas leave as one chunk, which also carries the tokens so
+far, so a stream cut short is billed for what was generated. A text worker advertises its
+engine's concurrency plus a bounded queue; beyond that, requests get 429 with Retry-After.
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +26,9 @@ import grpc
 
 from genmesh import blobstore, inputs
 from genmesh.catalog import ModelSpec
-from genmesh.errors import InvalidArgument, ModelUnavailable
+from genmesh.errors import InvalidArgument, ModelUnavailable, RateLimited
 from genmesh.models import build
+from genmesh.models.language import is_standard_checkpoint
 from genmesh.rpc import servicer_errors
 from genmesh.services.imagegen.checkpoints import weights_owner
 from genmesh.settings import Settings
@@ -29,18 +36,20 @@ from genmesh.v1 import common_pb2, llm_pb2, llm_pb2_grpc
 from genmesh.worker import JobContext, WorkerComponent, stream_from_thread
 from genmesh.worker.cache import Entry
 
-from . import convert, tokenize
+from . import convert, tokenize, vllm_engine
 from .embeddings import EmbeddingModel, default_minilm_path
-from .engine import LLMEngine
+from .engine import EngineConfig, LLMEngine
 from .images import ImageLimits
 from .params import validate_request
-from .protocol import CompletionBuilder, Usage, new_request_id
+from .protocol import CompletionBuilder, Delta, Usage, new_request_id
 from .vision import VisionChatModel, VisionResult
 
 log = logging.getLogger("genmesh.llm")
 
-TEXT_ENGINE, VISION_ENGINE, EMBEDDING_ENGINE = "transformers", "llava", "embeddings"
-ENGINES = (TEXT_ENGINE, VISION_ENGINE, EMBEDDING_ENGINE)
+TEXT_ENGINE, VLLM_ENGINE, VISION_ENGINE, EMBEDDING_ENGINE = "transformers", "vllm", "llava", "embeddings"
+TEXT_ENGINES = (TEXT_ENGINE, VLLM_ENGINE)
+ENGINES = (*TEXT_ENGINES, VISION_ENGINE, EMBEDDING_ENGINE)
+SAMPLING_DEFAULTS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 IMAGE_LIMITS = ImageLimits()
 
 
@@ -55,7 +64,7 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
         validate_request(request)  # again: a worker may be called directly
         model_id = self.component.resolve_model(request.model_id)
         async with self.runtime.job(context, model_id) as job:
-            _require(job.model, ("chat",), (TEXT_ENGINE, VISION_ENGINE), "LLM.ChatComplete")
+            _require(job.model, ("chat",), (*TEXT_ENGINES, VISION_ENGINE), "LLM.ChatComplete")
             events = (self._vision_chat(job, request) if job.model.engine == VISION_ENGINE
                       else self._text_chat(job, request))
             async with contextlib.aclosing(events) as stream:
@@ -64,25 +73,32 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
 
     async def _text_chat(self, job: JobContext, request: llm_pb2.ChatCompleteRequest
                          ) -> AsyncIterator[llm_pb2.ChatCompleteEvent]:
-        generation = convert.chat_request(request)
-        if not self.component.is_resident(job.model):
-            yield llm_pb2.ChatCompleteEvent(progress=_progress("loading"))
-        entry = await self.component.load_model(job.model)
-        try:
-            engine: LLMEngine = entry.value
-            builder = CompletionBuilder(generation.request_id, job.model.id, generation.sampling.n)
-            started: set[int] = set()
-            # Closing the delta stream (the caller went away) cancels the sequence at the next step.
-            async with contextlib.aclosing(engine.generate(generation)) as deltas:
-                async for delta in deltas:
-                    builder.add(delta)
-                    if convert.is_empty(delta) and delta.index in started:
-                        continue
-                    chunk = convert.choice_delta(delta, first=delta.index not in started)
-                    started.add(delta.index)
-                    yield llm_pb2.ChatCompleteEvent(chunk=llm_pb2.ChatCompleteChunk(choices=[chunk]))
-        finally:
-            self.runtime.cache.release(entry)
+        with self.component.admit(job.model):
+            if not self.component.is_resident(job.model):
+                yield llm_pb2.ChatCompleteEvent(progress=_progress("loading"))
+            entry = await self.component.load_model(job.model)
+            try:
+                engine: LLMEngine = entry.value
+                generation = convert.chat_request(request, self.component.sampling_defaults(job.model, engine))
+                builder = CompletionBuilder(generation.request_id, job.model.id, generation.sampling.n)
+                started: set[int] = set()
+                tally = _Tally()
+                # Closing the step stream (the caller went away) cancels the sequence at the next step.
+                async with contextlib.aclosing(engine.generate_steps(generation)) as steps:
+                    async for step in steps:
+                        choices = []
+                        for delta in step:
+                            builder.add(delta)
+                            tally.add(delta)
+                            if convert.is_empty(delta) and delta.index in started:
+                                continue
+                            choices.append(convert.choice_delta(delta, first=delta.index not in started))
+                            started.add(delta.index)
+                        if choices:
+                            yield llm_pb2.ChatCompleteEvent(chunk=llm_pb2.ChatCompleteChunk(
+                                choices=choices, usage_so_far=tally.proto()))
+            finally:
+                self.runtime.cache.release(entry)
         completion = builder.result()
         _log_done(job, completion.usage, [c.finish_reason for c in completion.choices])
         yield llm_pb2.ChatCompleteEvent(usage=convert.usage_proto(completion.usage))
@@ -144,31 +160,36 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
         validate_request(request)  # again: a worker may be called directly
         model_id = self.component.resolve_model(request.model_id)
         async with self.runtime.job(context, model_id) as job:
-            _require(job.model, ("completion", "chat"), (TEXT_ENGINE,), "LLM.Complete")
-            generation = convert.complete_request(request)
-            if not self.component.is_resident(job.model):
-                yield llm_pb2.CompleteEvent(progress=_progress("loading"))
-            entry = await self.component.load_model(job.model)
-            try:
-                engine: LLMEngine = entry.value
-                n = generation.sampling.n
-                builder = CompletionBuilder(generation.request_id, job.model.id, n)
-                echo = request.prompt if request.echo else ""
-                if echo:
-                    yield llm_pb2.CompleteEvent(chunk=llm_pb2.CompleteChunk(choices=[
-                        llm_pb2.CompletionDelta(index=i, text=echo) for i in range(n)]))
-                async with contextlib.aclosing(engine.generate(generation)) as deltas:
-                    async for delta in deltas:
-                        builder.add(delta)
-                        if not convert.is_empty(delta):
-                            yield llm_pb2.CompleteEvent(chunk=llm_pb2.CompleteChunk(
-                                choices=[convert.completion_delta(delta)]))
-            finally:
-                self.runtime.cache.release(entry)
-            completion = builder.result()
-            _log_done(job, completion.usage, [c.finish_reason for c in completion.choices])
-            yield llm_pb2.CompleteEvent(usage=convert.usage_proto(completion.usage))
-            yield llm_pb2.CompleteEvent(result=convert.complete_result(completion, echo=echo))
+            _require(job.model, ("completion", "chat"), TEXT_ENGINES, "LLM.Complete")
+            with self.component.admit(job.model):
+                if not self.component.is_resident(job.model):
+                    yield llm_pb2.CompleteEvent(progress=_progress("loading"))
+                entry = await self.component.load_model(job.model)
+                try:
+                    engine: LLMEngine = entry.value
+                    generation = convert.complete_request(request, self.component.sampling_defaults(job.model, engine))
+                    n = generation.sampling.n
+                    builder = CompletionBuilder(generation.request_id, job.model.id, n)
+                    echo = request.prompt if request.echo else ""
+                    if echo:
+                        yield llm_pb2.CompleteEvent(chunk=llm_pb2.CompleteChunk(choices=[
+                            llm_pb2.CompletionDelta(index=i, text=echo) for i in range(n)]))
+                    tally = _Tally()
+                    async with contextlib.aclosing(engine.generate_steps(generation)) as steps:
+                        async for step in steps:
+                            for delta in step:
+                                builder.add(delta)
+                                tally.add(delta)
+                            choices = [convert.completion_delta(d) for d in step if not convert.is_empty(d)]
+                            if choices:
+                                yield llm_pb2.CompleteEvent(chunk=llm_pb2.CompleteChunk(
+                                    choices=choices, usage_so_far=tally.proto()))
+                finally:
+                    self.runtime.cache.release(entry)
+                completion = builder.result()
+                _log_done(job, completion.usage, [c.finish_reason for c in completion.choices])
+                yield llm_pb2.CompleteEvent(usage=convert.usage_proto(completion.usage))
+                yield llm_pb2.CompleteEvent(result=convert.complete_result(completion, echo=echo))
 
     @servicer_errors
     async def Embed(self, request: llm_pb2.EmbedRequest,
@@ -197,7 +218,7 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
         validate_request(request)  # again: a worker may be called directly
         model_id = self.component.resolve_model(request.model_id)
         async with self.runtime.job(context, model_id) as job:
-            _require(job.model, ("chat", "completion"), (TEXT_ENGINE, VISION_ENGINE), "LLM.CountTokens")
+            _require(job.model, ("chat", "completion"), (*TEXT_ENGINES, VISION_ENGINE), "LLM.CountTokens")
             if job.model.engine == VISION_ENGINE:
                 return await self._count_vision_tokens(job, request)
             generation = convert.count_request(request)
@@ -223,7 +244,7 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
     async def _with_text_engine(self, context: grpc.aio.ServicerContext, model_id: str, rpc: str,
                                 work: Callable[[LLMEngine, Any], Any], request: Any) -> Any:
         async with self.runtime.job(context, self.component.resolve_model(model_id)) as job:
-            _require(job.model, ("chat", "completion"), (TEXT_ENGINE,), rpc)
+            _require(job.model, ("chat", "completion"), TEXT_ENGINES, rpc)
             entry = await self.component.load_model(job.model)
             try:
                 return await asyncio.to_thread(work, entry.value, request)
@@ -252,6 +273,30 @@ class LLMComponent(WorkerComponent):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.store = blobstore.open_store(settings)
+        # Generations this worker holds (running in its engine or waiting in its queue): the
+        # engine batches max_num_seqs of them, the rest wait, bounded; the router sees the sum.
+        self.max_waiting = settings.llm_max_num_seqs + settings.llm_queue_depth
+        self.runtime.capacity = max(self.runtime.capacity, self.max_waiting)
+        self.generations = 0
+
+    @contextlib.contextmanager
+    def admit(self, spec: ModelSpec) -> Iterator[None]:
+        """Holds one generation slot; past the bound, 429 with Retry-After (the client retries)."""
+        if self.generations >= self.max_waiting:
+            raise RateLimited(f"the {spec.id} engine has {self.generations} requests running or queued "
+                              f"(its bound); retry shortly", retry_after=1.0)
+        self.generations += 1
+        try:
+            yield
+        finally:
+            self.generations -= 1
+
+    def sampling_defaults(self, spec: ModelSpec, engine: Any) -> dict[str, Any]:
+        """What fills a sampling parameter the client left out: the catalog entry's `defaults`,
+        then the model's generation config (as vLLM does)."""
+        defaults = dict(getattr(engine, "sampling_defaults", {}) or {})
+        defaults.update({k: v for k, v in spec.defaults.items() if k in SAMPLING_DEFAULTS})
+        return defaults
 
     def add_servicers(self, server: grpc.aio.Server) -> None:
         llm_pb2_grpc.add_LLMServicer_to_server(LLMServicer(self), server)
@@ -278,8 +323,10 @@ class LLMComponent(WorkerComponent):
         models_dir = self.settings.resolved_models_dir()
         device = self.runtime.device
 
+        settings = self.settings
+
         async def loader() -> Any:
-            return await asyncio.to_thread(load_engine, spec, owner, models_dir, device)
+            return await asyncio.to_thread(load_engine, spec, owner, models_dir, device, settings)
 
         return await self.runtime.cache.acquire(owner.id, loader, spec.memory_bytes, device)
 
@@ -307,9 +354,10 @@ def weights_path(spec: ModelSpec, owner: ModelSpec, models_dir: Path) -> Path:
                                    f"{built}` (expected it in {path})")
         return path
     path = owner.weights_dir(models_dir)
-    if (path / "config.json").is_file():
+    converted = spec.weights.startswith("package:") and owner.id in build.builders()
+    if (path / "config.json").is_file() and not (converted and not is_standard_checkpoint(path)):
         return path
-    if spec.weights.startswith("package:") and owner.id in build.builders():
+    if converted:
         log.info("converting packaged weights", extra={"model_id": owner.id, "path": str(path)})
         return build.build_one(owner.id, models_dir)
     if spec.weights.startswith("hub:"):
@@ -319,13 +367,33 @@ def weights_path(spec: ModelSpec, owner: ModelSpec, models_dir: Path) -> Path:
     raise ModelUnavailable(f"no weights for '{spec.id}' in {path}")
 
 
-def load_engine(spec: ModelSpec, owner: ModelSpec, models_dir: Path, device: str) -> Any:
+def text_engine_kind(spec: ModelSpec, settings: Settings) -> str:
+    """"vllm" for an entry naming vLLM where it is installed (and not switched off), else "transformers"."""
+    if spec.engine != VLLM_ENGINE or settings.llm_engine == TEXT_ENGINE:
+        return TEXT_ENGINE
+    if not vllm_engine.available():
+        if settings.llm_engine == VLLM_ENGINE:
+            raise ModelUnavailable(f"GENMESH_LLM_ENGINE=vllm, but vLLM is not installed for '{spec.id}'")
+        return TEXT_ENGINE
+    return VLLM_ENGINE
+
+
+def load_engine(spec: ModelSpec, owner: ModelSpec, models_dir: Path, device: str,
+                settings: Settings | None = None) -> Any:
+    settings = settings or Settings()
     path = weights_path(spec, owner, models_dir)
     if spec.engine == EMBEDDING_ENGINE:
         return EmbeddingModel(path, device=device)
     if spec.engine == VISION_ENGINE:
         return VisionChatModel(path, device=device)
-    return LLMEngine.load(path, model_id=owner.id, device=device, max_context=spec.max_context or None)
+    if text_engine_kind(spec, settings) == VLLM_ENGINE:
+        return vllm_engine.VLLMEngine.load(path, model_id=owner.id, max_context=spec.max_context or None,
+                                           config=vllm_engine.VLLMConfig(
+                                               max_num_seqs=settings.llm_max_num_seqs,
+                                               enforce_eager=settings.llm_enforce_eager,
+                                               cache_dir=models_dir / ".vllm-cache"))
+    return LLMEngine.load(path, model_id=owner.id, device=device, max_context=spec.max_context or None,
+                          config=EngineConfig(max_batch_size=settings.llm_max_num_seqs))
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -349,6 +417,23 @@ def _refuse_for_vision(spec: ModelSpec, request: llm_pb2.ChatCompleteRequest) ->
 def _vision_chunk(*, content: str = "", finish_reason: str = "", first: bool) -> llm_pb2.ChatCompleteEvent:
     return llm_pb2.ChatCompleteEvent(chunk=llm_pb2.ChatCompleteChunk(choices=[llm_pb2.ChoiceDelta(
         index=0, role="assistant" if first else "", content=content, finish_reason=finish_reason)]))
+
+
+class _Tally:
+    """The tokens of a stream so far, for `usage_so_far` on each chunk."""
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def add(self, delta: Delta) -> None:
+        if delta.prompt_tokens is not None:
+            self.prompt_tokens = delta.prompt_tokens
+        self.completion_tokens += len(delta.token_ids)
+
+    def proto(self) -> llm_pb2.TokenUsage:
+        return llm_pb2.TokenUsage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                                  total_tokens=self.prompt_tokens + self.completion_tokens)
 
 
 def _progress(stage: str) -> common_pb2.Progress:

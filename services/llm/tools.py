@@ -87,10 +87,16 @@ def resolve_tool_choice(tools: Sequence[FunctionTool], choice: ToolChoice | None
 
 
 def tool_call_grammar(tools: Sequence[FunctionTool], choice: ToolChoice, *, parallel: bool = False) -> str | None:
-    """A Lark grammar forcing tool calls (several, newline-separated, if `parallel` and "required"),
-    or None when the model may answer in text."""
+    """The compiled llguidance grammar of `tool_call_lark`, or None when the model may answer in text."""
     from llguidance import LLMatcher
 
+    lark = tool_call_lark(tools, choice, parallel=parallel)
+    return LLMatcher.grammar_from_lark(lark) if lark is not None else None
+
+
+def tool_call_lark(tools: Sequence[FunctionTool], choice: ToolChoice, *, parallel: bool = False) -> str | None:
+    """A Lark grammar (llguidance's dialect, as vLLM's guidance backend takes it) forcing tool calls
+    (several, newline-separated, if `parallel` and "required"), or None when the model may answer in text."""
     if choice.mode == "function":
         chosen = [t for t in tools if t.name == choice.function_name]
         start = "start: call"
@@ -103,8 +109,7 @@ def tool_call_grammar(tools: Sequence[FunctionTool], choice: ToolChoice, *, para
                "required": ["name", "arguments"], "additionalProperties": False} for t in chosen]
     schema: dict[str, Any] = bodies[0] if len(bodies) == 1 else {"anyOf": bodies}
     schema = {"x-guidance": _CALL_FORMAT, **schema}
-    lark = "\n".join([start, f'call: "{OPEN}\\n" body "\\n{CLOSE}"', f"body: %json {json.dumps(schema)}"])
-    return LLMatcher.grammar_from_lark(lark)
+    return "\n".join([start, f'call: "{OPEN}\\n" body "\\n{CLOSE}"', f"body: %json {json.dumps(schema)}"])
 
 
 class ToolCallParser:
