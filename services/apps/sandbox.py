@@ -44,9 +44,12 @@ PROBE_TIMEOUT_S = 30.0
 class Limits:
     memory_bytes: int | None   # RLIMIT_AS; None where it cannot apply (CUDA maps terabytes)
     cpu_seconds: int           # RLIMIT_CPU over the runner's life; SIGXCPU, then SIGKILL
-    processes: int = 512       # RLIMIT_NPROC (threads count too): no fork bombs
+    # RLIMIT_NPROC counts every process and thread of the sandbox uid on the host (all runners
+    # share it), so it is a fork-bomb stop, not a per-app quota.
+    processes: int = 4096
     open_files: int = 4096
-    file_bytes: int = 8 << 30  # RLIMIT_FSIZE: the largest file it may write (to its tmpfs)
+    tmp_bytes: int = 2 << 30   # the private /tmp (tmpfs: host memory, so it has a size)
+    file_bytes: int = 2 << 30  # RLIMIT_FSIZE: the largest file it may write
 
 
 def python_paths() -> list[Path]:
@@ -110,16 +113,19 @@ class Sandbox:
         for p in self.hidden:  # the data directory, should a bound path hold it
             if any(_under(p, r) for r in self.readable):
                 args += ["--tmpfs", str(p)]
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+        limits = self.limits(gpu=gpu)
+        args += ["--proc", "/proc", "--dev", "/dev",
+                 "--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
                  "--ro-bind", str(code), CODE_DIR]
         if site_dir is not None:
             args += ["--ro-bind", str(site_dir), SITE_DIR]
         args += ["--perms", "0755", "--dir", "/run/genmesh", "--ro-bind", str(socket), SOCKET_PATH]
         if gpu:
+            # The driver's device nodes, and /sys where CUDA reads the PCI topology.
             for dev in sorted(Path("/dev").glob("nvidia*")):
                 args += ["--dev-bind", str(dev), str(dev)]
+            args += ["--ro-bind", "/sys", "/sys"]
         args += ["--chdir", CODE_DIR, "--"]
-        limits = self.limits(gpu=gpu)
         args += [self.prlimit, f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 5}",
                  f"--nproc={limits.processes}", f"--nofile={limits.open_files}",
                  f"--fsize={limits.file_bytes}", "--core=0"]
@@ -193,7 +199,7 @@ def sandbox_env(extra: dict[str, str]) -> dict[str, str]:
 async def detect(settings: Settings) -> tuple[Sandbox | None, str]:
     """The sandbox this worker can use, or None and the reason (logged once at start)."""
     if settings.apps_sandbox == "off":
-        return None, "the app sandbox is turned off (GENMESH_APPS_SANDBOX=off)"
+        return None, "the app sandbox is turned off by GENMESH_APPS_SANDBOX=off"
     if settings.apps_sandbox != "auto":
         raise ValueError(f"GENMESH_APPS_SANDBOX must be auto or off, not {settings.apps_sandbox!r}")
     bwrap = shutil.which("bwrap")

@@ -87,7 +87,8 @@ class Escape(genmesh.App):
         if p.probe == "identity":
             got = {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(),
                    "groups": os.getgroups(), "ppid": os.getppid(),
-                   "status": read("/proc/self/status"), "limits": read("/proc/self/limits")}
+                   "status": read("/proc/self/status"), "limits": read("/proc/self/limits"),
+                   "tmp_bytes": os.statvfs("/tmp").f_blocks * os.statvfs("/tmp").f_frsize}
         elif p.probe == "processes":
             pids = sorted(int(d) for d in os.listdir("/proc") if d.isdigit())
             got = {"pids": pids,
@@ -195,6 +196,7 @@ async def test_app_code_runs_as_an_unprivileged_user_with_no_capabilities_and_it
     limits = {line[:26].strip(): line[26:].split() for line in got["limits"].splitlines()[1:]}
     assert limits["Max address space"][:2] == [str(MEMORY_LIMIT_MB << 20)] * 2
     assert limits["Max cpu time"][0] != "unlimited" and limits["Max processes"][0] != "unlimited"
+    assert 0 < got["tmp_bytes"] <= 2 << 30  # its private /tmp is a sized tmpfs, not host memory at will
 
 
 async def test_app_sees_only_its_own_sandbox_processes_and_no_mesh_secret(hostile: tuple[Tenant, str]) -> None:
