@@ -45,6 +45,9 @@ class Outcome:
 
     usage: common_pb2.Usage
     result: Message | None = None
+    # The tokens of an LLM stream so far (its chunks' usage_so_far): what a stream cut short by
+    # its caller is billed, as it never reaches its usage event.
+    tokens_so_far: Message | None = None
     started: float = 0.0
     finished: float = 0.0
     error: GenmeshError | None = None
@@ -93,8 +96,10 @@ class Runner:
 
     async def events(self, prep: Prepared, *, request_id: str, outcome: Outcome,
                      wait_s: float | None = None, timeout_s: float | None = None,
-                     safe_to_retry_after_output: bool = False, key_id: str = "") -> AsyncIterator[tuple[str, Message]]:
-        """(case, payload) of each event; re-places on a lost worker while that is safe."""
+                     safe_to_retry_after_output: bool = False, key_id: str = "",
+                     whole_events: bool = False) -> AsyncIterator[tuple[str, Message]]:
+        """(case, payload) of each event (or (case, event) with `whole_events`); re-places on a lost
+        worker while that is safe."""
         attempt = 0
         emitted_output = False
         while True:
@@ -112,7 +117,10 @@ class Runner:
                         outcome.result = payload
                     elif case not in ("progress", "log"):
                         emitted_output = True
-                    yield case, payload
+                        so_far = getattr(payload, "usage_so_far", None)
+                        if so_far is not None:
+                            outcome.tokens_so_far = so_far
+                    yield case, event if whole_events else payload
                 if outcome.result is not None and not outcome.usage.items:
                     outcome.usage.CopyFrom(usage_of_unary(outcome.result))
                 outcome.finished = time.time()
@@ -127,6 +135,7 @@ class Runner:
                 log.warning("worker lost; re-placing", extra={"request_id": request_id,
                                                               "model_id": prep.spec.id, "attempt": attempt})
                 outcome.usage.Clear()
+                outcome.tokens_so_far = None
 
 
 def usage_of_unary(result: Message) -> common_pb2.Usage:

@@ -34,7 +34,7 @@ from genmesh.services.router.placement import ResidentFirst, availability
 from genmesh.services.router.queue import JobQueue
 from genmesh.services.router.registry import WorkerRegistry
 from genmesh.services.router.runner import Outcome, Prepared, Runner
-from genmesh.services.router.usage import UsagePublisher, record
+from genmesh.services.router.usage import UsagePublisher, billed_usage, record
 from genmesh.outbound import OutboundPolicy
 from genmesh.tokens import TokenSealer
 from genmesh.services.router.webhooks import WebhookSender
@@ -115,9 +115,12 @@ class Mesh:
     # --- running requests -----------------------------------------------------------------------
 
     async def run_events(self, identity: Identity, prep: Prepared, *, mode: str,
-                         timeout_s: float | None, partials_reach_caller: bool = True
-                         ) -> AsyncIterator[tuple[str, str, Message]]:
-        """(request_id, case, payload) of a sync or streamed run; publishes its usage record."""
+                         timeout_s: float | None, partials_reach_caller: bool = True,
+                         whole_events: bool = False) -> AsyncIterator[tuple[str, str, Message]]:
+        """(request_id, case, payload) of a sync or streamed run; publishes its usage record.
+
+        With `whole_events` the third item is the worker's typed event itself (for the typed
+        proxy, which passes it on as it came, not rebuilt)."""
         request_id = uuid.uuid4().hex
         outcome = Outcome(usage=common_pb2.Usage())
         created = time.time()
@@ -128,7 +131,7 @@ class Mesh:
                                                          wait_s=SYNC_WAIT_S, timeout_s=timeout_s or None,
                                                          # Re-placing is safe when the caller sees only the result.
                                                          safe_to_retry_after_output=not partials_reach_caller,
-                                                         key_id=identity.key_id):
+                                                         key_id=identity.key_id, whole_events=whole_events):
                 yield request_id, case, payload
             status = common_pb2.JOB_STATUS_COMPLETED
         except GenmeshError as exc:
@@ -142,7 +145,7 @@ class Mesh:
             started = outcome.started or created
             self.usage.publish_soon(record(
                 request_id=request_id, model_id=prep.model_id, api_key_id=identity.key_id,
-                status=status, usage=outcome.usage, error=error.message if error else "",
+                status=status, usage=billed_usage(outcome), error=error.message if error else "",
                 error_type=error.error_type if error else "", created_at=created,
                 started_at=started, finished_at=finished, queue_time_s=started - created,
                 run_time_s=finished - started, mode=mode, machine_type=prep.spec.machine_type))
@@ -339,10 +342,8 @@ class ProxyMethod:
     async def stream(self, request: Message, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
         identity = await self.mesh.auth.admit(context)
         prep = self.mesh.runner.prepare_typed(self.task, request)
-        event_cls = self.task.response_cls
-        async for _rid, case, payload in self.mesh.run_events(identity, prep, mode="grpc", timeout_s=None):
-            event = event_cls()
-            getattr(event, case).CopyFrom(payload)
+        async for _rid, _case, event in self.mesh.run_events(identity, prep, mode="grpc", timeout_s=None,
+                                                             whole_events=True):
             yield event
 
     @servicer_errors

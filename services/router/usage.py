@@ -53,6 +53,17 @@ def record(*, request_id: str, model_id: str, api_key_id: str, status: int,
     return rec
 
 
+def billed_usage(outcome: Any) -> common_pb2.Usage:
+    """What a finished run is billed: its usage event, or, for a stream its caller left before
+    that event, the tokens its chunks said were generated so far."""
+    if outcome.usage.items or outcome.tokens_so_far is None:
+        return outcome.usage
+    so_far = outcome.tokens_so_far
+    return common_pb2.Usage(items=[
+        common_pb2.UsageItem(unit="input_tokens", quantity=so_far.prompt_tokens),
+        common_pb2.UsageItem(unit="output_tokens", quantity=so_far.completion_tokens)])
+
+
 class UsagePublisher:
     """Publishes usage records from one background loop without waiting on each ack.
 
