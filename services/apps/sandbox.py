@@ -9,6 +9,11 @@ N to the caller's uid 0 outside, so files owned by root (the data directory, a m
 stay readable. Here bwrap sets up the namespaces as root and setpriv switches to a real
 unprivileged uid, which the kernel checks against the files' real owners.
 
+A worker that is not root (a pod with runAsNonRoot, a developer's account) runs bwrap
+unprivileged in a user namespace instead (`rootless`): the runner is uid 65534 inside, the worker's
+own uid outside, so only what is not mounted (the data directory) and the namespaces keep it in.
+That needs unprivileged user namespaces; the start-up probe finds out.
+
 Why no network at all: the runner talks to its worker over one unix socket bound into the
 sandbox; its own network namespace has only a loopback of its own, so NATS, Postgres, the router
 and the workers on the host's 127.0.0.1 are unreachable.
@@ -80,8 +85,9 @@ class Sandbox:
     """Builds the bwrap command line of one runner."""
 
     def __init__(self, bwrap: str, *, uid: int, hidden: list[Path], cpu_seconds: int,
-                 memory_bytes: int | None) -> None:
+                 memory_bytes: int | None, rootless: bool = False) -> None:
         self.bwrap = bwrap
+        self.rootless = rootless
         self.uid = uid
         self.hidden = [p.resolve() for p in hidden]
         self.cpu_seconds = cpu_seconds
@@ -99,6 +105,8 @@ class Sandbox:
         args = [self.bwrap, "--die-with-parent", "--new-session",
                 "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                 "--unshare-cgroup-try", "--hostname", "app"]
+        if self.rootless:
+            args += ["--unshare-user", "--uid", str(self.uid), "--gid", str(self.uid), "--cap-drop", "ALL"]
         for d in SYSTEM_DIRS:
             if os.path.isdir(d):
                 args += ["--ro-bind", d, d]
@@ -131,6 +139,8 @@ class Sandbox:
                  f"--fsize={limits.file_bytes}", "--core=0"]
         if limits.memory_bytes:
             args.append(f"--as={limits.memory_bytes}")
+        if self.rootless:
+            return args + ["--"] + argv
         args += ["--", self.setpriv, f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
                  "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
         return args + argv
@@ -205,17 +215,17 @@ async def detect(settings: Settings) -> tuple[Sandbox | None, str]:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return None, "bubblewrap (bwrap) is not installed: apt-get install bubblewrap"
-    if os.geteuid() != 0:
-        # Unprivileged bwrap needs user namespaces and cannot bind what this uid cannot read;
-        # the uid switch below needs root. Containers without root use the pod's securityContext.
-        return None, "the app worker is not root, so it cannot switch runners to the sandbox uid"
-    for tool in ("prlimit", "setpriv"):
+    rootless = os.geteuid() != 0
+    for tool in ("prlimit",) if rootless else ("prlimit", "setpriv"):
         if shutil.which(tool) is None:
             return None, f"{tool} (util-linux) is not installed"
     sandbox = Sandbox(bwrap, uid=settings.apps_sandbox_uid, hidden=[settings.data_dir],
                       cpu_seconds=settings.apps_cpu_limit_s,
-                      memory_bytes=settings.apps_memory_limit_mb << 20 if settings.apps_memory_limit_mb else None)
+                      memory_bytes=settings.apps_memory_limit_mb << 20 if settings.apps_memory_limit_mb else None,
+                      rootless=rootless)
     reason = await sandbox.probe()
     if reason is not None:
+        if rootless:
+            reason += " (as a non-root worker bwrap needs unprivileged user namespaces)"
         return None, reason
-    return sandbox, "bwrap"
+    return sandbox, "bwrap (rootless)" if rootless else "bwrap"
