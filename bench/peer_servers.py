@@ -86,6 +86,11 @@ def serve_ray(port: int, scratch: Path) -> None:
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
         # A 2-core machine: HAProxy's default of 4 threads would only contend.
         "RAY_SERVE_HAPROXY_NBTHREAD": "2",
+        # A shared, loaded 2-core machine starts actors slowly: Serve's default readiness and
+        # health-check timeouts (5-30 s) kill the proxy before it is up. Steady state is unchanged.
+        "RAY_SERVE_HAPROXY_STARTUP_TIMEOUT_S": "180",
+        "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "120",
+        "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60",
         "RAY_USAGE_STATS_ENABLED": "0",
         # Ray's own processes talk over loopback too (by default it picks the host's address).
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
