@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 from urllib.parse import urlparse
@@ -312,10 +313,34 @@ async def test_without_a_sandbox_non_admin_apps_are_refused_with_the_reason_and_
         admin = Tenant(mesh, mesh.api_key)
         app = await admin.deploy(deploy_request(tmp_path / "who", SIMPLE, "WhoAmI", "ops/who"))
         assert app.trusted
-        body = struct_pb2.Struct()
-        async with mesh.channel() as ch:
-            resp = await router_pb2_grpc.RouterStub(ch).Run(router_pb2.RunRequest(model_id=app.id, input=body),
-                                                            metadata=mesh.metadata, timeout=120)
-        assert json_format.MessageToDict(resp.output)["uid"] == os.getuid()  # unsandboxed, as warned
+        assert (await run_plain(mesh, app.id))["uid"] == os.getuid()  # unsandboxed, with a warning
+
+        # Code that is not an admin's reaching such a worker anyway (say, deployed before the
+        # worker joined): the worker refuses to start it, naming why.
+        conn = await asyncpg.connect(mesh.env["GENMESH_DATABASE_URL"])
+        try:
+            await conn.execute("UPDATE apps SET trusted = false WHERE id = $1", app.id)
+        finally:
+            await conn.close()
+        async with mesh.channel() as ch:  # republishes the app; keep_alive 0 retires the warm runner
+            await apps_pb2_grpc.AppsStub(ch).ScaleApp(apps_pb2.ScaleAppRequest(id=app.id, keep_alive_seconds=0),
+                                                      metadata=mesh.metadata)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await run_plain(mesh, app.id)
+            except grpc.aio.AioRpcError as exc:
+                refusal = exc
+                break
+            assert time.monotonic() < deadline, "the worker kept running an untrusted app unsandboxed"
+        assert refusal.code() == grpc.StatusCode.FAILED_PRECONDITION, refusal
+        assert "runs only sandboxed" in refusal.details() and "GENMESH_APPS_SANDBOX=off" in refusal.details()
     finally:
         await mesh.supervisor.stop()
+
+
+async def run_plain(mesh: Mesh, model_id: str) -> dict[str, Any]:
+    async with mesh.channel() as ch:
+        resp = await router_pb2_grpc.RouterStub(ch).Run(router_pb2.RunRequest(model_id=model_id),
+                                                        metadata=mesh.metadata, timeout=120)
+    return json_format.MessageToDict(resp.output)
