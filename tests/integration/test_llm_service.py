@@ -22,6 +22,8 @@ from google.protobuf import struct_pb2
 from PIL import Image
 
 from genmesh.models import build
+from genmesh.services.llm.protocol import GenerationRequest, Message
+from genmesh.services.llm.sampling import SamplingParams
 from genmesh.services.llm.server import LLMComponent
 from genmesh.settings import Settings
 from genmesh.v1 import llm_pb2, llm_pb2_grpc
@@ -307,6 +309,63 @@ async def test_a_caller_going_away_cancels_its_sequence(worker: Worker) -> None:
     call.cancel()
     assert await asyncio.to_thread(engine.wait_idle, 10)
     assert engine.stats().generated_tokens - before < 400
+    events = await collect(worker.stub.ChatComplete(chat(max_tokens=2)))
+    assert cases(events)[-1] == "result"
+
+
+async def test_min_tokens_holds_back_stop_tokens_and_ignore_eos_runs_to_max_tokens(worker: Worker) -> None:
+    await collect(worker.stub.ChatComplete(chat(max_tokens=1)))  # resident
+    engine = worker.component.runtime.cache.entries[CHAT].value
+    messages = (Message(role="user", content="Tell me a story"),)
+
+    async def tokens(**params: Any) -> tuple[int, ...]:
+        request = GenerationRequest(messages=messages, sampling=SamplingParams(temperature=0.0, **params))
+        return (await engine.complete(request)).choices[0].token_ids
+
+    greedy = await tokens(max_tokens=8, ignore_eos=True)
+    assert await tokens(max_tokens=8, stop_token_ids=(greedy[0],)) == greedy[:1]
+    held = await tokens(max_tokens=8, stop_token_ids=(greedy[0],), min_tokens=3)
+    # The stop token is not sampled before min_tokens; after it, it may end the sequence again.
+    assert len(held) >= 3 and greedy[0] not in held[:3]
+    events = await collect(worker.stub.ChatComplete(chat(max_tokens=12, ignore_eos=True, seed=2)))
+    assert events[-1].result.usage.completion_tokens == 12
+    assert events[-1].result.choices[0].finish_reason == "length"
+
+
+async def test_one_engine_step_is_one_chunk_carrying_the_tokens_so_far(worker: Worker) -> None:
+    events = await collect(worker.stub.ChatComplete(chat(max_tokens=5, n=3, seed=7, ignore_eos=True)))
+    chunks = [e.chunk for e in events if e.HasField("chunk")]
+    # Three choices decoded together: each step's deltas travel in one chunk, not one per choice
+    # (a choice whose text is held back, a partial character, is left out of its step's chunk).
+    assert len(chunks) == 5 and max(len(c.choices) for c in chunks) == 3
+    produced = [c.usage_so_far.completion_tokens for c in chunks]
+    assert produced == [3, 6, 9, 12, 15]
+    result = events[-1].result
+    assert chunks[-1].usage_so_far.prompt_tokens == result.usage.prompt_tokens > 0
+
+
+async def test_the_worker_advertises_its_engines_batch_and_queue_as_capacity(worker: Worker) -> None:
+    settings = worker.component.settings
+    assert worker.component.runtime.state().capacity == settings.llm_max_num_seqs + settings.llm_queue_depth
+
+
+async def test_past_its_queue_bound_a_request_gets_429_with_retry_after(worker: Worker) -> None:
+    component = worker.component
+    bound = component.max_waiting
+    component.max_waiting = 1
+    held = worker.stub.ChatComplete(chat(max_tokens=300, ignore_eos=True, seed=1))
+    try:
+        async for event in held:
+            if event.HasField("chunk"):
+                break  # one generation is running: the bound is reached
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await collect(worker.stub.ChatComplete(chat(max_tokens=2)))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        metadata = dict(err.value.trailing_metadata())
+        assert metadata["genmesh-error-type"] == "rate_limited" and float(metadata["genmesh-retry-after"]) > 0
+    finally:
+        held.cancel()
+        component.max_waiting = bound
     events = await collect(worker.stub.ChatComplete(chat(max_tokens=2)))
     assert cases(events)[-1] == "result"
 
