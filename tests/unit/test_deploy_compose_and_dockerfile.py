@@ -39,7 +39,7 @@ def test_dockerignore_admits_what_the_image_needs() -> None:
         assert f"!{needed}" in patterns
 
 
-def test_command_line_reports_every_file_ok() -> None:
+def test_command_line_reports_every_file_ok_checkov_included() -> None:
     result = subprocess.run(
         [sys.executable, str(DEPLOY / "tools" / "deploy_checks.py")],
         capture_output=True,
