@@ -98,3 +98,6 @@ class FasterWhisperSTT(SpeechToText):
                     avg_logprob=round(float(s.avg_logprob), 4),
                     compression_ratio=round(float(s.compression_ratio), 4),
                     no_speech_prob=round(float(s.no_speech_prob), 6))
+                # Checked again before asking for the next segment, which may decode a window.
+                if cancel.is_set():
+                    raise Cancelled("transcription was cancelled")
