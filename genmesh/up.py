@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -21,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Collection
 
 import grpc
 import httpx
@@ -87,6 +88,8 @@ class Supervisor:
     certs: dict[str, meshtls.ServiceCert] = field(default_factory=dict)
     # False: a plaintext mesh (GENMESH_INSECURE_MESH), only to measure what mutual TLS costs.
     tls: bool = True
+    # Health waits of the services started after `start(ready_with=...)` returned.
+    joining: dict[str, "asyncio.Task[None]"] = field(default_factory=dict)
     _health_credentials: meshtls.MeshCredentials | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -125,16 +128,26 @@ class Supervisor:
         self.children[name] = child
         return child
 
-    async def start(self, order: list[str] | None = None) -> None:
-        """Starts services (infrastructure-facing ones first) and waits until all are healthy."""
+    async def start(self, order: list[str] | None = None, *,
+                    ready_with: Collection[str] | None = None) -> None:
+        """Starts services (infrastructure-facing ones first) and waits until all are healthy.
+
+        With `ready_with`, returns once those are healthy: they start (and load) first, alone on
+        the CPU; every other service is started then, and `self.joining` waits for its health
+        (model workers can take many seconds to import their libraries and load)."""
         first = [s for s in ("router", "billing") if s in self.services]
         for name in first:
             await self.start_child(name)
         await asyncio.gather(*(self.wait_healthy(n) for n in first))
         rest = [s for s in self.services if s not in first]
-        for name in rest:
+        core = rest if ready_with is None else [s for s in rest if s in ready_with]
+        for name in core:
             await self.start_child(name)
-        await asyncio.gather(*(self.wait_healthy(n) for n in rest))
+        await asyncio.gather(*(self.wait_healthy(n) for n in core))
+        later = [s for s in rest if s not in core]
+        for name in later:
+            await self.start_child(name)
+        self.joining = {name: asyncio.create_task(self.wait_healthy(name)) for name in later}
 
     async def wait_healthy(self, name: str, timeout: float = HEALTH_TIMEOUT_S) -> None:
         child = self.children[name]
@@ -202,6 +215,8 @@ class Supervisor:
 
     async def stop(self) -> None:
         self.stopping = True
+        for joining in self.joining.values():
+            joining.cancel()
         # The edge first (no new requests), then workers, then the router and billing.
         order = [n for n in ("edge", "apps", "echo", "imagegen", "videogen", "audio", "llm", "router", "billing")
                  if n in self.children]
@@ -228,6 +243,17 @@ def _read_or_create(path: Path, make: Any) -> str:
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+# What `genmesh up` waits for before its ready line: the API itself (no model library in them).
+READY_WITH = ("router", "billing", "edge")
+
+
+def _joined(name: str, task: "asyncio.Task[None]") -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    say(f"genmesh: {name} ready" if error is None else f"genmesh: {name} failed to start: {error}")
 
 
 async def build_models(settings: Settings) -> None:
@@ -279,7 +305,9 @@ async def up(settings: Settings, *, edge_port: int, grpc_port: int, services: li
         sup = Supervisor(env=env, log_dir=data_dir / "logs", services=chosen,
                          ports={"router": grpc_port, "edge": edge_port})
         say(f"genmesh: starting {', '.join(chosen)} (logs in {sup.log_dir})")
-        starting = asyncio.create_task(sup.start())
+        # The API is ready once these are: model workers load after them and join when healthy
+        # (until then their models are listed as not runnable yet, and requests wait for them).
+        starting = asyncio.create_task(sup.start(ready_with=READY_WITH))
         stopped = asyncio.create_task(stop_event.wait())
         done, _ = await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if stopped in done:
@@ -290,6 +318,10 @@ async def up(settings: Settings, *, edge_port: int, grpc_port: int, services: li
         starting.result()
         print(f"genmesh ready: http://127.0.0.1:{edge_port} grpc=127.0.0.1:{grpc_port}", flush=True)
         print(f"api key: {api_key}", flush=True)
+        if sup.joining:
+            say(f"genmesh: {', '.join(sup.joining)} joining as they finish loading")
+            for name, task in sup.joining.items():
+                task.add_done_callback(functools.partial(_joined, name))
         watcher = asyncio.create_task(sup.watch())
         await stop_event.wait()
         watcher.cancel()

@@ -79,11 +79,27 @@ def wait_gone(procs: list[psutil.Process], timeout: float = 60.0) -> list[psutil
     return alive(procs)
 
 
+async def joined_workers(grpc_port: int, key: str, expected: set[str]) -> router_pb2.ListWorkersResponse:
+    """The router's workers once `expected` services have joined (bounded wait): the ready line
+    comes once the API is up, and model workers join as they finish loading."""
+    deadline = time.monotonic() + 300
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as ch:
+        while True:
+            workers = await router_pb2_grpc.RouterStub(ch).ListWorkers(
+                router_pb2.ListWorkersRequest(), metadata=(("authorization", f"Bearer {key}"),))
+            if expected <= {w.service for w in workers.workers} or time.monotonic() > deadline:
+                return workers
+            await asyncio.sleep(0.5)
+
+
 async def test_up_serves_everything_then_stops_cleanly(tmp_path: Path, models_dir: Path) -> None:
     up = Up(tmp_path / "data", models_dir)
     try:
         ready, key = await asyncio.to_thread(up.wait_ready)
         assert ready == f"genmesh ready: http://127.0.0.1:{up.edge_port} grpc=127.0.0.1:{up.grpc_port}"
+        expected = {s for s in available_services() if s not in ("router", "billing", "edge")}
+        workers = await joined_workers(up.grpc_port, key, expected)
+        assert expected <= {w.service for w in workers.workers}
         # Every service answers its health check.
         ports = {}
         for name in available_services():
@@ -101,10 +117,6 @@ async def test_up_serves_everything_then_stops_cleanly(tmp_path: Path, models_di
             out = await router_pb2_grpc.RouterStub(ch).Run(router_pb2.RunRequest(model_id="genmesh/echo", input=s),
                                                            metadata=(("authorization", f"Bearer {key}"),))
             assert out.output["prompt"] == "grpc"
-            workers = await router_pb2_grpc.RouterStub(ch).ListWorkers(
-                router_pb2.ListWorkersRequest(), metadata=(("authorization", f"Bearer {key}"),))
-            expected = {s for s in available_services() if s not in ("router", "billing", "edge")}
-            assert expected <= {w.service for w in workers.workers}
         # The mesh is mutual TLS: a worker's own port refuses a plaintext caller.
         tls = tmp_path / "data" / "tls"
         assert all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in tls.glob("*.key"))
