@@ -86,9 +86,14 @@ def check_deploy(req: apps_pb2.DeployAppRequest, key_id: str) -> apps_pb2.App:
         raise InvalidArgument("must be 0 on a CPU machine", field="num_gpus")
     for i, requirement in enumerate(req.requirements):
         try:
-            Requirement(requirement)
+            parsed = Requirement(requirement)
         except InvalidRequirement as exc:
             raise InvalidArgument(f"not a pip requirement: {exc}", field=f"requirements[{i}]") from None
+        if parsed.url:
+            # The worker fetches requirements itself: a URL (file://, an internal host) would
+            # make it read or request what the tenant names.
+            raise InvalidArgument("must name a package from the index (name and version), not a URL",
+                                  field=f"requirements[{i}]")
     app = apps_pb2.App(
         id=name, entrypoint=req.entrypoint, machine_type=m.name, num_gpus=num_gpus,
         requirements=list(req.requirements), keep_alive_seconds=req.keep_alive_seconds,

@@ -1,6 +1,7 @@
 """Each app version's code on this worker: the bundle fetched from the blob store and unpacked once
 into the cache directory, and any requirements the worker's environment lacks installed with pip
-into a directory of that version's own (put first on the runners' PYTHONPATH)."""
+into a directory of that version's own (put first on the runners' PYTHONPATH), as wheels only
+so that no tenant code runs on the worker itself."""
 from __future__ import annotations
 
 import asyncio
@@ -93,9 +94,12 @@ class CodeCache:
         tmp = base / f"site.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         self.on_log(app.id, f"installing requirements: {' '.join(missing)}", "info")
+        # Wheels only: building an sdist runs the tenant's setup.py here, outside the sandbox.
+        # And none of the worker's GENMESH_* settings (keys, database URL) in pip's environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GENMESH_")}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-            "--no-input", "--target", str(tmp), *missing,
+            "--no-input", "--only-binary=:all:", "--target", str(tmp), *missing, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         try:
             output, _ = await asyncio.wait_for(proc.communicate(), PIP_TIMEOUT_S)

@@ -177,6 +177,9 @@ def _deploy_request(**overrides: object) -> apps_pb2.DeployAppRequest:
     ({"machine_type": "GPU-A100", "num_gpus": 9}, "num_gpus"), ({"num_gpus": 1}, "num_gpus"),
     ({"min_concurrency": 3}, "min_concurrency"), ({"keep_alive_seconds": -1}, "keep_alive_seconds"),
     ({"requirements": ["not a requirement!!"]}, "requirements[0]"), ({"code": b"not a zip"}, "code"),
+    # The worker fetches requirements: never from a URL the tenant names (file://, internal hosts).
+    ({"requirements": ["msgpack", "x @ file:///etc/shadow"]}, "requirements[1]"),
+    ({"requirements": ["x @ http://127.0.0.1:4222/x.whl"]}, "requirements[0]"),
 ])
 def test_deploy_requests_are_checked_field_by_field(overrides: dict, field: str) -> None:
     with pytest.raises(InvalidArgument) as err:
