@@ -47,6 +47,9 @@ def weights_reason(spec: ModelSpec, models_dir: Path,
     if kind == "package":
         if spec.files:
             return packaged.weights_reason(spec, models_dir, find_spec)
+        if any(build.is_built(models_dir, other.id) for other in build.catalog()
+               if other.weights == spec.weights):
+            return None  # converted once already (SmolLM2's GGUF): the package is not read again
         missing = packaged.missing_packages(spec, find_spec)
         if missing:
             return (f"weights missing: the {', '.join(p.requirement for p in missing)} package "

@@ -39,7 +39,8 @@ def is_built(models_dir: Path, model_id: str) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _catalog() -> Catalog:
+def catalog() -> Catalog:
+    """The packaged catalog, which says which builders read optional packages."""
     return Catalog.load()
 
 
@@ -48,7 +49,7 @@ def needs_packages(model_id: str,
     """The pinned requirements of the packages `model_id` is built from that are not installed."""
     from genmesh.models.packaged import missing_packages
 
-    spec = _catalog().find(model_id)
+    spec = catalog().find(model_id)
     return [] if spec is None else [p.requirement for p in missing_packages(spec, find_spec)]
 
 
