@@ -64,6 +64,12 @@ class UsageRecord(_message.Message):
     mode: str
     def __init__(self, request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., api_key_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_time_seconds: _Optional[float] = ..., run_time_seconds: _Optional[float] = ..., machine_type: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
 
+class UsageBatch(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[UsageRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[UsageRecord, _Mapping]]] = ...) -> None: ...
+
 class ApiKey(_message.Message):
     __slots__ = ("id", "name", "scope", "prefix", "created_at", "revoked_at", "spend_limit", "rate_limit_per_minute", "spent")
     ID_FIELD_NUMBER: _ClassVar[int]
