@@ -202,9 +202,19 @@ class RunnerProcess:
             # in the sandbox bwrap's --die-with-parent).
             # -P: the app's directory (the cwd) must not shadow the runner's own imports.
             cmd, env, cwd = self._command()
-            self.proc = await asyncio.create_subprocess_exec(
-                *cmd, env=env, cwd=cwd, stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            pass_fds: tuple[int, ...] = ()
+            if self.sandbox is not None:
+                # bwrap reads its arguments from a pipe, so the sandbox's /proc/1/cmdline does
+                # not spell out the host's paths (the data directory, the code cache).
+                cmd, args_fd = sandboxing.args_via_pipe(cmd)
+                pass_fds = (args_fd,)
+            try:
+                self.proc = await asyncio.create_subprocess_exec(
+                    *cmd, env=env, cwd=cwd, stdin=asyncio.subprocess.PIPE, pass_fds=pass_fds,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            finally:
+                for fd in pass_fds:
+                    os.close(fd)
             assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
             # The hello token on stdin: not in argv or the environment, which /proc shows.
             self.proc.stdin.write(self.token.encode() + b"\n")

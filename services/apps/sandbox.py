@@ -162,6 +162,25 @@ class Sandbox:
         return None
 
 
+def args_via_pipe(command: list[str]) -> tuple[list[str], int]:
+    """`bwrap --args FD -- COMMAND...` and the read end of a pipe holding bwrap's options
+    (NUL-separated; bwrap takes only options from it, the command stays on its command line,
+    naming only sandbox paths). The caller passes the fd to the child and closes it."""
+    end = command.index("--")
+    data = b"".join(arg.encode() + b"\0" for arg in command[1:end])
+    read_fd, write_fd = os.pipe()
+    try:
+        if len(data) > 60_000:  # a pipe holds 64 KiB; the command is a few KiB
+            raise ValueError("sandbox command line too long for the argument pipe")
+        os.write(write_fd, data)
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return [command[0], "--args", str(read_fd), *command[end:]], read_fd
+
+
 # Runs inside the probe: the real uid must be the sandbox's, and genmesh must import.
 _PROBE = "import os, genmesh.apps.runner; print('ok', os.getuid())"
 

@@ -206,6 +206,8 @@ async def test_app_sees_only_its_own_sandbox_processes_and_no_mesh_secret(hostil
     assert len(got["pids"]) <= 3, got["cmdlines"]  # bwrap's init and the runner: its own pid namespace
     programs = {c["value"].split("\x00")[0] for c in got["cmdlines"].values() if c["ok"]}
     assert programs <= {shutil.which("bwrap"), sys.executable}, programs  # no worker, NATS, Postgres
+    shown = " ".join(c["value"] for c in got["cmdlines"].values() if c["ok"])
+    assert str(tenant.mesh.data_dir) not in shown  # the host's paths stay out of sight too
     assert not got["parent_environ"]["ok"]  # bwrap's init is root's: not readable
     secrets = [tenant.mesh.api_key, tenant.mesh.env["GENMESH_SIGNING_SECRET"],
                tenant.mesh.env["GENMESH_DATABASE_URL"], tenant.mesh.env["GENMESH_NATS_URL"]]
