@@ -1,5 +1,6 @@
-"""The audio worker over gRPC: its server in this process for the engines, formats, errors and
-cancellation, and once behind the router (real NATS and Postgres) as clients reach it."""
+"""The audio worker over gRPC: its server in this process for the engines (PocketSphinx, tiny
+Whisper, Whisper base, espeak-ng, tiny VITS, Piper), formats, errors and cancellation, and once
+behind the router (real NATS and Postgres) as clients reach it, availability included."""
 from __future__ import annotations
 
 import asyncio
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 SIGNING_SECRET = "test-signing-secret"  # the one start_mesh gives its services
 SPHINX, TINY_WHISPER, ESPEAK, TINY_VITS = ("cmusphinx/pocketsphinx-en", "genmesh/tiny-whisper",
                                            "espeak-ng/espeak-ng", "genmesh/tiny-vits")
+PIPER = "rhasspy/piper-en_US-joe-medium"
 SRT_CUE = re.compile(r"\d+\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\n[^\n]+")
 VTT_CUE = re.compile(r"\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}\n[^\n]+")
 TEXT = "Hello there. Streaming speech arrives one sentence at a time! Does it work? It does."
@@ -220,6 +222,25 @@ async def test_tiny_whisper_transcribes_through_the_service(worker: Worker) -> N
     assert worker.component.runtime.cache.entries[TINY_WHISPER].in_flight == 0
 
 
+async def test_whisper_base_hears_piper_through_the_service(worker: Worker) -> None:
+    spoken = await collect(worker.stub.Synthesize(audio_pb2.SynthesizeRequest(
+        model_id=PIPER, input="The weather is nice today, so we will walk to the park.",
+        voice="onyx", response_format="flac", inline=True)))
+    rate, seconds = decode(spoken[-1].result.audio.data)
+    assert rate == spoken[-1].result.sample_rate == 22050 and seconds > 1.5
+    events = await collect(worker.stub.Transcribe(audio_pb2.TranscribeRequest(
+        model_id="whisper-1", audio=spoken[-1].result.audio.data, response_format="verbose_json",
+        timestamp_granularities=["word"])))
+    assert_result_last_usage_before(events, "audio_seconds")
+    result = events[-1].result
+    streamed = [e.segment for e in events if e.HasField("segment")]
+    assert streamed and list(result.segments) == streamed
+    assert_well_formed(streamed, result.duration_seconds)
+    words = [w.word.lower().strip(",.") for w in result.words]
+    assert words == "the weather is nice today so we will walk to the park".split()
+    assert json.loads(result.formatted)["language"] == "english"
+
+
 # --- Synthesize ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", SPEECH_FORMATS)
@@ -383,13 +404,27 @@ async def test_through_the_router(infra: Infra, built_models: Path, speech: Spee
     try:
         async with mesh.channel() as channel:
             audio = audio_pb2_grpc.AudioStub(channel)
-            # Typed Transcribe on the router's address, by the OpenAI alias.
+            # Typed Transcribe on the router's address, by the OpenAI alias (Whisper base).
             events = await collect(audio.Transcribe(audio_pb2.TranscribeRequest(
                 model_id="whisper-1", audio=speech.wav, response_format="srt"),
                 metadata=mesh.metadata))
             assert_result_last_usage_before(events, "audio_seconds")
-            assert cases(events).count("segment") == 2
+            assert cases(events).count("segment") >= 1
             assert SRT_CUE.match(events[-1].result.formatted)
+            # A model whose weights are not here is listed as such and fails at once, saying why.
+            router = router_pb2_grpc.RouterStub(channel)
+            listed = {m.id: m for m in (await router.ListModels(
+                router_pb2.ListModelsRequest(service="audio"), metadata=mesh.metadata)).models}
+            turbo = listed["openai/whisper-large-v3-turbo"]
+            assert not turbo.available
+            assert "`genmesh models pull openai/whisper-large-v3-turbo`" in turbo.unavailable_reason
+            assert listed["openai/whisper-base"].available
+            assert "third party" in listed["openai/whisper-base"].weights_source
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await collect(audio.Transcribe(audio_pb2.TranscribeRequest(
+                    model_id=turbo.id, audio=speech.wav), metadata=mesh.metadata))
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert turbo.unavailable_reason in err.value.details()
             # Typed Synthesize: the file lands in the blob store under the caller's key.
             events = await collect(audio.Synthesize(audio_pb2.SynthesizeRequest(
                 model_id="tts-1", input=TEXT, response_format="mp3"), metadata=mesh.metadata))
@@ -404,7 +439,6 @@ async def test_through_the_router(infra: Infra, built_models: Path, speech: Spee
             await expect_invalid(audio.Synthesize(audio_pb2.SynthesizeRequest(
                 model_id="tts-1", input="Hi.", speed=9.0), metadata=mesh.metadata), "speed")
             # The generic JSON API reaches the same worker.
-            router = router_pb2_grpc.RouterStub(channel)
             response = await router.Run(router_pb2.RunRequest(model_id="tts-1", input=struct_from(
                 {"input": "Hello.", "response_format": "wav", "inline": True})),
                 metadata=mesh.metadata)
