@@ -168,7 +168,8 @@ class VLLMEngine:
                         if finish == "stop" and parsers[o.index].calls and choice.mode != "function":
                             finish = "tool_calls"
                 deltas.append(Delta(index=o.index, text=text, token_ids=tuple(o.token_ids),
-                                    logprobs=_logprobs(o.token_ids, o.logprobs), tool_calls=tuple(calls),
+                                    logprobs=_logprobs(o.token_ids, o.logprobs, request.sampling.top_logprobs),
+                                    tool_calls=tuple(calls),
                                     finish_reason=finish))
             if not deltas:
                 continue
@@ -198,15 +199,16 @@ def _finish(reason: str | None) -> FinishReason | None:
     return "length" if reason == "length" else "stop"
 
 
-def _logprobs(token_ids: Any, entries: Any) -> tuple[TokenLogprob, ...]:
+def _logprobs(token_ids: Any, entries: Any, top: int) -> tuple[TokenLogprob, ...]:
+    """vLLM's per-token {id: Logprob} (the sampled token plus the top `top` by rank) as genmesh's."""
     if not entries:
         return ()
     out = []
-    for token, top in zip(token_ids, entries):
-        chosen = top[token]
-        ranked = sorted((lp for t, lp in top.items() if lp.rank is not None and lp.rank >= 1),
-                        key=lambda lp: lp.rank)
-        ids = {id(lp): t for t, lp in top.items()}
+    for token, candidates in zip(token_ids, entries):
+        chosen = candidates[token]
+        ranked = sorted((lp for lp in candidates.values() if lp.rank is not None and lp.rank >= 1),
+                        key=lambda lp: lp.rank)[:top]
+        ids = {id(lp): t for t, lp in candidates.items()}
         out.append(TokenLogprob(
             token=chosen.decoded_token or "", token_id=int(token), logprob=max(chosen.logprob, MIN_LOGPROB),
             bytes=tuple((chosen.decoded_token or "").encode()),

@@ -11,6 +11,7 @@ import json
 import re
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 import httpx
@@ -22,6 +23,8 @@ from genmesh.models import build
 from tests.conftest import Infra, Mesh, start_mesh
 
 CHAT = "genmesh/tiny-llama"
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
 EMBED = "sentence-transformers/all-MiniLM-L6-v2"
 IMAGE = "genmesh/tiny-sd"
 SRT_CUE = re.compile(r"^1\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\n", re.M)
@@ -44,9 +47,14 @@ SERVICES = [s for s in ("llm", "audio") if has_service(s)]
 MODELS = {"llm": [CHAT], "imagegen": [IMAGE], "audio": []}
 
 
-async def modality_mesh(infra: Infra, tmp: Path, models_dir: Path, services: list[str]) -> Mesh:
+async def modality_mesh(infra: Infra, tmp: Path, models_dir: Path, services: list[str],
+                        extra_env: dict[str, str] | None = None) -> Mesh:
     build.build_missing(models_dir, [m for service in services for m in MODELS[service]])
-    return await start_mesh(infra, tmp, ["router", "billing", *services, "edge"], models_dir=models_dir)
+    # The fallback (transformers) engine serves every language model here; the vLLM mesh below
+    # serves SmolLM2 through vLLM.
+    env = {"GENMESH_LLM_ENGINE": "transformers", **(extra_env or {})}
+    return await start_mesh(infra, tmp, ["router", "billing", *services, "edge"], models_dir=models_dir,
+                            extra_env=env)
 
 
 def sdk(mesh: Mesh) -> openai.OpenAI:
@@ -77,6 +85,36 @@ def client(mesh: Mesh) -> openai.OpenAI:
     return sdk(mesh)
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def vllm_mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> AsyncIterator[Mesh]:
+    """One mesh whose llm worker serves SmolLM2 with vLLM's engine (its start-up is slow on two
+    busy cores: one per module)."""
+    if not HAS_VLLM:
+        pytest.skip("vLLM is not installed here (the fallback engine is tested alone)")
+    build.build_missing(models_dir, [SMOLLM2])
+    m = await modality_mesh(infra, tmp_path_factory.mktemp("openai-vllm"), models_dir, ["llm"],
+                            {"GENMESH_LLM_ENGINE": "vllm", "VLLM_CPU_KVCACHE_SPACE": "1",
+                             "GENMESH_LLM_MAX_NUM_SEQS": "16"})
+    try:
+        yield m
+    finally:
+        await m.supervisor.stop()
+
+
+@dataclass
+class Chat:
+    client: openai.OpenAI
+    model: str
+
+
+@pytest.fixture(scope="module", params=["fallback", "vllm"])
+def chat(request: pytest.FixtureRequest) -> Chat:
+    """The chat tests run on the transformers engine (tiny Llama) and on vLLM (SmolLM2)."""
+    if request.param == "fallback":
+        return Chat(sdk(request.getfixturevalue("mesh")), CHAT)
+    return Chat(sdk(request.getfixturevalue("vllm_mesh")), SMOLLM2)
+
+
 # --- models and errors ----------------------------------------------------------------------------
 
 def test_models_list_the_catalog_and_aliases(client: openai.OpenAI) -> None:
@@ -100,8 +138,9 @@ def test_sdk_errors_map_to_its_exception_classes(mesh: Mesh, client: openai.Open
 # --- chat -----------------------------------------------------------------------------------------
 
 @needs("llm")
-def test_chat_completion(client: openai.OpenAI) -> None:
-    out = client.chat.completions.create(model=CHAT, messages=[{"role": "system", "content": "Be brief."},
+def test_chat_completion(chat: Chat) -> None:
+    client, model = chat.client, chat.model
+    out = client.chat.completions.create(model=model, messages=[{"role": "system", "content": "Be brief."},
                                                                {"role": "user", "content": "Say hi"}],
                                          max_tokens=8, seed=1, temperature=0)
     choice = out.choices[0]
@@ -114,9 +153,10 @@ def test_chat_completion(client: openai.OpenAI) -> None:
 
 
 @needs("llm")
-def test_streamed_chat_with_usage_finishes_each_choice_once(client: openai.OpenAI) -> None:
+def test_streamed_chat_with_usage_finishes_each_choice_once(chat: Chat) -> None:
+    client, model = chat.client, chat.model
     chunks = list(client.chat.completions.create(
-        model=CHAT, messages=[{"role": "user", "content": "Count to three"}], max_tokens=12, n=2, seed=3,
+        model=model, messages=[{"role": "user", "content": "Count to three"}], max_tokens=12, n=2, seed=3,
         stream=True, stream_options={"include_usage": True}))
     firsts = {}
     finishes: dict[int, list[str]] = {0: [], 1: []}
@@ -137,16 +177,28 @@ def test_streamed_chat_with_usage_finishes_each_choice_once(client: openai.OpenA
 
 
 @needs("llm")
-def test_a_named_tool_is_called_with_json_arguments(client: openai.OpenAI) -> None:
+def test_the_readme_chat_without_a_temperature_answers_paris(chat: Chat) -> None:
+    """The model's own sampling defaults (SmolLM2: temperature 0.2, top_p 0.9) fill what the
+    README's example leaves out, on either engine."""
+    client = chat.client
+    answers = [client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=40).choices[0].message.content for _ in range(3)]
+    assert all("Paris" in answer for answer in answers), answers
+
+
+@needs("llm")
+def test_a_named_tool_is_called_with_json_arguments(chat: Chat) -> None:
+    client, model = chat.client, chat.model
     messages = [{"role": "user", "content": "Weather in Paris?"}]
     choice = {"type": "function", "function": {"name": "get_weather"}}
-    out = client.chat.completions.create(model=CHAT, messages=messages, tools=[WEATHER_TOOL], tool_choice=choice,
+    out = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER_TOOL], tool_choice=choice,
                                          max_tokens=40, seed=0)
     call = out.choices[0].message.tool_calls[0]
     assert call.type == "function" and call.function.name == "get_weather" and call.id
     assert isinstance(json.loads(call.function.arguments), dict)
     assert out.choices[0].finish_reason == "stop"
-    stream = client.chat.completions.create(model=CHAT, messages=messages, tools=[WEATHER_TOOL],
+    stream = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER_TOOL],
                                             tool_choice=choice, max_tokens=40, seed=0, stream=True)
     deltas = [d for chunk in stream for c in chunk.choices for d in (c.delta.tool_calls or [])]
     assert deltas[0].id and deltas[0].function.name == "get_weather" and deltas[0].function.arguments == ""
@@ -154,27 +206,29 @@ def test_a_named_tool_is_called_with_json_arguments(client: openai.OpenAI) -> No
 
 
 @needs("llm")
-def test_json_mode_and_logprobs(client: openai.OpenAI) -> None:
-    out = client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "A JSON object"}],
+def test_json_mode_and_logprobs(chat: Chat) -> None:
+    client, model = chat.client, chat.model
+    out = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "A JSON object"}],
                                          response_format={"type": "json_object"}, max_tokens=24, seed=2)
     if out.choices[0].finish_reason == "stop":
         json.loads(out.choices[0].message.content)
-    lp = client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hi"}], max_tokens=3,
+    lp = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=3,
                                         logprobs=True, top_logprobs=2)
     entries = lp.choices[0].logprobs.content
     assert entries and all(len(e.top_logprobs) == 2 and e.logprob <= 0 for e in entries)
 
 
 @needs("llm")
-def test_completions_plain_and_streamed(client: openai.OpenAI) -> None:
-    out = client.completions.create(model=CHAT, prompt="Once upon a time", max_tokens=5, seed=1)
+def test_completions_plain_and_streamed(chat: Chat) -> None:
+    client, model = chat.client, chat.model
+    out = client.completions.create(model=model, prompt="Once upon a time", max_tokens=5, seed=1)
     assert out.object == "text_completion" and isinstance(out.choices[0].text, str)
     assert out.usage.completion_tokens <= 5
     # Completion chunks parse as `Completion`, whose finish_reason the SDK's types declare required,
     # yet the API sends null until a choice ends (as OpenAI does): read them without strict validation.
     lenient = client.with_options()
     lenient._strict_response_validation = False
-    chunks = list(lenient.completions.create(model=CHAT, prompt="Once", max_tokens=4, stream=True,
+    chunks = list(lenient.completions.create(model=model, prompt="Once", max_tokens=4, stream=True,
                                              stream_options={"include_usage": True}))
     assert sum(1 for c in chunks for ch in c.choices if ch.finish_reason) == 1
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens <= 4
