@@ -1,7 +1,8 @@
 """The OpenAI voice names users ask for, and what each engine speaks them with.
 
 espeak-ng gets a language plus one of its voice variants (``en-us+m3``: US English, male 3);
-a multi-speaker VITS gets a speaker index, one per voice in catalogue order.
+a multi-speaker VITS or Piper voice gets a speaker index, one per voice in catalogue order; a
+single-speaker voice (Piper joe) speaks every name with its one speaker.
 """
 from __future__ import annotations
 
