@@ -3,6 +3,7 @@
 Subjects:
   genmesh.queue.<service>.<priority>   durable job queue (stream JOBS, work-queue retention)
   genmesh.usage.<model-owner>          usage records, one per finished request (stream USAGE)
+  genmesh.usage.batch.<router>         usage records in batches (UsageBatch, header Genmesh-Usage)
   genmesh.jobs.<request_id>.events     live status changes of one job (core NATS)
   genmesh.jobs.<request_id>.cancel     cancel a running job on whichever router holds it
   genmesh.workers.heartbeat            worker state, every heartbeat interval (core NATS)
@@ -11,6 +12,7 @@ Subjects:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -38,6 +40,24 @@ def queue_consumer(service: str, priority: str) -> str:
 
 def usage_subject(model_id: str) -> str:
     return "genmesh.usage." + model_id.split("/", 1)[0].replace(".", "_")
+
+
+# Batches have four subject tokens, so no model owner's subject (three) is ever one.
+USAGE_BATCH_HEADER = "Genmesh-Usage"
+
+
+def usage_batch_subject(publisher_id: str) -> str:
+    return "genmesh.usage.batch." + publisher_id.replace(".", "_")
+
+
+def usage_records(data: bytes, headers: dict[str, str] | None) -> list[Any]:
+    """The UsageRecords of one message on the USAGE stream, batched or single (DecodeError when
+    it is neither)."""
+    from genmesh.v1 import billing_pb2
+
+    if headers and headers.get(USAGE_BATCH_HEADER) == "batch":
+        return list(billing_pb2.UsageBatch.FromString(data).records)
+    return [billing_pb2.UsageRecord.FromString(data)]
 
 
 def events_subject(request_id: str) -> str:

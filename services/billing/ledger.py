@@ -91,15 +91,17 @@ def _seconds(value: float) -> float:
     return value if math.isfinite(value) and value >= 0 else 0.0
 
 
-def decode(data: bytes) -> billing_pb2.UsageRecord | None:
-    """The record in a stream message, or None when it is not one."""
+def decode(data: bytes, headers: dict[str, str] | None = None) -> list[billing_pb2.UsageRecord] | None:
+    """The records in a stream message (a UsageBatch or one UsageRecord), or None when it holds
+    none usable. Records without request_id or model_id are dropped (counted)."""
     try:
-        rec = billing_pb2.UsageRecord.FromString(data)
+        records = bus.usage_records(data, headers)
     except DecodeError:
         return None
-    if not rec.request_id or not rec.model_id:
-        return None
-    return rec
+    usable = [rec for rec in records if rec.request_id and rec.model_id]
+    if len(usable) < len(records):
+        INVALID_RECORDS.inc(len(records) - len(usable))
+    return usable or None
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,16 @@ def _columns(rows: list[Row]) -> list[list[Any]]:
             [r.queue_time_s for r in rows], [r.run_time_s for r in rows]]
 
 
+def _is_batch(msg: Any) -> bool:
+    return bool(msg.headers) and msg.headers.get(bus.USAGE_BATCH_HEADER) == "batch"
+
+
+def _once(msgs: list[Any]) -> list[Any]:
+    """Each message once, in order (a batch message carries several records)."""
+    seen: set[int] = set()
+    return [m for m in msgs if not (id(m) in seen or seen.add(id(m)))]
+
+
 class Ledger:
     """The consumer loop: fetch up to `batch_size`, write them in one transaction, then ack."""
 
@@ -273,11 +285,11 @@ class Ledger:
         """Writes one fetched batch and acks it; undecodable messages are terminated."""
         batch: list[tuple[billing_pb2.UsageRecord, Any]] = []
         for msg in msgs:
-            rec = decode(msg.data)
-            if rec is None:
-                await self._refuse(msg, "not a UsageRecord with request_id and model_id")
+            records = decode(msg.data, msg.headers)
+            if records is None:
+                await self._refuse(msg, "not a UsageRecord (or UsageBatch) with request_id and model_id")
             else:
-                batch.append((rec, msg))
+                batch += [(rec, msg) for rec in records]
         if batch:
             started = time.perf_counter()
             result = await self._write(batch)
@@ -287,7 +299,7 @@ class Ledger:
             BATCH_SECONDS.observe(time.perf_counter() - started)
             RECORDS_WRITTEN.inc(written)
             DUPLICATES_SKIPPED.inc(len(kept) - written)
-            for msg in kept:
+            for msg in _once(kept):
                 await msg.ack()
         last = msgs[-1].metadata
         LAG_MESSAGES.set(last.num_pending)
@@ -311,7 +323,14 @@ class Ledger:
             except (RefusedRecord, asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
                 # A record that cannot be stored would block the stream forever: isolate it.
                 if len(batch) == 1:
-                    await self._refuse(batch[0][1], repr(exc), batch[0][0].request_id)
+                    rec, msg = batch[0]
+                    if _is_batch(msg):
+                        # Its message carries other records: drop this one alone, ack the message.
+                        INVALID_RECORDS.inc()
+                        log.error("usage record refused", extra={"request_id": rec.request_id,
+                                                                 "reason": repr(exc)})
+                        return 0, [msg]
+                    await self._refuse(msg, repr(exc), rec.request_id)
                     return 0, []
                 return await self._write_one_by_one(batch)
             except _TRANSIENT as exc:
@@ -321,7 +340,7 @@ class Ledger:
                 log.exception("ledger write failed; retrying", extra={"records": len(batch)})
             if self._stopping.is_set():
                 return None
-            for _, msg in batch:  # still working on them: do not redeliver yet
+            for msg in _once([m for _, m in batch]):  # still working on them: do not redeliver yet
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
             await asyncio.sleep(delay)
@@ -330,14 +349,17 @@ class Ledger:
     async def _write_one_by_one(self, batch: list[tuple[billing_pb2.UsageRecord, Any]]
                                 ) -> tuple[int, list[Any]] | None:
         written, kept = 0, []
-        for item in batch:
+        for i, item in enumerate(batch):
             result = await self._write([item])
             if result is None:
-                # Ack what is committed so far; the rest is redelivered.
+                # Ack the messages all of whose records are committed (a batch message whose
+                # records are not all written yet waits); the rest is redelivered.
                 RECORDS_WRITTEN.inc(written)
                 DUPLICATES_SKIPPED.inc(len(kept) - written)
-                for msg in kept:
-                    await msg.ack()
+                unfinished = {id(m) for _, m in batch[i:]}
+                for msg in _once(kept):
+                    if id(msg) not in unfinished:
+                        await msg.ack()
                 return None
             written += result[0]
             kept += result[1]

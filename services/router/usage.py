@@ -1,8 +1,9 @@
-"""Usage records: one per finished request, published durably on JetStream for billing.
+"""Usage records: one per finished request, published durably on JetStream for billing, in
+batches (UsageBatch) so that a busy router sends one message per ~10 ms, not one per request.
 
-The record's Nats-Msg-Id is the request id, so a re-publish (a retry, or a router finishing a job
-whose first router died after completing it) is dropped by JetStream's duplicate window, and
-billing's unique request id catches anything later.
+A re-publish of a batch (a lost ack) carries the same Nats-Msg-Id and is dropped by JetStream's
+duplicate window; a record published twice in different batches (a router finishing a job whose
+first router died after completing it) is caught by billing's ledger, unique on request id.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import datetime as dt
 import functools
 import logging
 import time
+import uuid
 from collections import deque
 from typing import Any
 
@@ -65,31 +67,43 @@ def billed_usage(outcome: Any) -> common_pb2.Usage:
 
 
 class UsagePublisher:
-    """Publishes usage records from one background loop without waiting on each ack.
+    """Publishes usage records in batches from one background loop, without waiting on acks.
 
-    A record stays pending until JetStream acknowledges it; without an ack within
-    `ack_timeout_s` (NATS restarting, a reply lost) or with an error it is published again.
-    Re-publishing is safe: the Nats-Msg-Id is the request id (JetStream drops the duplicate) and
-    billing's ledger is unique on the request id. This replaced a task and an awaited
-    request/reply per record, which cost the sync path's CPU on every call.
+    Records gather for up to `linger_s` and go out as one UsageBatch message (at most
+    `batch_max` records): a busy router sends one message per ~10 ms instead of one per request,
+    and billing writes each batch in one transaction. A batch stays pending until JetStream
+    acknowledges it; without an ack within `ack_timeout_s` (NATS restarting, a reply lost) or
+    with an error, the same batch is published again under the same Nats-Msg-Id (a batch id
+    unique to this publisher), so JetStream drops the duplicate, and billing's ledger, unique
+    on the request id, catches anything later.
     """
 
     def __init__(self, js: JetStreamContext, *, ack_timeout_s: float = 5.0,
-                 max_unacked: int = 1024) -> None:
+                 max_unacked: int = 1024, linger_s: float = 0.01, batch_max: int = 256) -> None:
         self.js = js
         self.ack_timeout_s = ack_timeout_s
         self.max_unacked = max_unacked
+        self.linger_s = linger_s
+        self.batch_max = batch_max
+        # Never reused, not even by a restarted router: a reused batch id inside JetStream's
+        # duplicate window would have a new batch dropped as a copy of an old one.
+        self.publisher_id = uuid.uuid4().hex
+        self._seq = 0
         self._backlog: deque[billing_pb2.UsageRecord] = deque()
-        # request id -> (record, sent at, ack future)
-        self._unacked: dict[str, tuple[billing_pb2.UsageRecord, float, asyncio.Future[Any]]] = {}
+        self._retry: deque[tuple[str, bytes, int]] = deque()  # (batch id, message, records)
+        # batch id -> (message, records, sent at, ack future)
+        self._unacked: dict[str, tuple[bytes, int, float, asyncio.Future[Any]]] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._flushing = False
         self._loop: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
-        return len(self._backlog) + len(self._unacked)
+        """Records not yet acknowledged by JetStream."""
+        return (len(self._backlog) + sum(n for _, _, n in self._retry)
+                + sum(n for _, n, _, _ in self._unacked.values()))
 
     def publish_soon(self, rec: billing_pb2.UsageRecord) -> None:
         """Queues a record; it is published (and re-published until acked) in the background."""
@@ -105,6 +119,8 @@ class UsagePublisher:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.ack_timeout_s / 2)
             self._wake.clear()
+            if self._backlog and len(self._backlog) < self.batch_max and not self._flushing:
+                await asyncio.sleep(self.linger_s)  # let the records of concurrent requests gather
             self._requeue_expired()
             try:
                 await self._send_backlog()
@@ -118,43 +134,63 @@ class UsagePublisher:
                 self._idle.set()
 
     async def _send_backlog(self) -> None:
+        while self._retry and len(self._unacked) < self.max_unacked:
+            batch_id, data, count = self._retry[0]
+            await self._publish(batch_id, data, count)
+            self._retry.popleft()
         while self._backlog and len(self._unacked) < self.max_unacked:
-            rec = self._backlog[0]
-            future = await self.js.publish_async(
-                bus.usage_subject(rec.model_id), rec.SerializeToString(),
-                headers={"Nats-Msg-Id": rec.request_id}, wait_stall=self.ack_timeout_s)
-            self._backlog.popleft()
-            stale = self._unacked.pop(rec.request_id, None)
-            if stale is not None:
-                stale[2].cancel()
-            self._unacked[rec.request_id] = (rec, time.monotonic(), future)
-            future.add_done_callback(functools.partial(self._settled, rec.request_id))
+            records = [self._backlog[i] for i in range(min(self.batch_max, len(self._backlog)))]
+            self._seq += 1
+            batch_id = f"{self.publisher_id}-{self._seq}"
+            data = billing_pb2.UsageBatch(records=records).SerializeToString()
+            # Taken from the backlog only once it is in flight (or, failing, kept for a retry).
+            try:
+                await self._publish(batch_id, data, len(records))
+            except Exception:
+                self._retry.append((batch_id, data, len(records)))
+                for _ in records:
+                    self._backlog.popleft()
+                raise
+            for _ in records:
+                self._backlog.popleft()
 
-    def _settled(self, request_id: str, future: asyncio.Future[Any]) -> None:
-        entry = self._unacked.get(request_id)
-        if entry is None or entry[2] is not future or future.cancelled():
+    async def _publish(self, batch_id: str, data: bytes, count: int) -> None:
+        future = await self.js.publish_async(
+            bus.usage_batch_subject(self.publisher_id), data,
+            headers={"Nats-Msg-Id": batch_id, bus.USAGE_BATCH_HEADER: "batch"},
+            wait_stall=self.ack_timeout_s)
+        stale = self._unacked.pop(batch_id, None)
+        if stale is not None:
+            stale[3].cancel()
+        self._unacked[batch_id] = (data, count, time.monotonic(), future)
+        future.add_done_callback(functools.partial(self._settled, batch_id))
+
+    def _settled(self, batch_id: str, future: asyncio.Future[Any]) -> None:
+        entry = self._unacked.get(batch_id)
+        if entry is None or entry[3] is not future or future.cancelled():
             return
-        del self._unacked[request_id]
+        del self._unacked[batch_id]
         if future.exception() is not None:
-            log.warning("usage record not stored; retrying", extra={
-                "request_id": request_id, "error": repr(future.exception())})
-            self._backlog.append(entry[0])
+            log.warning("usage batch not stored; retrying", extra={
+                "batch_id": batch_id, "records": entry[1], "error": repr(future.exception())})
+            self._retry.append((batch_id, entry[0], entry[1]))
             self._wake.set()
         elif not self.pending:
             self._idle.set()
 
     def _requeue_expired(self) -> None:
         now = time.monotonic()
-        expired = [rid for rid, (_, sent, _f) in self._unacked.items() if now - sent > self.ack_timeout_s]
-        for rid in expired:
-            rec, _, future = self._unacked.pop(rid)
+        expired = [bid for bid, (_, _, sent, _f) in self._unacked.items() if now - sent > self.ack_timeout_s]
+        for batch_id in expired:
+            data, count, _, future = self._unacked.pop(batch_id)
             future.cancel()
-            self._backlog.append(rec)
+            self._retry.append((batch_id, data, count))
         if expired:
-            log.warning("usage records unacked; re-publishing", extra={"count": len(expired)})
+            log.warning("usage batches unacked; re-publishing", extra={"batches": len(expired)})
 
     async def flush(self, timeout: float = 10.0) -> None:
         """Waits (bounded) until every queued record is acknowledged."""
+        self._flushing = True
         if self.pending:
             self._wake.set()
             with contextlib.suppress(asyncio.TimeoutError):

@@ -167,8 +167,8 @@ async def read_usage(nc: Any) -> dict[str, list[billing_pb2.UsageRecord]]:
     seen = 0
     while seen < total:
         for msg in await sub.fetch(batch=256, timeout=5):
-            rec = billing_pb2.UsageRecord.FromString(msg.data)
-            records[rec.request_id].append(rec)
+            for rec in bus.usage_records(msg.data, msg.headers):  # batched or single
+                records[rec.request_id].append(rec)
             seen += 1
     await sub.unsubscribe()
     return records
