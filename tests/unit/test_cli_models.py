@@ -37,3 +37,10 @@ def test_list_says_what_can_run_here_and_why_not(tmp_path: Path,
     if not any(d.gpu_class for d in devices.detect()):
         assert "needs a GPU with at least 24 GB of memory" in lines["THUDM/CogVideoX-2b"]
     assert "`genmesh models pull THUDM/CogVideoX-2b`" in lines["THUDM/CogVideoX-2b"]
+
+
+def test_pull_of_packaged_weights_checks_them_in_place(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # Installed already (a pinned dependency): nothing to install, every file's sha256 checked.
+    assert cli.main(["models", "pull", "openai/whisper-tiny.en", "--data-dir", str(tmp_path)]) == 0
+    assert "openai/whisper-tiny.en: weights checked (sha256)" in capsys.readouterr().err
