@@ -255,6 +255,20 @@ def coldstart_section(args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def startup_section() -> dict[str, Any]:
+    """bench.startup in a process of its own, with a budget (two full starts and a build)."""
+    try:
+        out = subprocess.run([sys.executable, "-m", "bench.startup", json.dumps({"idle_s": 30})],
+                             capture_output=True, text=True, cwd=ROOT, timeout=1500)
+    except subprocess.TimeoutExpired:
+        return {"error": "over its 1500 s budget"}
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        tail = out.stderr.strip().splitlines()
+        return {"error": tail[-1] if tail else f"exit code {out.returncode}"}
+    return json.loads(lines[-1])
+
+
 def environment() -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -300,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     if "coldstart" in args.only:
         data["coldstart"] = coldstart_section(args)
         rows += coldstart_rows(data["coldstart"])
+    if "startup" in args.only:
+        say("start-up: genmesh up cold and warm, time to the ready line; idle CPU per process")
+        data["startup"] = startup_section()
+        rows += startup.rows(data["startup"])
     if "services" in args.only:
         data["services"] = {}
         for bench in SERVICE_BENCHES:
