@@ -35,7 +35,9 @@ from bench.report import Row
 from genmesh.models import build
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-README_CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+# The README's first chat example (no temperature), bounded so a rambling answer cannot stall the run.
+README_CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+               "max_tokens": 40}
 METRICS = ("completed", "failed", "output_throughput", "median_ttft_ms", "mean_ttft_ms", "median_tpot_ms",
            "median_itl_ms", "p99_ttft_ms", "duration")
 
@@ -121,7 +123,10 @@ async def genmesh_figures(workdir: Path, models: Path, args: argparse.Namespace)
             say("genmesh: cold start (first request for the non-resident model)")
             out["cold_start_first_token_s"] = await first_token_seconds(
                 client, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
-            out["readme_answers"] = await readme_answers(client)
+            try:
+                out["readme_answers"] = await asyncio.wait_for(readme_answers(client), 600)
+            except asyncio.TimeoutError:
+                out["readme_answers"] = ["(no answer within 600 s)"]
             say("genmesh: vllm bench serve, 16 concurrent")
             out["c16"] = await bench_serve(mesh.edge_url, models / MODEL, workdir / "genmesh-c16.json",
                                            prompts=args.prompts, concurrency=args.concurrency, api_key=mesh.api_key)
@@ -129,7 +134,10 @@ async def genmesh_figures(workdir: Path, models: Path, args: argparse.Namespace)
             out["c64"] = await bench_serve(mesh.edge_url, models / MODEL, workdir / "genmesh-c64.json",
                                            prompts=64, concurrency=64, api_key=mesh.api_key)
             say("genmesh: 100 abandoned streams, then a new chat")
-            out["after_abandoned_s"] = await abandon_streams(client, 100)
+            try:
+                out["after_abandoned_s"] = await asyncio.wait_for(abandon_streams(client, 100), 900)
+            except asyncio.TimeoutError:
+                out["after_abandoned_s"] = None
     return out
 
 
