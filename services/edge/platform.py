@@ -24,7 +24,8 @@ router = APIRouter(tags=["platform"])
 BILLING_TIMEOUT_S = 15.0
 BILLING_DOWN = ("billing is not running: usage, request logs, metrics, cost estimates and API keys "
                 "are answered by the billing service (start it, or check GENMESH_BILLING_ADDR)")
-SCOPES = {"user": billing_pb2.API_KEY_SCOPE_USER, "admin": billing_pb2.API_KEY_SCOPE_ADMIN}
+SCOPES = {"user": billing_pb2.API_KEY_SCOPE_USER, "deploy": billing_pb2.API_KEY_SCOPE_DEPLOY,
+          "admin": billing_pb2.API_KEY_SCOPE_ADMIN}
 SCOPE_NAMES = {v: k for k, v in SCOPES.items()}
 STATUSES = {"IN_QUEUE": common_pb2.JOB_STATUS_IN_QUEUE, "IN_PROGRESS": common_pb2.JOB_STATUS_IN_PROGRESS,
             "COMPLETED": common_pb2.JOB_STATUS_COMPLETED, "FAILED": common_pb2.JOB_STATUS_FAILED,

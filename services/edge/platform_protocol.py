@@ -46,7 +46,7 @@ class KeyCreateRequest(_Body):
     """POST /v1/keys (Billing.CreateApiKey, admin)."""
 
     name: str = Field(default="", max_length=200)
-    scope: Literal["user", "admin"] = "user"
+    scope: Literal["user", "deploy", "admin"] = "user"
     spend_limit: Optional[float] = Field(default=None, ge=0)
     rate_limit_per_minute: Optional[float] = Field(default=None, gt=0)
 

@@ -144,6 +144,23 @@ async def test_an_admin_grants_deploy_with_create_api_key(mesh: Mesh, ref: str) 
         await asyncio.to_thread(dora.delete_app, "dora/upper")
 
 
+async def test_an_admin_grants_deploy_over_rest_and_an_ordinary_key_cannot(mesh: Mesh, ref: str) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=mesh.edge_url, timeout=30) as http:
+        made = await http.post("/v1/keys", json={"name": "frida", "scope": "deploy"},
+                               headers={"Authorization": f"Bearer {mesh.api_key}"})
+        assert made.status_code == 200, made.text
+        assert made.json()["scope"] == "deploy"
+        _, plain = await new_key(mesh, "gus", "user")
+        denied = await http.post("/v1/keys", json={"name": "gus2", "scope": "deploy"},
+                                 headers={"Authorization": f"Bearer {plain}"})
+        assert denied.status_code == 403
+    with Client(mesh.edge_url, made.json()["secret"]) as frida:
+        assert (await asyncio.to_thread(frida.deploy, ref, name="frida/upper"))["id"] == "frida/upper"
+        await asyncio.to_thread(frida.delete_app, "frida/upper")
+
+
 async def test_another_deploy_key_cannot_see_or_manage_an_app_it_does_not_own(mesh: Mesh, ref: str) -> None:
     _, owner = await new_key(mesh, "olga", "deploy")
     _, other = await new_key(mesh, "oscar", "deploy")
