@@ -330,6 +330,15 @@ class LLMComponent(WorkerComponent):
 
         return await self.runtime.cache.acquire(owner.id, loader, spec.memory_bytes, device)
 
+    async def start(self, port: int) -> None:
+        await super().start(port)
+        wants_vllm = self.settings.llm_engine != TEXT_ENGINE and any(
+            m.engine == VLLM_ENGINE for m in self.runtime.models.values())
+        if wants_vllm and vllm_engine.available():
+            # vLLM's import takes tens of seconds on a busy CPU: done now, beside serving, rather
+            # than inside the first request for a vLLM model (its cold start).
+            threading.Thread(target=vllm_engine.preload, name="vllm-import", daemon=True).start()
+
     async def stop(self) -> None:
         for model_id in list(self.runtime.cache.entries):
             self.runtime.cache.evict(model_id)  # closes each engine's thread

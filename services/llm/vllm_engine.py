@@ -39,6 +39,15 @@ def available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def preload() -> None:
+    """Import vLLM's engine modules (for a worker to do ahead of its first vLLM load)."""
+    try:
+        import vllm.engine.arg_utils  # noqa: F401
+        import vllm.v1.engine.async_llm  # noqa: F401
+    except Exception:  # noqa: BLE001 - the load will report it with the model's id
+        log.warning("vllm import failed", exc_info=True)
+
+
 @dataclass(frozen=True)
 class VLLMConfig:
     max_num_seqs: int = 64  # sequences vLLM schedules together; the worker advertises this concurrency
