@@ -31,6 +31,10 @@ from genmesh.services.router.webhooks import WebhookSender
 
 log = logging.getLogger("genmesh.router.queue")
 PROGRESS_EVERY_S = 0.25
+# The normal-priority fetch's long-poll wait: short while jobs flow, growing to IDLE_FETCH_S
+# while the queue is empty (each fetch is a JetStream request: cheap, but not free when idle).
+BUSY_FETCH_S = 0.25
+IDLE_FETCH_S = 2.0
 
 
 class LeaseLost(Exception):
@@ -127,6 +131,7 @@ class JobQueue:
         for prio in bus.PRIORITIES:
             subs[prio] = await self.js.pull_subscribe_bind(bus.queue_consumer(service, prio), bus.JOBS_STREAM)
         slot_freed = self._slot_freed.setdefault(service, asyncio.Event())
+        wait = BUSY_FETCH_S
         while not self._stopping:
             try:
                 slot_freed.clear()  # before counting, so a job ending after the count wakes us
@@ -141,9 +146,13 @@ class JobQueue:
                     for waiter in waits:
                         waiter.cancel()
                     continue
-                msgs = await self._fetch(subs["normal"], slots, 0.25)
+                # A fetch is a long poll: a normal job arriving ends it at once. While the queue
+                # stays empty the wait grows (to IDLE_FETCH_S), so an idle mesh is not polling
+                # JetStream 20 times a second; a low-priority job then starts within that.
+                msgs = await self._fetch(subs["normal"], slots, wait)
                 if not msgs:
                     msgs = await self._fetch(subs["low"], 1, 0.05)
+                wait = BUSY_FETCH_S if msgs else min(IDLE_FETCH_S, wait * 2)
                 for msg in msgs:
                     self._spawn(service, msg)
                 if msgs:
