@@ -157,6 +157,7 @@ def one_start(data_dir: Path, models_dir: Path, *, idle_s: float = 0.0) -> dict[
             joined[name] = up.until(rf"^genmesh: {name} (ready|failed)", JOIN_TIMEOUT_S)
         out["joined_s"] = joined
         out["all_joined_s"] = max((v for v in joined.values() if v is not None), default=None)
+        out["output"] = [f"{at:7.1f}s {line}" for at, line in up.lines if not line.startswith("api key")]
         if idle_s:
             time.sleep(5.0)  # let start-up work (first heartbeats, price seeding) settle
             out["idle"] = idle_cpu(up, idle_s)
