@@ -34,6 +34,7 @@ from genmesh.services.router.placement import ResidentFirst, availability
 from genmesh.services.router.queue import JobQueue
 from genmesh.services.router.registry import WorkerRegistry
 from genmesh.services.router.runner import Outcome, Prepared, Runner
+from genmesh.services.router.stored_responses import ResponseStore, StoredResponsesRPCs
 from genmesh.services.router.usage import UsagePublisher, billed_usage, record
 from genmesh.outbound import OutboundPolicy
 from genmesh.tokens import TokenSealer
@@ -83,6 +84,7 @@ class Mesh:
         self.auth = Authenticator(self.pool, TokenSealer(blobstore.signing_secret(s)))
         await self.nc.subscribe(bus.KEY_REVOKED_SUBJECT, cb=self._on_key_revoked)
         self.store = JobStore(self.pool, s.result_retention_days)
+        self.responses = ResponseStore(self.pool, s.response_retention_days)
         self.usage = UsagePublisher(js)
         self.webhooks = WebhookSender(self.store, blobstore.signing_secret(s), s.webhook_max_attempts,
                                       s.webhook_backoff_s, OutboundPolicy.parse(s.outbound_allow))
@@ -181,7 +183,7 @@ class Mesh:
             self._ended.popitem(last=False)
 
 
-class RouterServicer(router_pb2_grpc.RouterServicer):
+class RouterServicer(StoredResponsesRPCs, router_pb2_grpc.RouterServicer):
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
 

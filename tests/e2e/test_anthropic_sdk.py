@@ -16,6 +16,9 @@ from genmesh.models import build
 from tests.conftest import Infra, Mesh, start_mesh
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# These tests are about the wire format, not the engine (vLLM has its own tests): the transformers
+# engine starts in seconds on a small CPU machine, where vLLM takes minutes.
+WIRE_ONLY = {"GENMESH_LLM_ENGINE": "transformers"}
 GREEDY = {"temperature": 0}  # this SDK no longer exposes sampling parameters; raw clients send them
 WEATHER = {"name": "get_weather", "description": "Get the current weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -25,7 +28,7 @@ WEATHER = {"name": "get_weather", "description": "Get the current weather in a c
 async def mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> AsyncIterator[Mesh]:
     build.build_missing(models_dir, [SMOLLM2])
     m = await start_mesh(infra, tmp_path_factory.mktemp("anthropic"), ["router", "billing", "llm", "edge"],
-                         models_dir=models_dir)
+                         models_dir=models_dir, extra_env=WIRE_ONLY)
     try:
         yield m
     finally:
