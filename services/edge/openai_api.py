@@ -171,6 +171,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     auth = authorization(request)
     found = await catalog(request).for_task(body.model, ("chat",), auth, route="/v1/chat/completions")
     req = convert.chat_request(body, found.model.id, accepted_url(request))
+    if body.deferred:
+        from genmesh.services.edge import deferred
+
+        return await deferred.submit(request, body, req, auth)
     named = isinstance(body.tool_choice, NamedToolChoice)
     created = int(time.time())
     client = mesh(request)

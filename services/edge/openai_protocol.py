@@ -170,6 +170,8 @@ class ChatCompletionRequest(_Sampling):
     metadata: Optional[dict[str, str]] = None
     service_tier: Optional[str] = None
     modalities: Optional[list[Literal["text"]]] = None
+    # xAI: queue the completion and answer a request_id (GET /v1/chat/deferred-completion/{id}).
+    deferred: Optional[bool] = None
 
 
 class CompletionRequest(_Sampling):
