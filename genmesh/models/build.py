@@ -8,6 +8,7 @@ not installed: `genmesh up` starts without it and the model is listed as unavail
 """
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import shutil
@@ -34,6 +35,49 @@ def builders() -> dict[str, Callable[[Path], None]]:
     return out
 
 
+def model_ids() -> list[str]:
+    """The ids in every module's `BUILDERS`, read from the modules' source when it names them
+    plainly (string keys, or module constants bound to strings): checking what is built then
+    needs no torch. `genmesh up` asks on every start, and importing the builders' model
+    libraries there cost seconds before any service started (and kept them in the supervisor)."""
+    ids: list[str] = []
+    for name in MODULES:
+        spec = importlib.util.find_spec(f"genmesh.models.{name}")
+        if spec is None or spec.origin is None:
+            continue
+        declared = _declared_builder_ids(Path(spec.origin))
+        if declared is None:
+            return list(builders())  # not plain enough to read: ask the modules themselves
+        ids += declared
+    return ids
+
+
+def _declared_builder_ids(path: Path) -> list[str] | None:
+    tree = ast.parse(path.read_text())
+    constants: dict[str, str] = {}
+    found: list[str] | None = None
+    for node in tree.body:
+        target, value = None, None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign):
+            target, value = node.target, node.value
+        if not isinstance(target, ast.Name) or value is None:
+            continue
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            constants[target.id] = value.value
+        elif target.id == "BUILDERS" and isinstance(value, ast.Dict):
+            found = []
+            for key in value.keys:
+                if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                    found.append(key.value)
+                elif isinstance(key, ast.Name) and key.id in constants:
+                    found.append(constants[key.id])
+                else:
+                    return None
+    return found
+
+
 def is_built(models_dir: Path, model_id: str) -> bool:
     return (models_dir / model_id / MARKER).exists()
 
@@ -56,7 +100,7 @@ def needs_packages(model_id: str,
 def missing(models_dir: Path,
             find_spec: Callable[[str], object] = importlib.util.find_spec) -> list[str]:
     """Buildable models not built yet, leaving out those whose source package is absent."""
-    return [m for m in builders()
+    return [m for m in model_ids()
             if not is_built(models_dir, m) and not needs_packages(m, find_spec)]
 
 
