@@ -181,7 +181,11 @@ async def test_models_lists_the_catalog_and_its_aliases(http: httpx.AsyncClient)
     assert by_id["gpt-4o-mini"]["root"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert by_id["whisper-1"]["task"] == "speech-to-text"
     alias = (await http.get("/v1/models/tts-1")).json()
-    assert alias["id"] == "tts-1" and alias["root"] == "espeak-ng/espeak-ng"
+    assert alias["id"] == "tts-1" and alias["root"] == "rhasspy/piper-en_US-joe-medium"
+    # Every entry says whether it can run here; this mesh has an echo worker and nothing else.
+    assert by_id["genmesh/echo"]["available"] is True
+    assert by_id["whisper-1"]["available"] is False
+    assert by_id["whisper-1"]["unavailable_reason"] == "no audio worker serving it is running"
     assert (await http.get("/v1/models/genmesh/echo")).json()["id"] == "genmesh/echo"
     assert_openai_error(await http.get("/v1/models/nobody/nothing"), 404)
 
