@@ -123,6 +123,8 @@ def local_availability(spec, models_dir: Path, devices: list) -> str:  # noqa: A
         if reason is not None:
             here.unavailable[spec.id] = reason
         reason = cannot_run(needs_of(spec, spec.id), [here])
+        if reason is not None:  # the router's words are about its workers; here it is one machine
+            reason = reason.replace("the workers serving it here have", "this machine has")
     return "ready" if reason is None else f"unavailable: {reason}"
 
 
