@@ -51,7 +51,9 @@ def vllm_bin() -> str:
 
 
 def engine_env(max_num_seqs: int) -> dict[str, str]:
-    return {"VLLM_CPU_KVCACHE_SPACE": "2", "GENMESH_LLM_MAX_NUM_SEQS": str(max_num_seqs)}
+    # 1 GiB of KV cache holds ~23k SmolLM2 tokens: 64 sequences of 192 with room to spare, and
+    # the engine's worker stays under 2 GiB on a shared 24 GiB machine.
+    return {"VLLM_CPU_KVCACHE_SPACE": "1", "GENMESH_LLM_MAX_NUM_SEQS": str(max_num_seqs)}
 
 
 async def bench_serve(base_url: str, tokenizer: Path, out: Path, *, prompts: int, concurrency: int,
@@ -67,6 +69,7 @@ async def bench_serve(base_url: str, tokenizer: Path, out: Path, *, prompts: int
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
     log, _ = await proc.communicate()
+    out.with_suffix(".log").write_bytes(log)
     if proc.returncode != 0 or not out.is_file():
         return {"error": f"vllm bench serve exited {proc.returncode}: {log.decode()[-2000:]}"}
     data = json.loads(out.read_text())
@@ -130,14 +133,17 @@ async def genmesh_figures(workdir: Path, models: Path, args: argparse.Namespace)
             say("genmesh: vllm bench serve, 16 concurrent")
             out["c16"] = await bench_serve(mesh.edge_url, models / MODEL, workdir / "genmesh-c16.json",
                                            prompts=args.prompts, concurrency=args.concurrency, api_key=mesh.api_key)
+            (workdir / "genmesh-partial.json").write_text(json.dumps(out))
             say("genmesh: vllm bench serve, 64 concurrent")
             out["c64"] = await bench_serve(mesh.edge_url, models / MODEL, workdir / "genmesh-c64.json",
                                            prompts=64, concurrency=64, api_key=mesh.api_key)
+            (workdir / "genmesh-partial.json").write_text(json.dumps(out))
             say("genmesh: 100 abandoned streams, then a new chat")
             try:
                 out["after_abandoned_s"] = await asyncio.wait_for(abandon_streams(client, 100), 900)
-            except asyncio.TimeoutError:
+            except (asyncio.TimeoutError, httpx.HTTPError) as exc:
                 out["after_abandoned_s"] = None
+                out["after_abandoned_error"] = repr(exc)
     return out
 
 
@@ -183,8 +189,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     say("converting SmolLM2 (once)")
     build.build_missing(models, [MODEL])
     result: dict[str, Any] = {"load_before": os.getloadavg()[0]}
-    result["genmesh"] = await genmesh_figures(workdir, models, args)
-    result["vllm"] = await vllm_figures(workdir, models, args)
+    partial = workdir / "partial.json"
+    try:
+        result["genmesh"] = await genmesh_figures(workdir, models, args)
+    except Exception as exc:  # noqa: BLE001 - keep the peer's figures
+        result["genmesh"] = {"error": repr(exc)}
+    partial.write_text(json.dumps(result))
+    try:
+        result["vllm"] = await vllm_figures(workdir, models, args)
+    except Exception as exc:  # noqa: BLE001
+        result["vllm"] = {"error": repr(exc)}
     result["load_after"] = os.getloadavg()[0]
     return result
 

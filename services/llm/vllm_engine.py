@@ -54,7 +54,7 @@ class VLLMConfig:
     # CPU: eager mode starts in a fraction of the compiled start and is what `vllm serve` is
     # compared with in bench/; on CUDA, compiled graphs pay for themselves.
     enforce_eager: bool = True
-    kv_cache_gb: int = 2  # VLLM_CPU_KVCACHE_SPACE on CPU
+    kv_cache_gb: int = 1  # VLLM_CPU_KVCACHE_SPACE on CPU (~23k SmolLM2 tokens)
     dtype: str = "auto"
     cache_dir: Path | None = None  # torch.compile / vLLM caches, kept under the models dir
     gpu_memory_utilization: float = 0.5
