@@ -73,8 +73,12 @@ def _wait_answering(port: int, timeout: float) -> None:
 
 def serve_ray(port: int, scratch: Path) -> None:
     """Ray Serve with HAProxy on `port`; every Ray and HAProxy port on loopback."""
-    haproxy_dir = scratch / "haproxy"
-    haproxy_dir.mkdir(parents=True, exist_ok=True)
+    # HAProxy's admin socket goes under <dir>/<56-character node id>/: a short directory, since
+    # a Unix socket path must stay under 108 bytes.
+    import shutil
+    import tempfile
+
+    haproxy_dir = Path(tempfile.mkdtemp(prefix="gmhp-", dir="/tmp"))
     # Serve reads these at import, in this process and (inherited) in its controller.
     os.environ.update({
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -129,6 +133,7 @@ def serve_ray(port: int, scratch: Path) -> None:
             serve.shutdown()
         finally:
             ray.shutdown()
+            shutil.rmtree(haproxy_dir, ignore_errors=True)
 
 
 def _free_port() -> int:
