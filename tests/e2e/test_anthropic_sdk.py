@@ -16,20 +16,28 @@ from genmesh.models import build
 from tests.conftest import Infra, Mesh, start_mesh
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
-# These tests are about the wire format, not the engine (vLLM has its own tests): the transformers
-# engine starts in seconds on a small CPU machine, where vLLM takes minutes.
-WIRE_ONLY = {"GENMESH_LLM_ENGINE": "transformers"}
 GREEDY = {"temperature": 0}  # this SDK no longer exposes sampling parameters; raw clients send them
 WEATHER = {"name": "get_weather", "description": "Get the current weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+async def warm(mesh: Mesh) -> None:
+    """The worker loads the model on first use (minutes for vLLM on a small CPU machine): load it
+    once here, so that no test's own request waits for it."""
+    async with httpx.AsyncClient(timeout=900) as http:
+        answer = await http.post(f"{mesh.edge_url}/v1/chat/completions", headers={
+            "authorization": f"Bearer {mesh.api_key}"}, json={
+            "model": SMOLLM2, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
+        answer.raise_for_status()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> AsyncIterator[Mesh]:
     build.build_missing(models_dir, [SMOLLM2])
     m = await start_mesh(infra, tmp_path_factory.mktemp("anthropic"), ["router", "billing", "llm", "edge"],
-                         models_dir=models_dir, extra_env=WIRE_ONLY)
+                         models_dir=models_dir)
     try:
+        await warm(m)
         yield m
     finally:
         await m.supervisor.stop()
