@@ -96,6 +96,12 @@ async def vllm_mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory, mode
                             {"GENMESH_LLM_ENGINE": "vllm", "VLLM_CPU_KVCACHE_SPACE": "1",
                              "GENMESH_LLM_MAX_NUM_SEQS": "16"})
     try:
+        # vLLM's start (minutes on two busy cores) happens in this first call, not in a test's.
+        async with httpx.AsyncClient(base_url=m.edge_url, timeout=1200,
+                                     headers={"authorization": f"Bearer {m.api_key}"}) as warm:
+            resp = await warm.post("/v1/chat/completions", json={
+                "model": SMOLLM2, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+            assert resp.status_code == 200, resp.text
         yield m
     finally:
         await m.supervisor.stop()
