@@ -191,15 +191,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     build.build_missing(models, [MODEL])
     result: dict[str, Any] = {"load_before": os.getloadavg()[0]}
     partial = workdir / "partial.json"
-    try:
-        result["genmesh"] = await genmesh_figures(workdir, models, args)
-    except Exception as exc:  # noqa: BLE001 - keep the peer's figures
-        result["genmesh"] = {"error": repr(exc)}
-    partial.write_text(json.dumps(result))
-    try:
-        result["vllm"] = await vllm_figures(workdir, models, args)
-    except Exception as exc:  # noqa: BLE001
-        result["vllm"] = {"error": repr(exc)}
+    result["genmesh"], result["vllm"] = {}, {}
+    if "genmesh" in args.phases:
+        try:
+            result["genmesh"] = await genmesh_figures(workdir, models, args)
+        except Exception as exc:  # noqa: BLE001 - keep the peer's figures
+            result["genmesh"] = {"error": repr(exc)}
+        partial.write_text(json.dumps(result))
+    if "vllm" in args.phases:
+        try:
+            result["vllm"] = await vllm_figures(workdir, models, args)
+        except Exception as exc:  # noqa: BLE001
+            result["vllm"] = {"error": repr(exc)}
     result["load_after"] = os.getloadavg()[0]
     return result
 
@@ -261,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", type=int, default=48)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--max-num-seqs", type=int, default=64)
+    p.add_argument("--phases", default="genmesh,vllm", help="genmesh's edge, vllm serve, or both (in that order)")
     args = p.parse_args(argv)
+    args.phases = args.phases.split(",")
     print(json.dumps(asyncio.run(run(args)), indent=1))
     return 0
 
