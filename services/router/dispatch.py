@@ -22,7 +22,7 @@ from genmesh.errors import (GenmeshError, ModelUnavailable, RateLimited, Unavail
 from genmesh.rpc import KEY_ID_KEY, REQUEST_ID_KEY, Channels
 from genmesh.tasks import Task
 from genmesh.v1 import worker_pb2, worker_pb2_grpc
-from genmesh.services.router.placement import ModelNeeds, PlacementPolicy, cannot_run
+from genmesh.services.router.placement import ModelNeeds, PlacementPolicy, WorkerInfo, cannot_run
 from genmesh.services.router.registry import WorkerRegistry, WorkerView
 
 log = logging.getLogger("genmesh.router.dispatch")
@@ -40,6 +40,19 @@ def needs_of(spec: ModelSpec, model_id: str, zone: str = "") -> ModelNeeds:
         min_device_memory_bytes=int(spec.min_device_memory_gb * 1024 ** 3),
         gpu_required=spec.gpu_required, gpu_classes=tuple(spec.gpu_classes),
         num_gpus=spec.num_gpus, zone=zone)
+
+
+def refuse_unrunnable(spec: ModelSpec, needs: ModelNeeds, infos: list[WorkerInfo]) -> None:
+    """ModelUnavailable when no worker of `infos` could ever run the model (weights missing,
+    hardware that does not fit): the caller learns why at once instead of waiting for a slot."""
+    reason = cannot_run(needs, infos)
+    if reason is not None:
+        raise ModelUnavailable(f"model '{spec.id}' cannot run on this mesh: {reason}")
+
+
+def check_runnable(registry: WorkerRegistry, spec: ModelSpec, service: str) -> None:
+    """`refuse_unrunnable` against the workers the registry knows now (a queued job's submit)."""
+    refuse_unrunnable(spec, needs_of(spec, spec.id), [v.info() for v in registry.for_service(service)])
 
 
 class Dispatcher:
@@ -65,8 +78,8 @@ class Dispatcher:
             views = {v.worker_id: v for v in self.registry.for_service(service)}
             infos = [v.info() for v in views.values()]
             decision = self.policy.place(needs, infos)
-            if decision.worker_id is None and (reason := cannot_run(needs, infos)) is not None:
-                raise ModelUnavailable(f"model '{spec.id}' cannot run on this mesh: {reason}")
+            if decision.worker_id is None:
+                refuse_unrunnable(spec, needs, infos)
             if decision.worker_id is not None:
                 view = views[decision.worker_id]
                 for model_id in decision.evict:

@@ -23,6 +23,7 @@ from genmesh.keys import Identity
 from genmesh.tasks import SERVICES
 from genmesh.v1 import common_pb2, router_pb2
 from genmesh.services.router.convert import result_output, usage_items
+from genmesh.services.router.dispatch import check_runnable
 from genmesh.services.router.jobs import STATUS_ENUM, Job, JobStore
 from genmesh.services.router.registry import WorkerRegistry
 from genmesh.services.router.runner import Outcome, Prepared, Runner
@@ -73,6 +74,7 @@ class JobQueue:
         """Commits the job to Postgres, then enqueues it; answers only once both hold."""
         if req.webhook_url:
             await self.webhooks.check_target(req.webhook_url, "webhook_url")
+        check_runnable(self.registry, prep.spec, prep.task.service)
         stored_input = prep.stored_input()
         job, created = await self.store.create(
             request_id=uuid.uuid4().hex, model_id=prep.model_id, service=prep.task.service,

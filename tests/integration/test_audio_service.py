@@ -425,6 +425,14 @@ async def test_through_the_router(infra: Infra, built_models: Path, speech: Spee
                     model_id=turbo.id, audio=speech.wav), metadata=mesh.metadata))
             assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert turbo.unavailable_reason in err.value.details()
+            # The queue refuses it at submit too: nothing is enqueued that could never run.
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await router.Submit(router_pb2.SubmitRequest(
+                    model_id=turbo.id, input=struct_from({"audio_url": "data:audio/wav;base64,"
+                                                          + base64.b64encode(speech.wav).decode()})),
+                    metadata=mesh.metadata)
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert turbo.unavailable_reason in err.value.details()
             # Typed Synthesize: the file lands in the blob store under the caller's key.
             events = await collect(audio.Synthesize(audio_pb2.SynthesizeRequest(
                 model_id="tts-1", input=TEXT, response_format="mp3"), metadata=mesh.metadata))
