@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -233,6 +234,13 @@ def sampling_defaults(config: GenerationConfig) -> dict[str, Any]:
     return {k: explicit[k] for k in SAMPLING_KEYS if explicit.get(k) is not None}
 
 
+# One load at a time per process: from_pretrained switches process-wide state while it builds a
+# model (weight initialisation off, meta-device construction, default dtype), so two models loading
+# in two threads at once (a chat and a completions alias, or a load beside vLLM's import) can see
+# each other's switches; seen as "Cannot copy out of meta tensor" under load.
+_LOAD_LOCK = threading.Lock()
+
+
 def load_language_model(path: Path | str, *, device: str = "cpu", dtype: torch.dtype | None = None,
                         max_context: int | None = None) -> LanguageModel:
     """Open a causal-LM checkpoint directory (built here or downloaded) for serving.
@@ -245,8 +253,9 @@ def load_language_model(path: Path | str, *, device: str = "cpu", dtype: torch.d
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelUnavailable(f"the tokenizer at {path} is not a fast tokenizer")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
-    model = model.to(torch.device(device)).eval()
+    with _LOAD_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+        model = model.to(torch.device(device)).eval()
     config = model.config.get_text_config(decoder=True)
     context = int(max_context or getattr(config, "max_position_embeddings", 0) or 2048)
     eos = _eos_ids(model.generation_config.eos_token_id, config.eos_token_id, tokenizer.eos_token_id)

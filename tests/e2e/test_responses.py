@@ -16,35 +16,18 @@ import openai
 import pytest
 import pytest_asyncio
 
-from genmesh.models import build
-from tests.conftest import Infra, Mesh, start_mesh
+from tests.conftest import Infra, Mesh
+from tests.e2e.smollm2 import SMOLLM2, smollm2_mesh
 
-SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 WEATHER = {"type": "function", "name": "get_weather", "description": "Get the current weather in a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 QUESTION = "What is the weather like in Paris right now?"
 
 
-async def warm(mesh: Mesh) -> None:
-    """The worker loads the model on first use (minutes for vLLM on a small CPU machine): load it
-    once here, so that no test's own request waits for it."""
-    async with httpx.AsyncClient(timeout=900) as http:
-        answer = await http.post(f"{mesh.edge_url}/v1/chat/completions", headers={
-            "authorization": f"Bearer {mesh.api_key}"}, json={
-            "model": SMOLLM2, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
-        answer.raise_for_status()
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> AsyncIterator[Mesh]:
-    build.build_missing(models_dir, [SMOLLM2])
-    m = await start_mesh(infra, tmp_path_factory.mktemp("responses"), ["router", "billing", "llm", "edge"],
-                         models_dir=models_dir)
-    try:
-        await warm(m)
+    async with smollm2_mesh(infra, tmp_path_factory.mktemp("responses"), models_dir) as m:
         yield m
-    finally:
-        await m.supervisor.stop()
 
 
 def sdk(mesh: Mesh, key: str | None = None) -> openai.OpenAI:
