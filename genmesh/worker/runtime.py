@@ -52,8 +52,9 @@ class JobContext:
 
 class WorkerRuntime:
     def __init__(self, settings: Settings, service: str, models: list[ModelSpec], *,
-                 use_torch: bool = True) -> None:
+                 use_torch: bool = True, loads_weights: bool = True) -> None:
         self.settings = settings
+        self.loads_weights = loads_weights
         self.service = service
         self.models = {m.id: m for m in models}
         self.worker_id = f"{service}-{uuid.uuid4().hex[:8]}"
@@ -97,8 +98,9 @@ class WorkerRuntime:
         if self.settings.zone:
             state.labels["zone"] = self.settings.zone
         # Which of its models this worker cannot run, and why (weights or engine missing).
-        state.unavailable.update(availability.weights_reasons(
-            self.models.values(), self.settings.resolved_models_dir()))
+        if self.loads_weights:
+            state.unavailable.update(availability.weights_reasons(
+                self.models.values(), self.settings.resolved_models_dir()))
         for e in self.cache.entries.values():
             state.resident_models.append(worker_pb2.ResidentModel(
                 model_id=e.model_id, device=e.device, memory_bytes=e.size_bytes,
@@ -199,6 +201,9 @@ class WorkerComponent:
     service: str = ""
     grpc_services: list[str] = []
     uses_torch: bool = True
+    # False for a worker that answers without weights of its own (a scripted test worker): none
+    # of its models is then reported as missing its weights.
+    loads_weights: bool = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -208,7 +213,7 @@ class WorkerComponent:
             torch.set_num_threads(max(1, settings.torch_threads))
         self.catalog = Catalog.load(settings.catalog_path)
         self.runtime = WorkerRuntime(settings, self.service, self.catalog.for_service(self.service),
-                                     use_torch=self.uses_torch)
+                                     use_torch=self.uses_torch, loads_weights=self.loads_weights)
         self.runtime.loader = self.load_model  # type: ignore[attr-defined]
         self.service_names = [*self.grpc_services, "genmesh.v1.Worker"]
 

@@ -122,6 +122,7 @@ class ScriptedLLMComponent(WorkerComponent):
     service = "llm"
     grpc_services = ["genmesh.v1.LLM"]
     uses_torch = False
+    loads_weights = False
 
     def add_servicers(self, server: grpc.aio.Server) -> None:
         self.servicer = ScriptedLLM(self.runtime)
@@ -162,6 +163,7 @@ class ScriptedImageGenComponent(WorkerComponent):
     service = "imagegen"
     grpc_services = ["genmesh.v1.ImageGen"]
     uses_torch = False
+    loads_weights = False
 
     def add_servicers(self, server: grpc.aio.Server) -> None:
         self.servicer = ScriptedImageGen(self.runtime)
