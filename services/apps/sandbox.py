@@ -115,16 +115,17 @@ class Sandbox:
                 args += ["--symlink", os.readlink(d), d]
             elif os.path.isdir(d):
                 args += ["--ro-bind", d, d]
-        made: set[str] = set()
+        limits = self.limits(gpu=gpu)
+        # The private /tmp before the binds: a checkout or virtualenv that lives under /tmp (a CI
+        # clone) is then bound over it, not hidden beneath it.
+        args += ["--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
+        made: set[str] = {"/tmp"}
         for p in self.readable:
             args += _parents(p, made) + ["--ro-bind", str(p), str(p)]
         for p in self.hidden:  # the data directory, should a bound path hold it
             if any(_under(p, r) for r in self.readable):
                 args += ["--tmpfs", str(p)]
-        limits = self.limits(gpu=gpu)
-        args += ["--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
-                 "--ro-bind", str(code), CODE_DIR]
+        args += ["--proc", "/proc", "--dev", "/dev", "--ro-bind", str(code), CODE_DIR]
         if site_dir is not None:
             args += ["--ro-bind", str(site_dir), SITE_DIR]
         args += ["--perms", "0755", "--dir", "/run/genmesh", "--ro-bind", str(socket), SOCKET_PATH]
