@@ -203,6 +203,10 @@ class JobQueue:
                 await self._run(job, lease)
             finally:
                 keeper.cancel()
+            if not await self.usage.acked(request_id, self.ack_wait_s):
+                # Not acked: the message stays, and its redelivery finds the job ended and
+                # publishes the usage record again (billing's ledger keeps one).
+                return
             await msg.ack()
         except asyncio.CancelledError:
             raise
@@ -221,7 +225,8 @@ class JobQueue:
             # Ended already (perhaps by a router that died before acking): make sure its usage
             # record went out, then drop the message.
             self._publish_usage(job)
-            await msg.ack()
+            if await self.usage.acked(job.id, self.ack_wait_s):
+                await msg.ack()
         elif job.cancel_requested and job.status == "IN_QUEUE":
             ended = await self.store.finish(request_id, status="CANCELLED", error="cancelled before start",
                                             error_type="cancelled")
@@ -317,7 +322,7 @@ class JobQueue:
             status=STATUS_ENUM[job.status], usage=usage, error=job.error or "",
             error_type=job.error_type or "", created_at=job.created_at, started_at=job.started_at,
             finished_at=job.finished_at, queue_time_s=queue_time, run_time_s=run_time, mode="queue",
-            machine_type=spec.machine_type if spec else ""))
+            machine_type=spec.machine_type if spec else ""), track=True)
 
     # --- cancel ---------------------------------------------------------------------------------
 

@@ -98,6 +98,11 @@ class UsagePublisher:
         self._idle.set()
         self._flushing = False
         self._loop: asyncio.Task[None] | None = None
+        # Records whose caller waits for their ack (a queued job, acked on JetStream only once
+        # its usage is stored: a router killed in between must leave the job for redelivery,
+        # whose terminal path publishes the record again). request id -> future; batch -> ids.
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._batch_requests: dict[str, list[str]] = {}
 
     @property
     def pending(self) -> int:
@@ -105,13 +110,28 @@ class UsagePublisher:
         return (len(self._backlog) + sum(n for _, _, n in self._retry)
                 + sum(n for _, n, _, _ in self._unacked.values()))
 
-    def publish_soon(self, rec: billing_pb2.UsageRecord) -> None:
-        """Queues a record; it is published (and re-published until acked) in the background."""
+    def publish_soon(self, rec: billing_pb2.UsageRecord, *, track: bool = False) -> None:
+        """Queues a record; it is published (and re-published until acked) in the background.
+        With `track`, `acked(rec.request_id)` waits for its batch's ack."""
+        if track:
+            self._waiting.setdefault(rec.request_id, asyncio.get_running_loop().create_future())
         self._backlog.append(rec)
         self._idle.clear()
         self._wake.set()
         if self._loop is None or self._loop.done():
             self._loop = asyncio.create_task(self._run())
+
+    async def acked(self, request_id: str, timeout: float) -> bool:
+        """Whether the tracked record of `request_id` was acknowledged within `timeout` (True
+        when none is tracked)."""
+        future = self._waiting.get(request_id)
+        if future is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     async def _run(self) -> None:
         delay = 0.1
@@ -143,6 +163,9 @@ class UsagePublisher:
             self._seq += 1
             batch_id = f"{self.publisher_id}-{self._seq}"
             data = billing_pb2.UsageBatch(records=records).SerializeToString()
+            tracked = [r.request_id for r in records if r.request_id in self._waiting]
+            if tracked:
+                self._batch_requests[batch_id] = tracked
             # Taken from the backlog only once it is in flight (or, failing, kept for a retry).
             try:
                 await self._publish(batch_id, data, len(records))
@@ -175,8 +198,13 @@ class UsagePublisher:
                 "batch_id": batch_id, "records": entry[1], "error": repr(future.exception())})
             self._retry.append((batch_id, entry[0], entry[1]))
             self._wake.set()
-        elif not self.pending:
-            self._idle.set()
+        else:
+            for request_id in self._batch_requests.pop(batch_id, ()):
+                waiter = self._waiting.pop(request_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            if not self.pending:
+                self._idle.set()
 
     def _requeue_expired(self) -> None:
         now = time.monotonic()
