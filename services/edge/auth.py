@@ -38,35 +38,28 @@ class IdentityCache:
 
     async def identify(self, request: Request) -> Identity:
         auth = authorization(request)
-        hit = self._cache.get(auth)
-        now = time.monotonic()
-        if hit and hit[1] > now:
-            return hit[0]
-        try:
-            resp = await self.mesh.unary(self.mesh.billing.Authenticate,
-                                         billing_pb2.AuthenticateRequest(secret=auth.split(" ", 1)[1]), auth,
-                                         timeout=10)
-        except Unavailable:
-            raise Unavailable("billing is not running: files, uploads and batches identify the key "
-                              "through the billing service (start it, or check GENMESH_BILLING_ADDR)") from None
-        identity = _identity(resp.key)
-        self._cache[auth] = (identity, now + CACHE_TTL_S)
-        return identity
+        return await self._authenticate(
+            auth, billing_pb2.AuthenticateRequest(secret=auth.split(" ", 1)[1]), auth,
+            "files, uploads and batches identify the key")
 
     async def live(self, key_id: str) -> Identity:
         """The key with this id, while it is live (cached as briefly as secrets are, so a
         revocation ends the upload tokens and signed upload URLs issued to it within ~1 s)."""
-        cache_key = "id:" + key_id
+        return await self._authenticate("id:" + key_id, billing_pb2.AuthenticateRequest(key_id=key_id),
+                                        "", "uploads check their key")
+
+    async def _authenticate(self, cache_key: str, ask: billing_pb2.AuthenticateRequest, auth: str,
+                            what: str) -> Identity:
+        """Billing's answer for `ask`, cached for CACHE_TTL_S under `cache_key`."""
         hit = self._cache.get(cache_key)
         now = time.monotonic()
         if hit and hit[1] > now:
             return hit[0]
         try:
-            resp = await self.mesh.unary(self.mesh.billing.Authenticate,
-                                         billing_pb2.AuthenticateRequest(key_id=key_id), "", timeout=10)
+            resp = await self.mesh.unary(self.mesh.billing.Authenticate, ask, auth, timeout=10)
         except Unavailable:
-            raise Unavailable("billing is not running: uploads check their key through the billing "
-                              "service (start it, or check GENMESH_BILLING_ADDR)") from None
+            raise Unavailable(f"billing is not running: {what} through the billing service (start "
+                              "it, or check GENMESH_BILLING_ADDR)") from None
         identity = _identity(resp.key)
         self._cache[cache_key] = (identity, now + CACHE_TTL_S)
         return identity
