@@ -17,7 +17,7 @@ from genmesh.errors import GenmeshError, Internal, Unauthenticated
 from genmesh.services.edge import anthropic_convert as convert
 from genmesh.services.edge.anthropic_protocol import CountTokensRequest, MessagesRequest
 from genmesh.services.edge.errors import invalid_argument
-from genmesh.services.edge.openai_api import (SSE_HEADERS, accepted_url, catalog, final_result, mesh, prime,
+from genmesh.services.edge.openai_api import (SSE_HEADERS, accepted_url, catalog, final_result, folded, mesh, prime,
                                               replay)
 from genmesh.services.edge.responses import JSON, json_body
 
@@ -89,19 +89,8 @@ async def messages(request: Request) -> Response:
         try:
             for name, data in state.start():
                 yield sse(name, data)
-            ended = False
-            async for event in replay(first, events):
-                case = event.WhichOneof("event")
-                if case == "chunk":
-                    out = state.on_chunk(event.chunk)
-                elif case == "result":
-                    out, ended = state.on_result(event.result), True
-                else:
-                    continue
-                for name, data in out:
-                    yield sse(name, data)
-            if not ended:
-                raise Internal("the model ended without a result")
+            async for name, data in folded(replay(first, events), state):
+                yield sse(name, data)
         except Exception as exc:  # noqa: BLE001 - the status line is sent: report in-band
             error = exc if isinstance(exc, GenmeshError) else Internal("internal error")
             if not isinstance(exc, GenmeshError):

@@ -106,6 +106,24 @@ async def replay(first: list[Any], rest: AsyncIterator[Any]) -> AsyncIterator[An
         yield event
 
 
+async def folded(stream: AsyncIterator[Any], state: Any) -> AsyncIterator[Any]:
+    """What a wire format's stream state (`on_chunk`, `on_result`) makes of each chunk and of the
+    result event, in order; INTERNAL when the stream ends without a result."""
+    ended = False
+    async for event in stream:
+        case = event.WhichOneof("event")
+        if case == "chunk":
+            out = state.on_chunk(event.chunk)
+        elif case == "result":
+            out, ended = state.on_result(event.result), True
+        else:
+            continue
+        for item in out:
+            yield item
+    if not ended:
+        raise Internal("the model ended without a result")
+
+
 async def final_result(events: AsyncIterator[Any]) -> Any:
     result = None
     async for event in events:
@@ -193,19 +211,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 
     async def chunks() -> AsyncIterator[bytes]:
         try:
-            ended = False
-            async for event in replay(first, events):
-                case = event.WhichOneof("event")
-                if case == "chunk":
-                    out = state.on_chunk(event.chunk)
-                elif case == "result":
-                    out, ended = state.on_result(event.result), True
-                else:
-                    continue
-                for chunk in out:
-                    yield sse(chunk)
-            if not ended:
-                raise Internal("the model ended without a result")
+            async for chunk in folded(replay(first, events), state):
+                yield sse(chunk)
             yield DONE
         except Exception as exc:  # noqa: BLE001 - the status line is sent: report in-band
             yield stream_error(exc)
@@ -241,22 +248,11 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         return Response(status_code=499)
 
     async def one(stream: Any) -> AsyncIterator[bytes]:
-        ended = False
         try:
-            async for event in stream:
-                case = event.WhichOneof("event")
-                if case == "chunk":
-                    out = state.on_chunk(event.chunk)
-                elif case == "result":
-                    out, ended = state.on_result(event.result), True
-                else:
-                    continue
-                for chunk in out:
-                    yield sse(chunk)
+            async for chunk in folded(stream, state):
+                yield sse(chunk)
         finally:
             await stream.aclose()
-        if not ended:
-            raise Internal("the model ended without a result")
 
     async def chunks() -> AsyncIterator[bytes]:
         try:
