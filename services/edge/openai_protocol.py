@@ -12,11 +12,11 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MAX_N = 16
-MAX_STOP = 4
+from genmesh.limits import (INT32_MAX, MAX_LEGACY_LOGPROBS, MAX_N, MAX_STOP_SEQUENCES, MAX_STOP_TOKEN_IDS,
+                            MAX_TOP_LOGPROBS)
+
 MAX_IMAGES = 10
 MAX_SPEECH_CHARS = 4096
-INT32_MAX = 2 ** 31 - 1  # the protos carry token counts, top_k and dimensions as int32
 TokenId = Annotated[int, Field(ge=0, le=INT32_MAX)]
 
 
@@ -117,7 +117,7 @@ class _Sampling(_Body):
     min_p: Optional[float] = Field(default=None, ge=0, le=1)
     frequency_penalty: Optional[float] = Field(default=None, ge=-2, le=2)
     presence_penalty: Optional[float] = Field(default=None, ge=-2, le=2)
-    repetition_penalty: Optional[float] = Field(default=None, gt=0, le=10)
+    repetition_penalty: Optional[float] = Field(default=None, gt=0, le=2)
     seed: Optional[int] = Field(default=None, ge=-(2 ** 63), le=2 ** 63 - 1)
     stop: Union[str, list[str], None] = None
     max_tokens: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
@@ -129,15 +129,15 @@ class _Sampling(_Body):
     # vLLM's sampling extensions (`vllm bench serve` sends ignore_eos) and OpenAI's newer fields.
     ignore_eos: Optional[bool] = None
     min_tokens: Optional[int] = Field(default=None, ge=0, le=INT32_MAX)
-    stop_token_ids: Optional[list[TokenId]] = Field(default=None, max_length=64)
+    stop_token_ids: Optional[list[TokenId]] = Field(default=None, max_length=MAX_STOP_TOKEN_IDS)
     safety_identifier: Optional[str] = Field(default=None, max_length=256)
     prompt_cache_key: Optional[str] = Field(default=None, max_length=1024)
 
     @field_validator("stop")
     @classmethod
     def _stop(cls, value: Union[str, list[str], None]) -> Union[str, list[str], None]:
-        if isinstance(value, list) and len(value) > MAX_STOP:
-            raise ValueError(f"at most {MAX_STOP} stop sequences")
+        if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
         return value
 
     @field_validator("logit_bias")
@@ -160,7 +160,7 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessageParam] = Field(min_length=1)
     max_completion_tokens: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
     logprobs: Optional[bool] = False
-    top_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
+    top_logprobs: Optional[int] = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     response_format: Optional[ResponseFormatParam] = None
     tools: Optional[list[ToolParam]] = None
     tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
@@ -180,7 +180,7 @@ class CompletionRequest(_Sampling):
     model: str = Field(min_length=1)
     prompt: Union[str, list[str]] = Field(description="Text, or a list of texts (one run each).")
     echo: Optional[bool] = False
-    logprobs: Optional[int] = Field(default=None, ge=0, le=5)
+    logprobs: Optional[int] = Field(default=None, ge=0, le=MAX_LEGACY_LOGPROBS)
     best_of: Optional[int] = Field(default=None, ge=1, le=MAX_N)
     suffix: Optional[str] = None
 

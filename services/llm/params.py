@@ -6,19 +6,15 @@ again when it builds the engine's request); errors name the field and the allowe
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from google.protobuf.message import Message
 
 from genmesh.errors import InvalidArgument
+from genmesh.limits import (MAX_EMBED_INPUTS, MAX_N, MAX_STOP_SEQUENCES, MAX_STOP_TOKEN_IDS, MAX_TOP_LOGPROBS,
+                            SAMPLING_RANGES)
 from genmesh.v1 import llm_pb2
 
-MAX_N = 16
-MAX_TOP_LOGPROBS = 20
-MAX_STOP_SEQUENCES = 4
-MAX_STOP_TOKEN_IDS = 64
-MAX_EMBED_INPUTS = 2048
 ROLES = ("system", "developer", "user", "assistant", "tool")
 PART_TYPES = ("text", "image_url")
 RESPONSE_FORMATS = ("", "text", "json_object", "json_schema")
@@ -120,12 +116,9 @@ def _messages(messages: Any) -> None:
 
 
 def _sampling(request: SamplingRequest) -> None:
-    _number(request, "temperature", 0.0, 2.0)
-    _number(request, "top_p", 0.0, 1.0, low_open=True)
-    _number(request, "min_p", 0.0, 1.0)
-    _number(request, "frequency_penalty", -2.0, 2.0)
-    _number(request, "presence_penalty", -2.0, 2.0)
-    _number(request, "repetition_penalty", 0.0, 2.0, low_open=True)
+    for name, allowed in SAMPLING_RANGES.items():
+        if request.HasField(name) and getattr(request, name) not in allowed:
+            raise InvalidArgument(f"must be in {allowed}, got {getattr(request, name):g}", field=name)
     if request.HasField("top_k") and request.top_k < 0:
         raise InvalidArgument(f"must be >= 0, got {request.top_k}", field="top_k")
     if request.HasField("max_tokens") and request.max_tokens < 1:
@@ -156,15 +149,6 @@ def _sampling(request: SamplingRequest) -> None:
         if not stop:
             raise InvalidArgument("must be a non-empty string", field=f"stop[{i}]")
 
-
-def _number(request: SamplingRequest, name: str, low: float, high: float, *,
-            low_open: bool = False) -> None:
-    if not request.HasField(name):
-        return
-    value = getattr(request, name)
-    if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
-        bracket = "(" if low_open else "["
-        raise InvalidArgument(f"must be in {bracket}{low:g}, {high:g}], got {value:g}", field=name)
 
 
 def _response_format(fmt: llm_pb2.ResponseFormat) -> None:

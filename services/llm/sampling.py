@@ -15,10 +15,8 @@ from typing import Sequence
 import torch
 
 from genmesh.errors import InvalidArgument
+from genmesh.limits import MAX_N, MAX_STOP_SEQUENCES, MAX_TOP_LOGPROBS, SAMPLING_RANGES, Range
 
-MAX_STOP_SEQUENCES = 4  # as OpenAI
-MAX_TOP_LOGPROBS = 20
-MAX_N = 128
 _UINT64 = 2**64
 
 
@@ -59,13 +57,9 @@ class SamplingParams:
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids or ()))
         if self.max_tokens is not None:
             _integer("max_tokens", self.max_tokens, low=1)
-        _number("temperature", self.temperature, 0.0, 2.0)
-        _number("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        for name, allowed in SAMPLING_RANGES.items():
+            _number(name, getattr(self, name), allowed)
         _integer("top_k", self.top_k, low=0)
-        _number("min_p", self.min_p, 0.0, 1.0)
-        _number("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
-        _number("presence_penalty", self.presence_penalty, -2.0, 2.0)
-        _number("repetition_penalty", self.repetition_penalty, 0.0, 2.0, low_open=True)
         if self.seed is not None:
             _integer("seed", self.seed, low=-(2**63), high=_UINT64 - 1)
         _integer("n", self.n, low=1, high=MAX_N)
@@ -104,12 +98,11 @@ class SamplingParams:
         return generator
 
 
-def _number(name: str, value: object, low: float, high: float, *, low_open: bool = False) -> None:
+def _number(name: str, value: object, allowed: Range) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InvalidArgument(f"must be a number, got {value!r}", field=name)
-    if value > high or value < low or (low_open and value == low):
-        bracket = "(" if low_open else "["
-        raise InvalidArgument(f"must be in {bracket}{low:g}, {high:g}], got {value:g}", field=name)
+    if value not in allowed:
+        raise InvalidArgument(f"must be in {allowed}, got {value:g}", field=name)
 
 
 def _integer(name: str, value: object, *, low: int, high: int | None = None) -> None:

@@ -17,13 +17,13 @@ from transformers import (AutoModelForImageTextToText, AutoProcessor, Generation
                           LogitsProcessorList, StoppingCriteria, StoppingCriteriaList)
 
 from genmesh.errors import InvalidArgument, ModelUnavailable
+from genmesh.limits import MAX_STOP_SEQUENCES
 
 from .images import ImageLimits, UrlResolver, decode_image
 
 FinishReason = Literal["stop", "length", "cancelled"]
 Message = Mapping[str, Any]
 
-MAX_STOP_SEQUENCES = 4  # as OpenAI
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 

@@ -21,7 +21,7 @@ from genmesh.services.llm.sampling import SamplingParams, SequenceSampler, sampl
     ({"presence_penalty": -3}, "presence_penalty", "[-2, 2]"),
     ({"repetition_penalty": 0}, "repetition_penalty", "(0, 2]"),
     ({"max_tokens": 0}, "max_tokens", ">= 1"),
-    ({"n": 0}, "n", "[1, 128]"),
+    ({"n": 0}, "n", "[1, 16]"),
     ({"top_logprobs": 21, "logprobs": True}, "top_logprobs", "[0, 20]"),
     ({"top_logprobs": 3}, "top_logprobs", "logprobs"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
