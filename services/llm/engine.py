@@ -219,6 +219,11 @@ class LLMEngine:
         with self._cv:
             return self._stats()
 
+    def unfinished(self) -> int:
+        """Requests this engine holds (waiting or admitted and not finished)."""
+        stats = self.stats()
+        return stats.waiting + stats.active
+
     def wait_until(self, predicate: Callable[[EngineStats], bool], timeout: float | None = None) -> bool:
         """Block until `predicate(stats)` holds (checked whenever the engine's state changes)."""
         with self._cv:

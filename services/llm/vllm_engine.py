@@ -164,31 +164,52 @@ class VLLMEngine:
         parsers = [ToolCallParser() for _ in range(request.sampling.n)] if parse_tools else []
         produced = 0
         first = True
-        async for out in self._engine.generate({"prompt_token_ids": prompt_ids}, params, request.request_id):
-            deltas = []
-            for o in out.outputs:
-                produced += len(o.token_ids)
-                text, calls, finish = o.text, [], _finish(o.finish_reason)
-                if parsers:
-                    text, calls = parsers[o.index].feed(text)
-                    if finish is not None:
-                        more_text, more_calls = parsers[o.index].finish()
-                        text, calls = text + more_text, calls + more_calls
-                        if finish == "stop" and parsers[o.index].calls and choice.mode != "function":
-                            finish = "tool_calls"
-                deltas.append(Delta(index=o.index, text=text, token_ids=tuple(o.token_ids),
-                                    logprobs=_logprobs(o.token_ids, o.logprobs, request.sampling.top_logprobs),
-                                    tool_calls=tuple(calls),
-                                    finish_reason=finish))
-            if not deltas:
-                continue
-            if first:
-                deltas[0] = dataclasses.replace(deltas[0], prompt_tokens=len(prompt_ids))
-                first = False
-            if out.finished:
-                deltas[-1] = dataclasses.replace(
-                    deltas[-1], usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=produced))
-            yield deltas
+        finished = False
+        outputs = self._engine.generate({"prompt_token_ids": prompt_ids}, params, request.request_id)
+        try:
+            async for out in outputs:
+                finished = out.finished
+                deltas = self._step_deltas(out, request, parsers, choice.mode)
+                produced += sum(len(d.token_ids) for d in deltas)
+                if not deltas:
+                    continue
+                if first:
+                    deltas[0] = dataclasses.replace(deltas[0], prompt_tokens=len(prompt_ids))
+                    first = False
+                if out.finished:
+                    deltas[-1] = dataclasses.replace(
+                        deltas[-1], usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=produced))
+                yield deltas
+        finally:
+            # The caller went away (this generator closed or its task cancelled): vLLM's generate
+            # aborts on GeneratorExit, but only once it is closed itself, which an `async for`
+            # left by an exception does not do; and abort directly too, so the sequence leaves the
+            # batch at the next step whichever way the stream ended.
+            await outputs.aclose()
+            if not finished:
+                await self._engine.abort(request.request_id)
+
+    def _step_deltas(self, out: Any, request: GenerationRequest, parsers: list[ToolCallParser],
+                     tool_mode: str) -> list[Delta]:
+        """One engine step's `RequestOutput` as a `Delta` per choice that moved."""
+        deltas = []
+        for o in out.outputs:
+            text, calls, finish = o.text, [], _finish(o.finish_reason)
+            if parsers:
+                text, calls = parsers[o.index].feed(text)
+                if finish is not None:
+                    more_text, more_calls = parsers[o.index].finish()
+                    text, calls = text + more_text, calls + more_calls
+                    if finish == "stop" and parsers[o.index].calls and tool_mode != "function":
+                        finish = "tool_calls"
+            deltas.append(Delta(index=o.index, text=text, token_ids=tuple(o.token_ids),
+                                logprobs=_logprobs(o.token_ids, o.logprobs, request.sampling.top_logprobs),
+                                tool_calls=tuple(calls), finish_reason=finish))
+        return deltas
+
+    def unfinished(self) -> int:
+        """Requests vLLM holds (running or waiting); an abandoned one is gone from here at once."""
+        return int(self._engine.get_num_unfinished_requests())
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         async for step in self.generate_steps(request):
