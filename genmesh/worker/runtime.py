@@ -1,7 +1,9 @@
 """Registration, heartbeat, concurrency and cancellation for every worker.
 
 A modality service subclasses `WorkerComponent`, lists its servicers, and wraps each call in
-`runtime.job(...)`; everything else about being a worker lives here.
+`runtime.job(...)`: the job refuses work beyond the worker's capacity, says whether its model
+must load first (`job.cold`), hands out the loaded model (`await job.load()`) and releases it
+when the call ends. Everything else about being a worker lives here.
 """
 from __future__ import annotations
 
@@ -12,19 +14,19 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from genmesh import availability, bus, meshtls
 from genmesh.catalog import GB, Catalog, ModelSpec
-from genmesh.errors import NotFound
+from genmesh.errors import NotFound, RateLimited
 from genmesh.rpc import KEY_ID_KEY, REQUEST_ID_KEY, metadata_value, servicer_errors
 from genmesh.settings import Settings
-from genmesh.v1 import worker_pb2, worker_pb2_grpc
+from genmesh.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from genmesh.worker import devices as device_info
-from genmesh.worker.cache import ModelCache
+from genmesh.worker.cache import Entry, ModelCache
 
 log = logging.getLogger("genmesh.worker")
 
@@ -35,25 +37,59 @@ def _ts(seconds: float) -> Timestamp:
     return ts
 
 
+Loader = Callable[[ModelSpec], Awaitable[Entry]]
+
+
+def progress(stage: str, fraction: float = 0.0, step: int = 0,
+             total: int = 0) -> common_pb2.Progress:
+    """A progress event of a job; the fraction is clamped to [0, 1]."""
+    return common_pb2.Progress(stage=stage, fraction=min(max(fraction, 0.0), 1.0), step=step,
+                               total_steps=total)
+
+
 @dataclass
 class JobContext:
-    """One call on this worker: its ids and the event that tells compute to stop."""
+    """One call on this worker: its ids, the event that tells compute to stop, and the models
+    it holds from the cache (released when the call ends)."""
 
     request_id: str
     model: ModelSpec
     key_id: str = "anonymous"
     cancel: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.perf_counter)
+    cold: bool = False  # the model was not resident when the call came: it loads first
+    log: logging.Logger = log
+    _loader: Loader | None = None
+    _held: list[Entry] = field(default_factory=list)
 
     @property
     def model_id(self) -> str:
         return self.model.id
+
+    async def load(self, spec: ModelSpec | None = None) -> Any:
+        """The loaded model of this call (or of `spec`), from the cache; held until the call
+        ends, so the cache does not evict it under the compute."""
+        if self._loader is None:
+            raise NotFound(f"this worker loads no models (asked for '{self.model_id}')")
+        entry = await self._loader(spec or self.model)
+        self._held.append(entry)
+        return entry.value
+
+    def log_done(self, what: str, **fields: Any) -> None:
+        """The one log line of a finished call: its ids, seconds taken and what it made."""
+        self.log.info(what, extra={"request_id": self.request_id, "model_id": self.model_id,
+                                   "seconds": round(time.perf_counter() - self.started, 3),
+                                   **fields})
 
 
 class WorkerRuntime:
     def __init__(self, settings: Settings, service: str, models: list[ModelSpec], *,
                  use_torch: bool = True, loads_weights: bool = True) -> None:
         self.settings = settings
+        self.log = logging.getLogger(f"genmesh.{service}")
+        # Set by the component: how a model loads into the cache, and whether it is loaded.
+        self.loader: Loader | None = None
+        self.is_resident: Callable[[ModelSpec], bool] = lambda spec: spec.id in self.cache.entries
         self.loads_weights = loads_weights
         self.service = service
         self.models = {m.id: m for m in models}
@@ -151,10 +187,18 @@ class WorkerRuntime:
 
     @contextlib.asynccontextmanager
     async def job(self, context: grpc.aio.ServicerContext, model_id: str) -> AsyncIterator[JobContext]:
-        """Tracks one call: in-flight accounting and cancellation when the caller goes away."""
+        """Tracks one call: capacity, in-flight accounting, the models it holds, and
+        cancellation when the caller goes away."""
         spec = self.find_model(model_id)
+        if len(self.running) >= self.capacity:
+            # Routers place within the advertised capacity; this holds it against any other
+            # caller (a second router, a stale heartbeat) so compute is never oversubscribed.
+            raise RateLimited(f"this {self.service} worker is running {len(self.running)} calls, "
+                              f"its capacity; retry shortly", retry_after=1.0)
         request_id = metadata_value(context, REQUEST_ID_KEY) or uuid.uuid4().hex
-        job = JobContext(request_id, spec, self.caller_key_id(context))
+        job = JobContext(request_id, spec, self.caller_key_id(context),
+                         cold=self.loader is not None and not self.is_resident(spec),
+                         log=self.log, _loader=self.loader)
         self.running[request_id] = job
         context.add_done_callback(lambda _ctx: job.cancel.set())
         try:
@@ -162,6 +206,8 @@ class WorkerRuntime:
         finally:
             job.cancel.set()
             self.running.pop(request_id, None)
+            for entry in job._held:
+                self.cache.release(entry)
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
@@ -183,7 +229,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     @servicer_errors
     async def LoadModel(self, request: worker_pb2.LoadModelRequest,
                         context: grpc.aio.ServicerContext) -> worker_pb2.LoadModelResponse:
-        loader = getattr(self.runtime, "loader", None)
+        loader = self.runtime.loader
         if loader is None:
             return worker_pb2.LoadModelResponse()
         spec = self.runtime.find_model(request.model_id)
@@ -214,7 +260,9 @@ class WorkerComponent:
         self.catalog = Catalog.load(settings.catalog_path)
         self.runtime = WorkerRuntime(settings, self.service, self.catalog.for_service(self.service),
                                      use_torch=self.uses_torch, loads_weights=self.loads_weights)
-        self.runtime.loader = self.load_model  # type: ignore[attr-defined]
+        if type(self).load_model is not WorkerComponent.load_model:  # it loads models
+            self.runtime.loader = self.load_model
+        self.runtime.is_resident = self.is_resident
         self.service_names = [*self.grpc_services, "genmesh.v1.Worker"]
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -224,9 +272,19 @@ class WorkerComponent:
     def add_servicers(self, server: grpc.aio.Server) -> None:
         raise NotImplementedError
 
-    async def load_model(self, spec: ModelSpec) -> Any:
+    async def load_model(self, spec: ModelSpec) -> Entry:
         """Loads (or finds in the cache) a model; returns the cache entry (release it after)."""
         raise NotImplementedError
+
+    def is_resident(self, spec: ModelSpec) -> bool:
+        """Whether `spec` is loaded now (components sharing weights across entries say so)."""
+        return spec.id in self.runtime.cache.entries
+
+    def resolve_model(self, model_id: str) -> str:
+        """Catalog ids pass through; aliases (whisper-1, tts-1, gpt-4o-mini) become the id
+        they stand for on this service."""
+        spec = self.catalog.find(model_id)
+        return spec.id if spec is not None and spec.service == self.service else model_id
 
     async def start(self, port: int) -> None:
         await self.runtime.start(port)

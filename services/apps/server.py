@@ -92,7 +92,7 @@ class AppsWorker(WorkerComponent):
         super().__init__(settings)
         # The same runtime, reporting runners in its heartbeat; apps arrive from the bucket.
         self.runtime = AppsRuntime(settings, self.service, [], use_torch=False)
-        self.runtime.loader = None  # type: ignore[attr-defined] - runners load code, not models
+        self.runtime.loader = None  # runners load code, not models
         self.gateway = Gateway()
         self.nc: Any = None
         self.deployments: Deployments

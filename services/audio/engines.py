@@ -14,6 +14,7 @@ from pathlib import Path
 from genmesh.catalog import ModelSpec
 from genmesh.errors import ModelUnavailable
 from genmesh.models import packaged
+from genmesh.worker.weights import checkpoint_dir
 
 from .stt import SpeechToText
 from .tts import TextToSpeech
@@ -22,24 +23,6 @@ Engine = SpeechToText | TextToSpeech
 
 STT_ENGINES = ("faster-whisper", "pocketsphinx", "whisper")
 TTS_ENGINES = ("piper", "espeak", "vits")
-
-
-def weights_path(spec: ModelSpec, models_dir: Path) -> Path:
-    """The directory ``from_pretrained`` reads, or ModelUnavailable saying how to fill it."""
-    path = spec.weights_dir(models_dir)
-    if (path / "config.json").is_file():
-        return path
-    if spec.weights.startswith("build:"):
-        raise ModelUnavailable(
-            f"model '{spec.id}' is not built on this worker: run `genmesh models build "
-            f"{spec.weights.removeprefix('build:')}` (expected it in {path})")
-    if spec.weights.startswith("hub:"):
-        repo = spec.weights.removeprefix("hub:")
-        raise ModelUnavailable(
-            f"the weights of '{spec.id}' are not on this worker: expected the {repo} checkpoint "
-            f"(config.json, safetensors, tokenizer files) in {path}, e.g. "
-            f"`huggingface-cli download {repo} --local-dir {path}`")
-    raise ModelUnavailable(f"no weights for '{spec.id}' in {path}")
 
 
 def load_engine(spec: ModelSpec, models_dir: Path, device: str = "cpu",
@@ -66,10 +49,10 @@ def load_engine(spec: ModelSpec, models_dir: Path, device: str = "cpu",
     if spec.engine == "whisper":
         from .stt_whisper import WhisperSTT
 
-        return WhisperSTT.from_pretrained(weights_path(spec, models_dir), device=device)
+        return WhisperSTT.from_pretrained(checkpoint_dir(spec, models_dir), device=device)
     if spec.engine == "vits":
         from .tts_vits import VitsTTS
 
-        return VitsTTS.from_pretrained(weights_path(spec, models_dir), device=device)
+        return VitsTTS.from_pretrained(checkpoint_dir(spec, models_dir), device=device)
     raise ModelUnavailable(f"model '{spec.id}' names engine {spec.engine!r}, which this audio "
                            f"worker does not have ({', '.join(STT_ENGINES + TTS_ENGINES)})")

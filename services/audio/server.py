@@ -7,9 +7,7 @@ maps between the engines' dataclasses and the protos.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +20,9 @@ from genmesh.errors import InvalidArgument
 from genmesh.rpc import servicer_errors
 from genmesh.settings import Settings
 from genmesh.v1 import audio_pb2, audio_pb2_grpc, common_pb2
-from genmesh.worker import JobContext, WorkerComponent, stream_from_thread
+from genmesh.worker import WorkerComponent, progress, stream_from_thread
 from genmesh.worker.cache import Entry
+from genmesh.worker.media import output_media
 
 from .decode import decode_audio
 from .encode import audio_format
@@ -41,7 +40,6 @@ from .stt import Segment, SpeechToText, Transcript, Word
 from .subtitles import CONTENT_TYPES, render_transcript
 from .tts import TextToSpeech
 
-log = logging.getLogger("genmesh.audio")
 
 _RPC_OF_TASK = {"speech-to-text": "Audio.Transcribe", "text-to-speech": "Audio.Synthesize"}
 
@@ -76,30 +74,26 @@ class AudioServicer(audio_pb2_grpc.AudioServicer):
         async with self.runtime.job(context, model_id) as job:
             _require_task(job.model, "speech-to-text")
             data = params.audio or await self._fetch(params.audio_url)
-            if not self.component.is_resident(job.model):
-                yield audio_pb2.TranscribeEvent(progress=_progress("loading"))
-            entry = await self.component.load_model(job.model)
-            try:
-                engine: SpeechToText = entry.value
-                duration, segments = 0.0, 0
-                transcript: Transcript | None = None
-                work = _transcribe_work(engine, data, params)
-                async for item in stream_from_thread(work, job.cancel):
-                    if isinstance(item, _Decoded):
-                        duration = item.duration
-                        yield audio_pb2.TranscribeEvent(progress=_progress("transcribing", 0.0))
-                    elif isinstance(item, Segment):
-                        segments += 1
-                        yield audio_pb2.TranscribeEvent(segment=segment_proto(item))
-                        yield audio_pb2.TranscribeEvent(progress=_progress(
-                            "transcribing", item.end / duration if duration else 0.0, segments))
-                    else:
-                        transcript = item
-            finally:
-                self.runtime.cache.release(entry)
+            if job.cold:
+                yield audio_pb2.TranscribeEvent(progress=progress("loading"))
+            engine: SpeechToText = await job.load()
+            duration, segments = 0.0, 0
+            transcript: Transcript | None = None
+            work = _transcribe_work(engine, data, params)
+            async for item in stream_from_thread(work, job.cancel):
+                if isinstance(item, _Decoded):
+                    duration = item.duration
+                    yield audio_pb2.TranscribeEvent(progress=progress("transcribing", 0.0))
+                elif isinstance(item, Segment):
+                    segments += 1
+                    yield audio_pb2.TranscribeEvent(segment=segment_proto(item))
+                    yield audio_pb2.TranscribeEvent(progress=progress(
+                        "transcribing", item.end / duration if duration else 0.0, segments))
+                else:
+                    transcript = item
             assert transcript is not None  # the thread returned it or raised
-            _log_done(job, "transcribed", audio_seconds=round(transcript.duration, 3),
-                      segments=len(transcript.segments))
+            job.log_done("transcribed", audio_seconds=round(transcript.duration, 3),
+                         segments=len(transcript.segments))
             yield audio_pb2.TranscribeEvent(usage=common_pb2.Usage(items=[common_pb2.UsageItem(
                 unit="audio_seconds", quantity=transcript.duration)]))
             yield audio_pb2.TranscribeEvent(result=result_proto(transcript, params.response_format))
@@ -112,29 +106,29 @@ class AudioServicer(audio_pb2_grpc.AudioServicer):
         model_id = self.component.resolve_model(request.model_id or DEFAULT_TTS_MODEL)
         async with self.runtime.job(context, model_id) as job:
             _require_task(job.model, "text-to-speech")
-            if not self.component.is_resident(job.model):
-                yield audio_pb2.SynthesizeEvent(progress=_progress("loading"))
-            entry = await self.component.load_model(job.model)
-            try:
-                engine: TextToSpeech = entry.value
-                sample_rate = engine.output_sample_rate(params.response_format)
-                chunks: list[bytes] = []
-                samples = 0
-                async for item in stream_from_thread(_synthesize_work(engine, params), job.cancel):
-                    if isinstance(item, _Piece):
-                        samples += item.samples
-                        yield audio_pb2.SynthesizeEvent(progress=_progress(
-                            "synthesizing", item.done / item.total, item.done, item.total))
-                    else:
-                        yield audio_pb2.SynthesizeEvent(chunk=audio_pb2.AudioChunk(
-                            index=len(chunks), data=item))
-                        chunks.append(item)
-                seconds = samples / engine.sample_rate
-            finally:
-                self.runtime.cache.release(entry)
-            media = await self._media(job, b"".join(chunks), params, sample_rate, seconds)
-            _log_done(job, "synthesized", characters=len(params.input), audio_seconds=round(
-                seconds, 3), bytes=media.size_bytes)
+            if job.cold:
+                yield audio_pb2.SynthesizeEvent(progress=progress("loading"))
+            engine: TextToSpeech = await job.load()
+            sample_rate = engine.output_sample_rate(params.response_format)
+            chunks: list[bytes] = []
+            samples = 0
+            async for item in stream_from_thread(_synthesize_work(engine, params), job.cancel):
+                if isinstance(item, _Piece):
+                    samples += item.samples
+                    yield audio_pb2.SynthesizeEvent(progress=progress(
+                        "synthesizing", item.done / item.total, item.done, item.total))
+                else:
+                    yield audio_pb2.SynthesizeEvent(chunk=audio_pb2.AudioChunk(
+                        index=len(chunks), data=item))
+                    chunks.append(item)
+            seconds = samples / engine.sample_rate
+            media = await output_media(
+                self.component.store, job.key_id, b"".join(chunks),
+                audio_format(params.response_format).content_type, inline=params.inline,
+                kind="audio", file_name=f"speech.{params.response_format}",
+                sample_rate=sample_rate, duration_seconds=seconds)
+            job.log_done("synthesized", characters=len(params.input),
+                         audio_seconds=round(seconds, 3), bytes=media.size_bytes)
             yield audio_pb2.SynthesizeEvent(usage=common_pb2.Usage(items=[common_pb2.UsageItem(
                 unit="characters", quantity=len(params.input))]))
             yield audio_pb2.SynthesizeEvent(result=audio_pb2.SynthesizeResult(
@@ -144,22 +138,6 @@ class AudioServicer(audio_pb2_grpc.AudioServicer):
         media = await inputs.fetch(url, self.component.store, field="audio_url",
                                    max_bytes=MAX_AUDIO_BYTES)
         return media.data
-
-    async def _media(self, job: JobContext, data: bytes, params: SynthesizeParams,
-                     sample_rate: int, seconds: float) -> common_pb2.Media:
-        """The file inline, or stored under the caller's key with a signed URL."""
-        content_type = audio_format(params.response_format).content_type
-        name = f"speech.{params.response_format}"
-        media = common_pb2.Media(content_type=content_type, sample_rate=sample_rate,
-                                 duration_seconds=seconds, size_bytes=len(data), file_name=name)
-        if params.inline:
-            media.data = data
-        else:
-            store = self.component.store
-            key = blobstore.new_key(job.key_id, "audio", content_type, name=name)
-            await store.put(key, data, content_type)
-            media.url = store.url(key)
-        return media
 
 
 class AudioComponent(WorkerComponent):
@@ -172,14 +150,6 @@ class AudioComponent(WorkerComponent):
 
     def add_servicers(self, server: grpc.aio.Server) -> None:
         audio_pb2_grpc.add_AudioServicer_to_server(AudioServicer(self), server)
-
-    def resolve_model(self, model_id: str) -> str:
-        """Catalog ids pass through; aliases (whisper-1, tts-1) become the id they stand for."""
-        spec = self.catalog.find(model_id)
-        return spec.id if spec is not None and spec.service == self.service else model_id
-
-    def is_resident(self, spec: ModelSpec) -> bool:
-        return spec.id in self.runtime.cache.entries
 
     async def load_model(self, spec: ModelSpec) -> Entry:
         models_dir = self.settings.resolved_models_dir()
@@ -244,19 +214,9 @@ def result_proto(transcript: Transcript, response_format: str) -> audio_pb2.Tran
         content_type=CONTENT_TYPES[response_format])
 
 
-def _progress(stage: str, fraction: float = 0.0, step: int = 0,
-              total: int = 0) -> common_pb2.Progress:
-    return common_pb2.Progress(stage=stage, fraction=min(max(fraction, 0.0), 1.0), step=step,
-                               total_steps=total)
-
-
 def _require_task(spec: ModelSpec, task: str) -> None:
     if spec.task != task:
         raise InvalidArgument(f"model '{spec.id}' does {spec.task}; call "
                               f"{_RPC_OF_TASK.get(spec.task, spec.task_spec.method)}",
                               field="model_id")
 
-
-def _log_done(job: JobContext, what: str, **fields: Any) -> None:
-    log.info(what, extra={"request_id": job.request_id, "model_id": job.model_id,
-                          "seconds": round(time.perf_counter() - job.started, 3), **fields})

@@ -7,7 +7,6 @@ diffusers call at a time (diffusers pipelines and schedulers are stateful, not t
 from __future__ import annotations
 
 import inspect
-import io
 import logging
 import threading
 import time
@@ -17,30 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-from genmesh.errors import Cancelled, GenmeshError, Internal, InvalidArgument, ModelUnavailable
+from genmesh.errors import Cancelled, GenmeshError, Internal, InvalidArgument
+from genmesh.worker.diffusion import (StepCallback, StepEvent, load_diffusers, load_init_image,
+                                      num_timesteps)
+from genmesh.worker.preview import latents_to_png, scheduler_noise_scale, should_preview
 
 from .encode import EncodedImage, encode_image
 from .params import SCHEDULERS, ImageDefaults, ImageParams
-from .preview import latents_to_png, scheduler_noise_scale, should_preview
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StepEvent:
-    """Progress after a completed denoising step (1-based) of `total`.
-
-    `previews` holds one small PNG per image of the request on preview steps, else is empty.
-    """
-
-    step: int
-    total: int
-    previews: tuple[bytes, ...] = ()
-
-
-StepCallback = Callable[[StepEvent], None]
 
 
 @dataclass(frozen=True)
@@ -86,44 +72,6 @@ def batch_key(params: ImageParams) -> BatchKey:
             params.guidance_scale, params.scheduler, strength)
 
 
-def resolve_device(device: str) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelUnavailable(f"device {device!r} requested but no CUDA device is available")
-    if dev.type not in ("cpu", "cuda"):
-        raise ModelUnavailable(f"device {device!r} is not supported; use cpu or cuda[:n]")
-    return dev
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    # fp16 halves memory and doubles throughput on GPUs; CPUs have no fast fp16 kernels.
-    return torch.float16 if device.type == "cuda" else torch.float32
-
-
-def load_diffusers(pipeline_cls: type, directory: Path | str, *, device: str,
-                   torch_dtype: torch.dtype | None) -> Any:
-    """`pipeline_cls.from_pretrained` on a local directory, errors mapped to ModelUnavailable."""
-    path = Path(directory)
-    if not (path / "model_index.json").is_file():
-        raise ModelUnavailable(f"no diffusers weights in {path} (model_index.json missing); "
-                               "build or download the model first")
-    dev = resolve_device(device)
-    dtype = torch_dtype or default_dtype(dev)
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    # A tqdm bar per load (components, then weights) is noise in structured logs.
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    try:
-        pipe = pipeline_cls.from_pretrained(path, dtype=dtype, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelUnavailable(f"cannot load weights from {path}: {exc}") from exc
-    pipe = pipe.to(dev)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def make_scheduler(name: str | None, base_config: Any) -> Any:
     """A fresh scheduler of the named sampler (None: the model's own) on the model's training
     schedule. Fresh per call: schedulers carry state (step index, multistep solver history)."""
@@ -131,12 +79,6 @@ def make_scheduler(name: str | None, base_config: Any) -> Any:
 
     class_name, overrides = SCHEDULERS[name] if name else (base_config["_class_name"], {})
     return getattr(diffusers, class_name).from_config(base_config, **overrides)
-
-
-def num_timesteps(pipe: Any) -> int:
-    """Denoising iterations of the running call (image-to-image and PNDM differ from the
-    requested steps); pipelines without the property report their scheduler's schedule."""
-    return int(getattr(pipe, "num_timesteps", None) or len(pipe.scheduler.timesteps))
 
 
 def generators(seed: int, count: int) -> list[torch.Generator]:
@@ -281,19 +223,6 @@ class ImagePipeline:
             self._img2img = AutoPipelineForImage2Image.from_pipe(self._txt2img)
             self._img2img.set_progress_bar_config(disable=True)
         return self._img2img
-
-
-def load_init_image(data: bytes, width: int, height: int) -> Image.Image:
-    """Decode an init image and cover-fit it to the output size (centre crop, no distortion)."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            rgb = ImageOps.exif_transpose(im).convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        # Params only verify the header; a truncated body surfaces here.
-        raise InvalidArgument(f"cannot be decoded ({exc})", field="image") from None
-    if rgb.size == (width, height):
-        return rgb
-    return ImageOps.fit(rgb, (width, height), Image.Resampling.LANCZOS)
 
 
 class _AllDropped(Exception):

@@ -8,9 +8,7 @@ files the images in the blob store.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +22,16 @@ from genmesh.errors import InvalidArgument
 from genmesh.rpc import servicer_errors
 from genmesh.settings import Settings
 from genmesh.v1 import common_pb2, imagegen_pb2, imagegen_pb2_grpc
-from genmesh.worker import JobContext, WorkerComponent
+from genmesh.worker import WorkerComponent, progress
 from genmesh.worker.cache import Entry
+from genmesh.worker.checkpoints import Checkpoints
+from genmesh.worker.diffusion import StepEvent
+from genmesh.worker.media import fetch_init_image, init_image_errors, output_media, png_media
 
 from .batching import ImageBatcher
-from .checkpoints import Checkpoints
-from .media import fetch_init_image, init_image_errors, output_media, png_media
 from .params import ImageDefaults, ImageParams, params_from_request, validate_request
-from .pipeline import ImagePipeline, ImageResult, StepEvent
+from .pipeline import ImagePipeline, ImageResult
 
-log = logging.getLogger("genmesh.imagegen")
 
 TASKS = ("text-to-image", "image-to-image")
 # Concurrent same-shape requests arriving this close together share one pipeline call.
@@ -75,28 +73,25 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServicer):
         async with self.runtime.job(context, request.model_id) as job:
             _require_task(job.model, request)
             image = await fetch_init_image(request.image_url, self.component.store)
-            if not self.component.checkpoints.is_resident(job.model):
-                yield imagegen_pb2.GenerateImageEvent(progress=_progress("loading"))
-            entry = await self.component.load_model(job.model)
-            try:
-                model: LoadedImageModel = entry.value
-                with init_image_errors():
-                    params = params_from_request(request, image=image,
-                                                 defaults=model.defaults(job.model))
-                    result: ImageResult | None = None
-                    async for item in _generate(model.batcher, params, job.cancel):
-                        if isinstance(item, StepEvent):
-                            for event in step_events(item):
-                                yield event
-                        else:
-                            result = item
-            finally:
-                self.runtime.cache.release(entry)
+            if job.cold:
+                yield imagegen_pb2.GenerateImageEvent(progress=progress("loading"))
+            model: LoadedImageModel = await job.load()
+            with init_image_errors():
+                params = params_from_request(request, image=image,
+                                             defaults=model.defaults(job.model))
+                result: ImageResult | None = None
+                async for item in _generate(model.batcher, params, job.cancel):
+                    if isinstance(item, StepEvent):
+                        for event in step_events(item):
+                            yield event
+                    else:
+                        result = item
             assert result is not None  # the batcher returned it or raised
             images = [await output_media(
                 self.component.store, job.key_id, im.data, im.content_type, inline=request.inline,
                 kind="images", width=im.width, height=im.height) for im in result.images]
-            _log_done(job, params, result)
+            job.log_done("generated", mode=params.mode, images=len(result.images),
+                         steps=result.steps, seed=result.seed)
             yield imagegen_pb2.GenerateImageEvent(usage=usage_proto(result))
             yield imagegen_pb2.GenerateImageEvent(result=imagegen_pb2.GenerateImageResult(
                 images=images, seed=result.seed, prompt=params.prompt,
@@ -119,6 +114,9 @@ class ImageGenComponent(WorkerComponent):
     async def load_model(self, spec: ModelSpec) -> Entry:
         """The loaded checkpoint of `spec` (`LoadedImageModel`) from the cache; release it."""
         return await self.checkpoints.acquire(spec)
+
+    def is_resident(self, spec: ModelSpec) -> bool:
+        return self.checkpoints.is_resident(spec)
 
 
 async def _generate(batcher: ImageBatcher, params: ImageParams, cancel: threading.Event
@@ -143,7 +141,7 @@ async def _generate(batcher: ImageBatcher, params: ImageParams, cancel: threadin
 
 def step_events(event: StepEvent) -> list[imagegen_pb2.GenerateImageEvent]:
     """Progress for a finished step, then one preview per image of the request."""
-    out = [imagegen_pb2.GenerateImageEvent(progress=_progress(
+    out = [imagegen_pb2.GenerateImageEvent(progress=progress(
         "denoising", event.step / event.total, event.step, event.total))]
     out += [imagegen_pb2.GenerateImageEvent(preview=imagegen_pb2.ImagePreview(
         step=event.step, image_index=index, image=png_media(png)))
@@ -156,12 +154,6 @@ def usage_proto(result: ImageResult) -> common_pb2.Usage:
                                                         quantity=result.usage.megapixels)])
 
 
-def _progress(stage: str, fraction: float = 0.0, step: int = 0,
-              total: int = 0) -> common_pb2.Progress:
-    return common_pb2.Progress(stage=stage, fraction=min(max(fraction, 0.0), 1.0), step=step,
-                               total_steps=total)
-
-
 def _require_task(spec: ModelSpec, request: imagegen_pb2.GenerateImageRequest) -> None:
     if spec.task not in TASKS:
         raise InvalidArgument(f"model '{spec.id}' does {spec.task}, not image generation",
@@ -170,9 +162,3 @@ def _require_task(spec: ModelSpec, request: imagegen_pb2.GenerateImageRequest) -
         raise InvalidArgument(f"is required: model '{spec.id}' repaints an init image",
                               field="image_url")
 
-
-def _log_done(job: JobContext, params: ImageParams, result: ImageResult) -> None:
-    log.info("generated", extra={
-        "request_id": job.request_id, "model_id": job.model_id, "mode": params.mode,
-        "images": len(result.images), "steps": result.steps, "seed": result.seed,
-        "seconds": round(time.perf_counter() - job.started, 3)})

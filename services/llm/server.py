@@ -30,7 +30,7 @@ from genmesh.errors import InvalidArgument, ModelUnavailable, RateLimited
 from genmesh.models import build
 from genmesh.models.language import is_standard_checkpoint
 from genmesh.rpc import servicer_errors
-from genmesh.services.imagegen.checkpoints import weights_owner
+from genmesh.worker.weights import weights_owner
 from genmesh.settings import Settings
 from genmesh.v1 import common_pb2, llm_pb2, llm_pb2_grpc
 from genmesh.worker import JobContext, WorkerComponent, stream_from_thread

@@ -17,10 +17,9 @@ import torch
 from PIL import Image
 
 from genmesh.errors import Cancelled
-from genmesh.services.imagegen.pipeline import (StepCallback, StepEvent, load_diffusers,
-                                                load_init_image, num_timesteps)
-from genmesh.services.imagegen.preview import (latents_to_png, scheduler_noise_scale,
-                                               should_preview)
+from genmesh.worker.diffusion import (StepCallback, StepEvent, load_diffusers, load_init_image,
+                                      num_timesteps)
+from genmesh.worker.preview import latents_to_png, scheduler_noise_scale, should_preview
 
 from .encode import EncodedVideo, encode_video
 from .params import VideoDefaults, VideoParams

@@ -6,9 +6,7 @@ happen; this module maps them to the protos and files the encoded video in the b
 """
 from __future__ import annotations
 
-import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,19 +19,17 @@ from genmesh.catalog import ModelSpec
 from genmesh.diffusion_params import with_overrides
 from genmesh.errors import InvalidArgument
 from genmesh.rpc import servicer_errors
-from genmesh.services.imagegen.checkpoints import Checkpoints
-from genmesh.services.imagegen.media import (fetch_init_image, init_image_errors, output_media,
-                                             png_media)
-from genmesh.services.imagegen.pipeline import StepEvent
 from genmesh.settings import Settings
 from genmesh.v1 import common_pb2, videogen_pb2, videogen_pb2_grpc
-from genmesh.worker import JobContext, WorkerComponent, stream_from_thread
+from genmesh.worker import WorkerComponent, progress, stream_from_thread
 from genmesh.worker.cache import Entry
+from genmesh.worker.checkpoints import Checkpoints
+from genmesh.worker.diffusion import StepEvent
+from genmesh.worker.media import fetch_init_image, init_image_errors, output_media, png_media
 
 from .params import VideoParams, params_from_request, validate_request
 from .pipeline import VideoPipeline, VideoResult
 
-log = logging.getLogger("genmesh.videogen")
 
 TASKS = ("text-to-video", "image-to-video")
 # The checkpoints VideoPipeline drives (motion-module UNets in SD's latent space).
@@ -61,23 +57,19 @@ class VideoGenServicer(videogen_pb2_grpc.VideoGenServicer):
         async with self.runtime.job(context, request.model_id) as job:
             _require_task(job.model, request)
             image = await fetch_init_image(request.image_url, self.component.store)
-            if not self.component.checkpoints.is_resident(job.model):
-                yield videogen_pb2.GenerateVideoEvent(progress=_progress("loading"))
-            entry = await self.component.load_model(job.model)
-            try:
-                pipeline: VideoPipeline = entry.value
-                with init_image_errors():
-                    params = params_from_request(request, image=image, defaults=with_overrides(
-                        pipeline.defaults(), job.model.defaults, job.model.id))
-                    result: VideoResult | None = None
-                    async for item in stream_from_thread(_work(pipeline, params), job.cancel):
-                        if isinstance(item, VideoResult):
-                            result = item
-                        else:
-                            for event in partial_events(item, params.num_frames):
-                                yield event
-            finally:
-                self.runtime.cache.release(entry)
+            if job.cold:
+                yield videogen_pb2.GenerateVideoEvent(progress=progress("loading"))
+            pipeline: VideoPipeline = await job.load()
+            with init_image_errors():
+                params = params_from_request(request, image=image, defaults=with_overrides(
+                    pipeline.defaults(), job.model.defaults, job.model.id))
+                result: VideoResult | None = None
+                async for item in stream_from_thread(_work(pipeline, params), job.cancel):
+                    if isinstance(item, VideoResult):
+                        result = item
+                    else:
+                        for event in partial_events(item, params.num_frames):
+                            yield event
             assert result is not None  # the thread returned it or raised
             video = result.video
             media = await output_media(
@@ -85,7 +77,8 @@ class VideoGenServicer(videogen_pb2_grpc.VideoGenServicer):
                 inline=request.inline, kind="videos", width=video.width, height=video.height,
                 duration_seconds=video.duration_seconds, num_frames=video.num_frames,
                 fps=video.fps)
-            _log_done(job, params, result)
+            job.log_done("generated", mode=params.mode, frames=video.num_frames,
+                         steps=result.steps, seed=result.seed, bytes=len(video.data))
             yield videogen_pb2.GenerateVideoEvent(usage=common_pb2.Usage(items=[
                 common_pb2.UsageItem(unit="video_seconds", quantity=result.usage.seconds)]))
             yield videogen_pb2.GenerateVideoEvent(result=videogen_pb2.GenerateVideoResult(
@@ -111,6 +104,9 @@ class VideoGenComponent(WorkerComponent):
         """The loaded `VideoPipeline` of `spec` from the cache; release it after use."""
         return await self.checkpoints.acquire(spec)
 
+    def is_resident(self, spec: ModelSpec) -> bool:
+        return self.checkpoints.is_resident(spec)
+
 
 def _load(path: Path, device: str) -> VideoPipeline:
     return VideoPipeline.from_pretrained(path, device=device)
@@ -135,22 +131,16 @@ def partial_events(item: StepEvent | _Frame, num_frames: int
                    ) -> list[videogen_pb2.GenerateVideoEvent]:
     """A finished step: progress and its preview, if any; a decoded frame: progress and it."""
     if isinstance(item, StepEvent):
-        out = [videogen_pb2.GenerateVideoEvent(progress=_progress(
+        out = [videogen_pb2.GenerateVideoEvent(progress=progress(
             "denoising", item.step / item.total, item.step, item.total))]
         out += [videogen_pb2.GenerateVideoEvent(preview=videogen_pb2.VideoPreview(
             step=item.step, image=png_media(png))) for png in item.previews]
         return out
     done = item.index + 1
-    return [videogen_pb2.GenerateVideoEvent(progress=_progress(
+    return [videogen_pb2.GenerateVideoEvent(progress=progress(
                 "decoding", done / num_frames, done, num_frames)),
             videogen_pb2.GenerateVideoEvent(frame=videogen_pb2.VideoFrame(
                 index=item.index, image=png_media(item.png)))]
-
-
-def _progress(stage: str, fraction: float = 0.0, step: int = 0,
-              total: int = 0) -> common_pb2.Progress:
-    return common_pb2.Progress(stage=stage, fraction=min(max(fraction, 0.0), 1.0), step=step,
-                               total_steps=total)
 
 
 def _require_task(spec: ModelSpec, request: videogen_pb2.GenerateVideoRequest) -> None:
@@ -161,10 +151,3 @@ def _require_task(spec: ModelSpec, request: videogen_pb2.GenerateVideoRequest) -
         raise InvalidArgument(f"is required: model '{spec.id}' animates an init image",
                               field="image_url")
 
-
-def _log_done(job: JobContext, params: VideoParams, result: VideoResult) -> None:
-    log.info("generated", extra={
-        "request_id": job.request_id, "model_id": job.model_id, "mode": params.mode,
-        "frames": result.video.num_frames, "steps": result.steps, "seed": result.seed,
-        "bytes": len(result.video.data),
-        "seconds": round(time.perf_counter() - job.started, 3)})

@@ -9,7 +9,7 @@ import pytest
 
 from genmesh.catalog import Catalog
 from genmesh.errors import InvalidArgument, ModelUnavailable
-from genmesh.services.audio.engines import weights_path
+from genmesh.worker.weights import checkpoint_dir
 from genmesh.services.audio.params import (
     SPEECH_FORMATS,
     synthesize_params,
@@ -107,9 +107,9 @@ def test_the_encoder_writes_exactly_the_formats_the_router_accepts() -> None:
 def test_missing_weights_say_how_to_get_them(tmp_path: Path) -> None:
     catalog = Catalog.load()
     with pytest.raises(ModelUnavailable) as err:
-        weights_path(catalog.get("genmesh/tiny-whisper"), tmp_path)
+        checkpoint_dir(catalog.get("genmesh/tiny-whisper"), tmp_path)
     assert "genmesh models build genmesh/tiny-whisper" in err.value.message
     with pytest.raises(ModelUnavailable) as err:
-        weights_path(catalog.get("openai/whisper-large-v3-turbo"), tmp_path)
+        checkpoint_dir(catalog.get("openai/whisper-large-v3-turbo"), tmp_path)
     assert str(tmp_path / "openai/whisper-large-v3-turbo") in err.value.message
     assert err.value.grpc_code.name == "FAILED_PRECONDITION"

@@ -18,10 +18,9 @@ from genmesh.errors import Cancelled, InvalidArgument, ModelUnavailable
 from genmesh.models.diffusion import BUILDERS
 from genmesh.services.imagegen.batching import ImageBatcher
 from genmesh.services.imagegen.params import SCHEDULERS, ImageDefaults, ImageParams
-from genmesh.services.imagegen.pipeline import (GenerationRequest, ImagePipeline, ImageResult,
-                                                StepEvent)
-from genmesh.services.imagegen.preview import (PREVIEW_MAX_SIDE, latents_to_png, preview_count,
-                                               should_preview)
+from genmesh.services.imagegen.pipeline import GenerationRequest, ImagePipeline, ImageResult
+from genmesh.worker.diffusion import StepEvent
+from genmesh.worker.preview import PREVIEW_MAX_SIDE, latents_to_png, preview_count, should_preview
 
 # CPU BLAS picks different kernels for different batch sizes, so a batched image may differ
 # from the solo one by rounding: measured at most 1/255 per pixel on the tiny model.

@@ -15,7 +15,7 @@ from PIL import Image
 
 from genmesh.errors import Cancelled, InvalidArgument, ModelUnavailable
 from genmesh.models.diffusion import BUILDERS
-from genmesh.services.imagegen.pipeline import StepEvent
+from genmesh.worker.diffusion import StepEvent
 from genmesh.services.videogen.params import VideoDefaults, VideoParams
 from genmesh.services.videogen.pipeline import VideoPipeline
 

@@ -1,6 +1,6 @@
-"""Media in and out of the image and video workers: the init image behind `image_url`, final
-files inline or in the blob store under the caller's key, and the small progressive images
-(previews, frames) that always travel inline."""
+"""Media in and out of the workers: the init image behind `image_url`, final files (images,
+videos, speech) inline or in the blob store under the caller's key, and the small progressive
+images (previews, frames) that always travel inline."""
 from __future__ import annotations
 
 import contextlib
@@ -41,13 +41,16 @@ def init_image_errors() -> Iterator[None]:
 
 
 async def output_media(store: BlobStore, owner: str, data: bytes, content_type: str, *,
-                       inline: bool, kind: str, **fields: Any) -> common_pb2.Media:
-    """`data` inline when asked, else stored as `<owner>/<kind>/...` behind a signed URL."""
-    media = common_pb2.Media(content_type=content_type, size_bytes=len(data), **fields)
+                       inline: bool, kind: str, file_name: str = "",
+                       **fields: Any) -> common_pb2.Media:
+    """`data` inline when asked, else stored as `<owner>/<kind>/...` (ending in `file_name`
+    where one is given) behind a signed URL."""
+    media = common_pb2.Media(content_type=content_type, size_bytes=len(data),
+                             file_name=file_name, **fields)
     if inline:
         media.data = data
     else:
-        key = blobstore.new_key(owner, kind, content_type)
+        key = blobstore.new_key(owner, kind, content_type, name=file_name or None)
         await store.put(key, data, content_type)
         media.url = store.url(key)
     return media

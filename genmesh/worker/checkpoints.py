@@ -1,0 +1,71 @@
+"""Diffusers checkpoints in a worker's model cache: where their weights live, which catalog
+entries share one loaded copy, and loading each copy once.
+
+Where the weights live is `weights.checkpoint_dir`'s answer. Entries with the same weights
+(text-to-image and image-to-image of one checkpoint) share one loaded pipeline: the cache files
+it under the owning entry's id, which stands for that one directory and is a catalog id the
+router's placement recognises as resident. The image and video workers use this.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from genmesh.catalog import ModelSpec
+from genmesh.errors import ModelUnavailable
+from genmesh.worker.cache import Entry
+from genmesh.worker.runtime import WorkerRuntime
+from genmesh.worker.weights import checkpoint_dir, weights_owner
+
+MARKER_FILE = "model_index.json"  # what every diffusers pipeline directory has
+ENGINE = "diffusers"
+
+# Loads the checkpoint in a directory onto a device (blocking: runs in a thread).
+Load = Callable[[Path, str], Any]
+
+
+def pipeline_class(path: Path) -> str:
+    """The diffusers pipeline class a checkpoint was saved from."""
+    try:
+        return str(json.loads((path / MARKER_FILE).read_text())["_class_name"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelUnavailable(f"unreadable {path / MARKER_FILE}: {exc}") from None
+
+
+class Checkpoints:
+    """One worker's loaded checkpoints, one per weights directory, in its model cache."""
+
+    def __init__(self, runtime: WorkerRuntime, models_dir: Path, load: Load, *,
+                 pipeline_classes: Sequence[str] = ()) -> None:
+        self.runtime = runtime
+        self.models_dir = models_dir
+        self.load = load
+        self.pipeline_classes = tuple(pipeline_classes)  # empty: whatever `load` accepts
+
+    def key(self, spec: ModelSpec) -> str:
+        return weights_owner(spec, self.runtime.models.values()).id
+
+    def is_resident(self, spec: ModelSpec) -> bool:
+        return self.key(spec) in self.runtime.cache.entries
+
+    async def acquire(self, spec: ModelSpec) -> Entry:
+        """The loaded checkpoint of `spec`, loading it on a miss; `release` it after use."""
+        if spec.engine != ENGINE:
+            raise ModelUnavailable(f"model '{spec.id}' names engine {spec.engine!r}; this "
+                                   f"{self.runtime.service} worker runs {ENGINE} pipelines")
+        owner = weights_owner(spec, self.runtime.models.values())
+        path = checkpoint_dir(spec, self.models_dir, owner=owner, marker=MARKER_FILE,
+                              what=ENGINE)
+        if self.pipeline_classes and (saved := pipeline_class(path)) not in self.pipeline_classes:
+            raise ModelUnavailable(
+                f"model '{spec.id}' is a {saved} checkpoint; this {self.runtime.service} worker "
+                f"runs {', '.join(self.pipeline_classes)}")
+        device = self.runtime.device
+
+        async def loader() -> Any:
+            return await asyncio.to_thread(self.load, path, device)
+
+        return await self.runtime.cache.acquire(owner.id, loader, spec.memory_bytes, device)
