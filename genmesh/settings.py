@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     result_retention_days: int = 7
     # Stored /v1/responses objects (OpenAI and xAI keep them 30 days).
     response_retention_days: float = 30.0
+    # The embedding model vector stores chunk with (its tokenizer) and embed with.
+    vector_store_embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     max_attempts: int = 3
     # A queued job's message is redelivered this long after its router went silent.
     queue_ack_wait_s: float = 30.0

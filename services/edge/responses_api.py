@@ -65,8 +65,6 @@ def sse(event: dict[str, Any]) -> bytes:
 async def create_response(body: ResponsesRequest, request: Request) -> Response:
     auth = authorization(request)
     found = await catalog(request).for_task(body.model, ("chat",), auth, route="/v1/responses")
-    if body.background and body.stream:
-        raise InvalidArgument("streaming a background response is not supported; poll it instead", field="stream")
     if body.background and body.store is False:
         raise InvalidArgument("background responses are stored: leave store unset or true", field="store")
     history: list[dict[str, Any]] = []
@@ -81,13 +79,18 @@ async def create_response(body: ResponsesRequest, request: Request) -> Response:
     searched = await file_search.run(request, auth, body, items, response_id)
     messages = convert.chat_messages([*history, *searched.context_items, *items], body.instructions)
     req = convert.chat_request(body, found.model.id, messages)
-    context = {"history": history, "input": items}
+    # What file_search found stays in the stored context, so previous_response_id carries it too.
+    context = {"history": [*history, *searched.context_items], "input": items}
     response = convert.response_json(body, response_id=response_id, model=found.model.id, status="in_progress")
     client = mesh(request)
     if body.background:
         job_id = await chat_jobs.submit(client, req, auth)
         response = {**response, "status": "queued", "output": searched.output_items}
         await store_put(request, auth, response, context, job_id)
+        if body.stream:
+            return StreamingResponse(background_events(request, auth, response, context, job_id,
+                                                       searched.output_items),
+                                     media_type="text/event-stream", headers=SSE_HEADERS)
         return JSON(response)
     events = client.stream(client.llm.ChatComplete, req, auth)
     if not body.stream:
@@ -98,12 +101,11 @@ async def create_response(body: ResponsesRequest, request: Request) -> Response:
             await store_put(request, auth, done, context)
         return JSON(done)
     state = convert.ResponseStream(response)
-    state.items.extend(searched.output_items)
     first = await prime(events, ("chunk", "result"))
 
     async def chunks() -> AsyncIterator[bytes]:
         try:
-            for event in state.start():
+            for event in [*state.start(), *state.finished_items(searched.output_items)]:
                 yield sse(event)
             ended = False
             async for event in replay(first, events):
@@ -130,6 +132,38 @@ async def create_response(body: ResponsesRequest, request: Request) -> Response:
             await events.aclose()  # a client that went away cancels the model's run
 
     return StreamingResponse(chunks(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def background_events(request: Request, auth: str, response: dict[str, Any], context: dict[str, Any],
+                            job_id: str, done_items: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """A background response, streamed: it runs as a queued job (which goes on if the client
+    leaves), watched here until it ends; its answer arrives as one delta when the job completes."""
+    state = convert.ResponseStream(response)
+    client = mesh(request)
+    try:
+        for event in [*state.start(), *state.finished_items(done_items)]:
+            yield sse(event)
+        async for _change in client.stream(client.router.WatchStatus,
+                                           router_pb2.WatchStatusRequest(request_id=job_id), auth):
+            pass  # the watch ends once the job is terminal
+        job = await chat_jobs.read(client, job_id, auth)
+        if job.result is None:
+            message = job.state.error or ("the response was cancelled"
+                                          if job.state.status == common_pb2.JOB_STATUS_CANCELLED else "the model failed")
+            final = convert.failed(response, message)
+            await store_put(request, auth, final, context, job_id)
+            yield sse(state.fail(message))
+            return
+        closing, final = state.on_result(job.result)
+        for out in closing:
+            yield sse(out)
+        await store_put(request, auth, final, context, job_id)
+        yield sse(state.end(final))
+    except Exception as exc:  # noqa: BLE001 - the status line is sent: report in-band
+        message = exc.message if isinstance(exc, GenmeshError) else "internal error"
+        if not isinstance(exc, GenmeshError):
+            log.error("background response stream failed", exc_info=exc)
+        yield sse(state.fail(message))
 
 
 # --- retrieve, cancel, delete, input items --------------------------------------------------------

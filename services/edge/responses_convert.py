@@ -270,6 +270,21 @@ class ResponseStream:
     def _index(self) -> int:
         return len(self.items)
 
+    def finished_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Events for items done before the model runs (file_search calls), in OpenAI's order."""
+        out: list[dict[str, Any]] = []
+        for item in items:
+            index = self._index()
+            out.append(self._event("response.output_item.added", output_index=index,
+                                   item={**item, "status": "in_progress", "results": None}))
+            if item["type"] == "file_search_call":
+                for phase in ("in_progress", "searching", "completed"):
+                    out.append(self._event(f"response.file_search_call.{phase}", item_id=item["id"],
+                                           output_index=index))
+            self.items.append(item)
+            out.append(self._event("response.output_item.done", output_index=index, item=item))
+        return out
+
     def _close(self, status: str = "completed") -> list[dict[str, Any]]:
         item, self.open = self.open, None
         if item is None:

@@ -24,7 +24,7 @@ from genmesh.keys import Identity
 from genmesh.rpc import Channels, servicer_errors
 from genmesh.settings import Settings
 from genmesh.tasks import PROXIED_METHODS, Task
-from genmesh.v1 import common_pb2, router_pb2, router_pb2_grpc
+from genmesh.v1 import common_pb2, router_pb2, router_pb2_grpc, vector_stores_pb2_grpc
 from genmesh.services.router.apps import AppsComponent
 from genmesh.services.router.auth import Authenticator
 from genmesh.services.router.convert import result_output, to_generic
@@ -35,6 +35,8 @@ from genmesh.services.router.queue import JobQueue
 from genmesh.services.router.registry import WorkerRegistry
 from genmesh.services.router.runner import Outcome, Prepared, Runner
 from genmesh.services.router.stored_responses import ResponseStore, StoredResponsesRPCs
+from genmesh.services.router.collections import Collections
+from genmesh.services.router.vector_stores import Embedder, VectorStoreDB, VectorStoresServicer
 from genmesh.services.router.usage import UsagePublisher, billed_usage, record
 from genmesh.outbound import OutboundPolicy
 from genmesh.tokens import TokenSealer
@@ -96,6 +98,10 @@ class Mesh:
                               webhooks=self.webhooks, ack_wait_s=s.queue_ack_wait_s,
                               default_run_timeout_s=s.run_timeout_s)
         await self.queue.start()
+        self.vector_stores = VectorStoreDB(self.pool, Embedder(self, s.vector_store_embedding_model))
+        await self.vector_stores.sweep_interrupted()
+        self.collections = Collections(self)
+        await self.collections.start()
 
     async def _on_key_revoked(self, _msg: Any) -> None:
         self.auth.forget_all()
@@ -104,6 +110,8 @@ class Mesh:
         await self.queue.drain()
 
     async def stop(self) -> None:
+        await self.collections.stop()
+        await self.vector_stores.close()
         await self.apps.stop()
         await self.usage.flush()
         await self.webhooks.close()
@@ -382,10 +390,12 @@ class RouterComponent:
     def __init__(self, settings: Settings) -> None:
         self.mesh = Mesh(settings)
         proxied = sorted({p.strip("/").split("/")[0] for p in PROXIED_METHODS})
-        self.service_names = ["genmesh.v1.Router", *proxied, *self.mesh.apps.service_names]
+        self.service_names = ["genmesh.v1.Router", "genmesh.v1.VectorStores", *proxied,
+                              *self.mesh.apps.service_names]
 
     def register(self, server: grpc.aio.Server) -> None:
         router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(self.mesh), server)
+        vector_stores_pb2_grpc.add_VectorStoresServicer_to_server(VectorStoresServicer(self.mesh), server)
         server.add_generic_rpc_handlers(proxy_handlers(self.mesh))
         self.mesh.apps.register(server)
 
