@@ -20,6 +20,7 @@ class Identity:
     spend_limit: float | None = None
     rate_limit_per_minute: float | None = None
     name: str = ""  # the key's name, as an admin gave it (an app owner namespace may follow it)
+    spent: float = 0.0  # what the key had spent when it was looked up (budgets check it)
 
     @property
     def is_admin(self) -> bool:
@@ -67,20 +68,35 @@ async def ensure_bootstrap_key(pool: asyncpg.Pool, secret: str) -> str:
     return key_id
 
 
+# One definition of "a live key", read by billing's Authenticate (which the edge calls) and by
+# the router's cached authenticator alike; its spend so far comes with it.
+LIVE_KEY_COLUMNS = ("k.id, k.name, k.scope, k.prefix, k.created_at, k.revoked_at, k.spend_limit, "
+                    "k.rate_limit_per_minute, "
+                    "COALESCE((SELECT SUM(cost) FROM ledger WHERE api_key_id = k.id), 0) AS spent")
+
+
+async def live_key(pool: asyncpg.Pool, *, secret: str = "",
+                   key_id: str = "") -> asyncpg.Record | None:
+    """The row of the live (unrevoked) key with this secret, or with this id, or None."""
+    if secret:
+        return await pool.fetchrow(f"SELECT {LIVE_KEY_COLUMNS} FROM api_keys k "
+                                   "WHERE k.secret_hash=$1 AND k.revoked_at IS NULL",
+                                   hash_secret(secret))
+    return await pool.fetchrow(f"SELECT {LIVE_KEY_COLUMNS} FROM api_keys k "
+                               "WHERE k.id=$1 AND k.revoked_at IS NULL", key_id)
+
+
+def identity_of(row: asyncpg.Record) -> Identity:
+    return Identity(row["id"], row["scope"], row["spend_limit"], row["rate_limit_per_minute"],
+                    row["name"], float(row["spent"]))
+
+
 async def lookup(pool: asyncpg.Pool, secret: str) -> Identity | None:
-    row = await pool.fetchrow(
-        "SELECT id, name, scope, spend_limit, rate_limit_per_minute FROM api_keys "
-        "WHERE secret_hash=$1 AND revoked_at IS NULL", hash_secret(secret))
-    if row is None:
-        return None
-    return Identity(row["id"], row["scope"], row["spend_limit"], row["rate_limit_per_minute"], row["name"])
+    row = await live_key(pool, secret=secret)
+    return None if row is None else identity_of(row)
 
 
 async def lookup_id(pool: asyncpg.Pool, key_id: str) -> Identity | None:
     """The live key with this id (for tokens, which carry a key's id and never its secret)."""
-    row = await pool.fetchrow(
-        "SELECT id, name, scope, spend_limit, rate_limit_per_minute FROM api_keys "
-        "WHERE id=$1 AND revoked_at IS NULL", key_id)
-    if row is None:
-        return None
-    return Identity(row["id"], row["scope"], row["spend_limit"], row["rate_limit_per_minute"], row["name"])
+    row = await live_key(pool, key_id=key_id)
+    return None if row is None else identity_of(row)

@@ -121,9 +121,7 @@ class KeysApi:
         """The live key a secret belongs to, with its spend so far."""
         if not secret:
             raise Unauthenticated("missing API key")
-        row = await self.pool.fetchrow(
-            f"SELECT {_KEY_COLUMNS}, {_SPENT} FROM api_keys k "
-            "WHERE k.secret_hash = $1 AND k.revoked_at IS NULL", keys.hash_secret(secret))
+        row = await keys.live_key(self.pool, secret=secret)
         if row is None:
             raise Unauthenticated("invalid or revoked API key")
         return billing_pb2.AuthenticateResponse(key=to_proto(row))
@@ -131,9 +129,7 @@ class KeysApi:
     async def authenticate_id(self, key_id: str) -> billing_pb2.AuthenticateResponse:
         """The live key with this id: how the edge re-checks the key behind an upload token or
         signed upload URL it issued. Only mesh services reach billing (meshtls.CALLERS)."""
-        row = await self.pool.fetchrow(
-            f"SELECT {_KEY_COLUMNS}, {_SPENT} FROM api_keys k "
-            "WHERE k.id = $1 AND k.revoked_at IS NULL", key_id)
+        row = await keys.live_key(self.pool, key_id=key_id)
         if row is None:
             raise Unauthenticated("invalid or revoked API key")
         return billing_pb2.AuthenticateResponse(key=to_proto(row))

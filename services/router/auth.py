@@ -1,4 +1,7 @@
-"""Who is calling: API keys from gRPC metadata, cached briefly, with per-key rate limits.
+"""Who is calling: API keys from gRPC metadata, cached briefly, with per-key rate limits and
+budgets. Keys are read through `genmesh.keys.live_key`, the one definition of a live key that
+billing's Authenticate (the edge's path) answers from too; its spend comes with it, so the
+router reads no table of billing's itself.
 
 A revoked key stops working within a second: the cache lives one second and revocations are
 also broadcast on NATS, which clears it at once.
@@ -49,7 +52,6 @@ class Authenticator:
         # secret -> (identity, expires, looked up at)
         self._cache: dict[str, tuple[Identity | None, float, float]] = {}
         self._buckets: dict[str, TokenBucket] = {}
-        self._spend: dict[str, tuple[float, float]] = {}
 
     def forget_all(self) -> None:
         self._cache.clear()
@@ -99,28 +101,16 @@ class Authenticator:
             raise RateLimited(f"rate limit of {identity.rate_limit_per_minute:g} requests per minute "
                               f"exceeded for this key; retry in {wait:.1f}s", retry_after=wait)
 
-    async def check_budget(self, identity: Identity) -> None:
-        if identity.spend_limit is None:
-            return
-        now = time.monotonic()
-        cached = self._spend.get(identity.key_id)
-        if cached is None or cached[1] <= now:
-            spent = await self.spent(identity.key_id)
-            cached = self._spend[identity.key_id] = (spent, now + CACHE_TTL_S)
-        if cached[0] >= identity.spend_limit:
+    def check_budget(self, identity: Identity) -> None:
+        """Refuses a key whose spend (read with the key, see `keys.live_key`; at most a cache
+        lifetime old) has reached its limit."""
+        if identity.spend_limit is not None and identity.spent >= identity.spend_limit:
             raise BudgetExceeded(f"spend limit of {identity.spend_limit:g} reached for this key "
-                                 f"(spent {cached[0]:.6f})")
-
-    async def spent(self, key_id: str) -> float:
-        exists = await self.pool.fetchval("SELECT to_regclass('ledger') IS NOT NULL")
-        if not exists:
-            return 0.0
-        return float(await self.pool.fetchval(
-            "SELECT COALESCE(SUM(cost), 0) FROM ledger WHERE api_key_id=$1", key_id))
+                                 f"(spent {identity.spent:.6f})")
 
     async def admit(self, context: grpc.aio.ServicerContext, *, realtime_model: str | None = None) -> Identity:
         """Identity of a caller allowed to start work now (rate limit and budget checked)."""
         identity = await self.identify(context, realtime_model=realtime_model)
         self.check_rate(identity)
-        await self.check_budget(identity)
+        self.check_budget(identity)
         return identity
