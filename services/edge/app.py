@@ -14,12 +14,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from genmesh import blobstore
 from genmesh.errors import GenmeshError, InvalidArgument
 from genmesh.settings import Settings
-from genmesh.services.edge import errors, fal, jsonlimits
+from genmesh.services.edge import errors, fal, jsonlimits, mesh_client
 from genmesh.services.edge.auth import IdentityCache
 from genmesh.services.edge.catalog_view import CatalogView
 from genmesh.tokens import TokenSealer
 from genmesh.services.edge.mesh_client import MeshClient
-from genmesh.services.edge.shortcut import RunShortcut
+from genmesh.services.edge.shortcut import EdgeApp
 
 
 class BodyLimit:
@@ -145,6 +145,38 @@ class CatchAll:
             await response(scope, receive, send)
 
 
+class RequestIdHeader:
+    """`x-request-id` on every response that concerns a request the router ran: the router's
+    own id (the one its logs, the worker's and billing's request log use), as the router's
+    typed calls named it or as a FAL route already sent it (`x-fal-request-id`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        noted: list[str] = []
+        token = mesh_client.REQUEST_IDS.set(noted)
+
+        async def with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                names = {name.lower(): value for name, value in headers}
+                if b"x-request-id" not in names:
+                    value = noted[0].encode() if noted else names.get(b"x-fal-request-id")
+                    if value:
+                        headers.append((b"x-request-id", value))
+                        message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, with_id)
+        finally:
+            mesh_client.REQUEST_IDS.reset(token)
+
+
 class _TooLarge(HTTPException):
     """Raised while reading the body; an HTTPException so that FastAPI's body parsing (which turns
     other errors into 400) lets it through to be answered 413."""
@@ -164,10 +196,11 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         await app.state.mesh.close()
 
-    app = FastAPI(title="genmesh", version="0.1.0", openapi_url="/openapi.json", docs_url=None,
+    app = EdgeApp(title="genmesh", version="0.1.0", openapi_url="/openapi.json", docs_url=None,
                   redoc_url=None, lifespan=lifespan, default_response_class=JSON,
                   description="Self-hosted generative inference: OpenAI- and FAL-compatible APIs.")
     app.state.settings = settings
+    app.shortcut_max_body_bytes = settings.max_body_bytes
     app.add_exception_handler(GenmeshError, errors.genmesh_error)
     app.add_exception_handler(RequestValidationError, errors.validation_error)
     app.add_exception_handler(HTTPException, errors.http_error)
@@ -181,12 +214,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     # The FAL catch-all (POST /{owner}/{model}) comes last so it never shadows other routes.
     app.include_router(fal.router)
-    # Added last = outermost: CatchAll, then the body cap, then the JSON depth limit, then the
-    # FAL run shortcut (innermost: it sees only capped, depth-checked bodies).
-    app.add_middleware(RunShortcut)
+    # Added last = outermost: CatchAll, then the body cap, then the JSON depth limit. The FAL run
+    # shortcut wraps all of them (EdgeApp) and does the same checks itself on the paths it takes.
     app.add_middleware(JsonDepthLimit)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAll)
+    app.add_middleware(RequestIdHeader)
     return app
 
 

@@ -270,14 +270,18 @@ async def stream_model(model_path: str, request: Request, payload: Any) -> Event
             yield {"event": "error", "data": json.dumps({**exc.fal_body(), "status_code": exc.http_status})}
 
     rid = first.request_id if first is not None else ""
-    return EventSourceResponse(events(), headers={"x-fal-request-id": rid})
+    return EventSourceResponse(events(), headers={"x-fal-request-id": rid, "x-request-id": rid})
 
 
 @router.post("/{model_path:path}", tags=["fal"], summary="Run a model (or stream it: .../stream)",
              openapi_extra=JSON_BODY)
 async def run(model_path: str, request: Request) -> Any:
+    return await run_payload(model_path, request, await json_body(request))
+
+
+async def run_payload(model_path: str, request: Request, payload: Any) -> Any:
+    """`run` with the body already parsed (the edge's run shortcut parses it once, checking it)."""
     model_path = model_path.strip("/")
-    payload = await json_body(request)
     if not model_path:
         raise NotFound("no model in the path: POST /{owner}/{model}")
     if model_path.endswith("/stream"):
@@ -287,7 +291,7 @@ async def run(model_path: str, request: Request) -> Any:
     resp = await mesh(request).unary(mesh(request).router.Run, router_pb2.RunRequest(
         model_id=model_path, input=input_struct(payload), timeout_seconds=request_timeout(request)), auth)
     return JSON(jsonpb.struct_to_json(resp.output), headers={
-        "x-fal-request-id": resp.request_id,
+        "x-fal-request-id": resp.request_id, "x-request-id": resp.request_id,
         "x-genmesh-inference-time": f"{time.perf_counter() - started:.6f}"})
 
 

@@ -4,19 +4,51 @@ forwarded and remote errors rebuilt as genmesh errors.
 The edge reaches the router on its public port like any client: the router authenticates the
 forwarded API key itself and trusts nothing else from the edge, so a certificate there would
 authorize nothing (TLS there, when the router's port has it, keeps the key private on the wire).
-Billing is internal: mutual TLS with the edge's certificate."""
+Billing is internal: mutual TLS with the edge's certificate.
+
+The router names every request it runs (the id billing records it under); typed calls carry it
+in their initial metadata. The client notes it for the HTTP request being served, so the edge
+can return it (`x-request-id`) from any route."""
 from __future__ import annotations
 
+import contextvars
 from typing import Any, AsyncIterator
 
 import grpc
 
 from genmesh import meshtls
 from genmesh.errors import from_rpc_error
-from genmesh.rpc import AUTH_KEY, CHANNEL_OPTIONS
+from genmesh.rpc import AUTH_KEY, CHANNEL_OPTIONS, REQUEST_ID_KEY
 from genmesh.settings import Settings
 from genmesh.v1 import (apps_pb2_grpc, audio_pb2_grpc, billing_pb2_grpc, imagegen_pb2_grpc,
                         llm_pb2_grpc, router_pb2_grpc, videogen_pb2_grpc)
+
+
+# The router's request ids seen while serving one HTTP request (set per request by the edge's
+# RequestIdHeader middleware; None outside one, where nothing is noted).
+REQUEST_IDS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("genmesh_request_ids",
+                                                                              default=None)
+
+
+def note_request_id(request_id: str) -> None:
+    """Records the router's id for the HTTP request being served (the latest call's wins)."""
+    noted = REQUEST_IDS.get()
+    if noted is not None and request_id:
+        noted[:] = [request_id]
+
+
+def current_request_id() -> str:
+    """The router's id for the HTTP request being served, once a mesh call has named it."""
+    noted = REQUEST_IDS.get()
+    return noted[0] if noted else ""
+
+
+async def _note_initial_metadata(call: Any) -> None:
+    if REQUEST_IDS.get() is None:
+        return
+    for key, value in await call.initial_metadata() or ():
+        if key == REQUEST_ID_KEY:
+            note_request_id(value)
 
 
 class MeshClient:
@@ -39,14 +71,18 @@ class MeshClient:
 
     async def unary(self, method: Any, request: Any, authorization: str, timeout: float | None = None) -> Any:
         try:
-            return await method(request, metadata=self.metadata(authorization), timeout=timeout)
+            call = method(request, metadata=self.metadata(authorization), timeout=timeout)
+            response = await call
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
+        await _note_initial_metadata(call)
+        return response
 
     async def stream(self, method: Any, request: Any, authorization: str,
                      timeout: float | None = None) -> AsyncIterator[Any]:
         call = method(request, metadata=self.metadata(authorization), timeout=timeout)
         try:
+            await _note_initial_metadata(call)
             async for item in call:
                 yield item
         except grpc.aio.AioRpcError as exc:

@@ -21,7 +21,7 @@ from genmesh import blobstore, bus, db, jsonpb, keys, meshtls
 from genmesh.catalog import Catalog, ModelSpec
 from genmesh.errors import GenmeshError, InvalidArgument, NotFound, PermissionDenied
 from genmesh.keys import Identity
-from genmesh.rpc import Channels, servicer_errors
+from genmesh.rpc import REQUEST_ID_KEY, Channels, servicer_errors
 from genmesh.settings import Settings
 from genmesh.tasks import PROXIED_METHODS, Task
 from genmesh.v1 import common_pb2, router_pb2, router_pb2_grpc, vector_stores_pb2_grpc
@@ -126,12 +126,17 @@ class Mesh:
 
     async def run_events(self, identity: Identity, prep: Prepared, *, mode: str,
                          timeout_s: float | None, partials_reach_caller: bool = True,
-                         whole_events: bool = False) -> AsyncIterator[tuple[str, str, Message]]:
+                         whole_events: bool = False,
+                         request_id: str = "") -> AsyncIterator[tuple[str, str, Message]]:
         """(request_id, case, payload) of a sync or streamed run; publishes its usage record.
+
+        The request id is the router's own (`request_id`, or a new one): the one the worker
+        logs, the usage record is billed under, and the caller gets back. Never the caller's:
+        billing keeps one record per id, so a chosen id could shadow another request's.
 
         With `whole_events` the third item is the worker's typed event itself (for the typed
         proxy, which passes it on as it came, not rebuilt)."""
-        request_id = uuid.uuid4().hex
+        request_id = request_id or uuid.uuid4().hex
         outcome = Outcome(usage=common_pb2.Usage())
         created = time.time()
         status = common_pb2.JOB_STATUS_FAILED
@@ -352,21 +357,32 @@ class ProxyMethod:
     async def stream(self, request: Message, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
         identity = await self.mesh.auth.admit(context)
         prep = self.mesh.runner.prepare_typed(self.task, request)
+        request_id = await announce_request_id(context)
         async for _rid, _case, event in self.mesh.run_events(identity, prep, mode="grpc", timeout_s=None,
-                                                             whole_events=True):
+                                                             whole_events=True, request_id=request_id):
             yield event
 
     @servicer_errors
     async def unary(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
         identity = await self.mesh.auth.admit(context)
         prep = self.mesh.runner.prepare_typed(self.task, request)
+        request_id = await announce_request_id(context)
         result: Message | None = None
         async for _rid, _case, payload in self.mesh.run_events(identity, prep, mode="grpc", timeout_s=None,
-                                                               partials_reach_caller=False):
+                                                               partials_reach_caller=False,
+                                                               request_id=request_id):
             result = payload
         if result is None:
             raise InvalidArgument("the worker returned nothing", field="model_id")
         return result
+
+
+async def announce_request_id(context: grpc.aio.ServicerContext) -> str:
+    """A new request id, sent at once as the call's initial metadata (`x-request-id`): the typed
+    responses have no field for it, and the edge returns it to its client before the first event."""
+    request_id = uuid.uuid4().hex
+    await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+    return request_id
 
 
 def proxy_handlers(mesh: Mesh) -> list[grpc.GenericRpcHandler]:

@@ -247,6 +247,27 @@ async def test_pricing_lists_catalog_prices_in_fal_shape(http: httpx.AsyncClient
     assert all(p["endpoint_id"] == "genmesh/tiny-llama" and p["currency"] == "USD" for p in prices)
 
 
+async def test_one_request_id_is_returned_by_every_route_and_billed(http: httpx.AsyncClient) -> None:
+    # The second run of a path takes the edge's run shortcut: both answer alike.
+    runs = [await http.post("/genmesh/echo", json={"prompt": "id"}) for _ in range(2)]
+    stream = await http.post("/genmesh/echo/stream", json={"prompt": "id"})
+    submit = await http.post("/queue/genmesh/echo", json={"prompt": "id"})
+    ids = []
+    for resp in (*runs, stream, submit):
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-request-id"] == resp.headers["x-fal-request-id"]
+        ids.append(resp.headers["x-request-id"])
+    assert ids[-1] == submit.json()["request_id"]
+    assert len(set(ids)) == len(ids)
+    deadline = time.monotonic() + 30
+    while True:  # each id is the one billing's request log shows
+        logs = (await http.get("/v1/requests", params={"model_id": "genmesh/echo", "limit": 100})).json()
+        if set(ids) <= {entry["request_id"] for entry in logs["data"]}:
+            break
+        assert time.monotonic() < deadline, (ids, logs)
+        await asyncio.sleep(0.1)
+
+
 async def test_request_logs_usage_and_metrics_show_a_finished_run(http: httpx.AsyncClient) -> None:
     run = await http.post("/genmesh/echo", json={"prompt": "logged"})
     request_id = run.headers["x-fal-request-id"]
