@@ -10,15 +10,16 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import orjson
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
-from starlette.responses import Response, StreamingResponse
+from sse_starlette import ServerSentEvent
+from starlette.responses import Response
 
 from genmesh import keys
 from genmesh.errors import GenmeshError, Internal, Unauthenticated
 from genmesh.services.edge import anthropic_convert as convert
 from genmesh.services.edge.anthropic_protocol import CountTokensRequest, MessagesRequest
 from genmesh.services.edge.errors import invalid_argument
-from genmesh.services.edge.openai_api import (SSE_HEADERS, accepted_url, catalog, final_result, folded, mesh, prime,
-                                              replay)
+from genmesh.services.edge.openai_api import (SSE_SEP, accepted_url, catalog, event_stream, final_result, folded,
+                                              mesh, prime, replay)
 from genmesh.services.edge.responses import JSON, json_body
 
 log = logging.getLogger("genmesh.edge.anthropic")
@@ -65,8 +66,9 @@ async def parse(request: Request, model: type[Any]) -> Any:
         raise invalid_argument(exc.errors()) from None
 
 
-def sse(event: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+def sse(event: str, data: dict[str, Any]) -> ServerSentEvent:
+    """One named event (`event:` then `data:` lines, as Anthropic's SDKs parse them)."""
+    return ServerSentEvent(orjson.dumps(data).decode(), event=event, sep=SSE_SEP)
 
 
 @router.post("/messages", summary="Create a message (Anthropic Messages API; streamed with stream: true)")
@@ -85,7 +87,7 @@ async def messages(request: Request) -> Response:
     state = convert.MessageStream(model=body.model, message_id=message_id)
     first = await prime(events, ("chunk", "result"))
 
-    async def chunks() -> AsyncIterator[bytes]:
+    async def chunks() -> AsyncIterator[ServerSentEvent]:
         try:
             for name, data in state.start():
                 yield sse(name, data)
@@ -99,7 +101,7 @@ async def messages(request: Request) -> Response:
         finally:
             await events.aclose()  # a client that went away cancels the model's run
 
-    return StreamingResponse(chunks(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return event_stream(chunks())
 
 
 @router.post("/messages/count_tokens", summary="Count a message's input tokens (Anthropic)")

@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import Response, StreamingResponse
 
 from genmesh import blobstore
@@ -33,7 +34,10 @@ from genmesh.services.edge.responses import JSON
 log = logging.getLogger("genmesh.edge.openai")
 router = APIRouter(prefix="/v1", tags=["openai"])
 MODEL_CREATED = 1735689600  # catalog models have no creation date; a fixed one keeps lists stable
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+SSE_HEADERS = {"cache-control": "no-cache"}
+# Frames end in a blank line of "\n", as OpenAI's and Anthropic's own servers send them (and
+# their SDKs parse); sse-starlette's default is "\r\n".
+SSE_SEP = "\n"
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 
 
@@ -50,11 +54,11 @@ def accepted_url(request: Request) -> Any:
     return lambda url: store.key_from_url(url) is not None
 
 
-def sse(data: Any) -> bytes:
-    return b"data: " + orjson.dumps(data) + b"\n\n"
+def sse(data: Any) -> ServerSentEvent:
+    return ServerSentEvent(orjson.dumps(data).decode(), sep=SSE_SEP)
 
 
-DONE = b"data: [DONE]\n\n"
+DONE = ServerSentEvent("[DONE]", sep=SSE_SEP)
 
 
 async def prime(events: AsyncIterator[Any], output_cases: tuple[str, ...]) -> list[Any]:
@@ -134,15 +138,17 @@ async def final_result(events: AsyncIterator[Any]) -> Any:
     return result
 
 
-def stream_error(exc: BaseException) -> bytes:
+def stream_error(exc: BaseException) -> ServerSentEvent:
     if isinstance(exc, GenmeshError):
         return sse(exc.openai_body())
     log.error("stream failed", exc_info=exc)
     return sse(Internal("internal error").openai_body())
 
 
-def event_stream(chunks: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+def event_stream(chunks: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+    """An SSE response through sse-starlette (its keep-alive pings are comments, which the SDKs
+    skip; it ends the stream when the client disconnects)."""
+    return EventSourceResponse(chunks, sep=SSE_SEP, headers=SSE_HEADERS)
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -209,7 +215,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     except ClientGone:
         return Response(status_code=499)
 
-    async def chunks() -> AsyncIterator[bytes]:
+    async def chunks() -> AsyncIterator[ServerSentEvent]:
         try:
             async for chunk in folded(replay(first, events), state):
                 yield sse(chunk)
@@ -247,14 +253,14 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     except ClientGone:
         return Response(status_code=499)
 
-    async def one(stream: Any) -> AsyncIterator[bytes]:
+    async def one(stream: Any) -> AsyncIterator[ServerSentEvent]:
         try:
             async for chunk in folded(stream, state):
                 yield sse(chunk)
         finally:
             await stream.aclose()
 
-    async def chunks() -> AsyncIterator[bytes]:
+    async def chunks() -> AsyncIterator[ServerSentEvent]:
         try:
             async for item in one(replay(first, events)):
                 yield item

@@ -14,15 +14,16 @@ from typing import Any, AsyncIterator, Literal, Optional
 
 import orjson
 from fastapi import APIRouter, Query, Request
-from starlette.responses import Response, StreamingResponse
+from sse_starlette import ServerSentEvent
+from starlette.responses import Response
 
 from genmesh import jsonpb
 from genmesh.errors import GenmeshError, Internal, InvalidArgument, NotFound
 from genmesh.services.edge import chat_jobs, file_search
 from genmesh.services.edge import responses_convert as convert
 from genmesh.services.edge.auth import authorization
-from genmesh.services.edge.openai_api import (SSE_HEADERS, accepted_url, catalog, final_result, mesh, prime,
-                                              replay)
+from genmesh.services.edge.openai_api import (SSE_SEP, accepted_url, catalog, event_stream, final_result, mesh,
+                                              prime, replay)
 from genmesh.services.edge.responses import JSON
 from genmesh.services.edge.responses_protocol import ResponsesRequest
 from genmesh.v1 import common_pb2, router_pb2
@@ -55,8 +56,9 @@ async def store_get(request: Request, auth: str, response_id: str,
     return jsonpb.struct_to_json(stored.response), jsonpb.struct_to_json(stored.context), stored.job_id
 
 
-def sse(event: dict[str, Any]) -> bytes:
-    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+def sse(event: dict[str, Any]) -> ServerSentEvent:
+    """One event, named by its type (`event:` then `data:` lines, as OpenAI's SDKs parse them)."""
+    return ServerSentEvent(orjson.dumps(event).decode(), event=event["type"], sep=SSE_SEP)
 
 
 # --- create ---------------------------------------------------------------------------------------
@@ -88,9 +90,8 @@ async def create_response(body: ResponsesRequest, request: Request) -> Response:
         response = {**response, "status": "queued", "output": searched.output_items}
         await store_put(request, auth, response, context, job_id)
         if body.stream:
-            return StreamingResponse(background_events(request, auth, response, context, job_id,
-                                                       searched.output_items),
-                                     media_type="text/event-stream", headers=SSE_HEADERS)
+            return event_stream(background_events(request, auth, response, context, job_id,
+                                                  searched.output_items))
         return JSON(response)
     events = client.stream(client.llm.ChatComplete, req, auth)
     if not body.stream:
@@ -103,7 +104,7 @@ async def create_response(body: ResponsesRequest, request: Request) -> Response:
     state = convert.ResponseStream(response)
     first = await prime(events, ("chunk", "result"))
 
-    async def chunks() -> AsyncIterator[bytes]:
+    async def chunks() -> AsyncIterator[ServerSentEvent]:
         try:
             for event in [*state.start(), *state.finished_items(searched.output_items)]:
                 yield sse(event)
@@ -131,11 +132,11 @@ async def create_response(body: ResponsesRequest, request: Request) -> Response:
         finally:
             await events.aclose()  # a client that went away cancels the model's run
 
-    return StreamingResponse(chunks(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return event_stream(chunks())
 
 
 async def background_events(request: Request, auth: str, response: dict[str, Any], context: dict[str, Any],
-                            job_id: str, done_items: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+                            job_id: str, done_items: list[dict[str, Any]]) -> AsyncIterator[ServerSentEvent]:
     """A background response, streamed: it runs as a queued job (which goes on if the client
     leaves), watched here until it ends; its answer arrives as one delta when the job completes."""
     state = convert.ResponseStream(response)
