@@ -9,40 +9,41 @@ from __future__ import annotations
 from typing import Sequence
 
 from tokenizers import Tokenizer
+from tokenizers.decoders import DecodeStream
 from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte <-> char table
 
-_REPLACEMENT = "\ufffd"
-
-
 class IncrementalDetokenizer:
-    """Decodes one sequence's tokens a few at a time, like TGI/vLLM: re-decode a short window
-    (`prefix_offset:`) and release what it adds over the already-released part of that window."""
+    """Decodes one sequence's tokens as they come, through `tokenizers`' own `DecodeStream` (the
+    prefix-window re-decode TGI and vLLM do), which holds a token back while it ends in a partial
+    UTF-8 character."""
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self._tokenizer = tokenizer
+        self._stream = DecodeStream(skip_special_tokens=True)
         self._ids: list[int] = []
-        self._prefix_offset = 0
-        self._read_offset = 0
+        self._released = 0  # characters of the full decode handed out so far
+        self._held = 0  # tokens added since the stream last released text
 
     def add(self, token_id: int) -> str:
         self._ids.append(token_id)
-        prefix = self._decode(self._ids[self._prefix_offset:self._read_offset])
-        full = self._decode(self._ids[self._prefix_offset:])
-        if len(full) > len(prefix) and not full.endswith(_REPLACEMENT):
-            self._prefix_offset = self._read_offset
-            self._read_offset = len(self._ids)
-            return full[len(prefix):]
-        return ""
+        text = self._stream.step(self._tokenizer, token_id)
+        if text is None:
+            self._held += 1
+            return ""
+        self._held = 0
+        self._released += len(text)
+        return text
 
     def flush(self) -> str:
-        """At the end: whatever is still held (a dangling partial character decodes as U+FFFD)."""
-        prefix = self._decode(self._ids[self._prefix_offset:self._read_offset])
-        full = self._decode(self._ids[self._prefix_offset:])
-        self._prefix_offset = self._read_offset = len(self._ids)
-        return full[len(prefix):]
-
-    def _decode(self, ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(list(ids), skip_special_tokens=True) if ids else ""
+        """At the end: whatever is still held (a dangling partial character decodes as U+FFFD).
+        DecodeStream has no end-of-stream call, so this is the full decode past what was
+        released."""
+        if not self._held:
+            return ""
+        self._held = 0
+        rest = self._tokenizer.decode(self._ids, skip_special_tokens=True)[self._released:]
+        self._released += len(rest)
+        return rest
 
 
 class StopStrings:
