@@ -38,6 +38,7 @@ PREFIX = "genmesh.collections."
 CONSUMER = "collections-indexer"
 CHANGED_SUBJECT = "genmesh.vector_stores.changed"
 FETCH_BATCH = 64
+DRAIN_WAIT_S = 0.005
 MAX_DELIVER = 5
 _SUBJECT = re.compile(r"[A-Za-z0-9_\-]+|\*|>")
 RESERVED_PREFIXES = ("genmesh.", "$", "_INBOX")
@@ -202,7 +203,10 @@ class Collections:
     async def _pull_loop(self) -> None:
         while True:
             try:
-                msgs = await self._sub.fetch(FETCH_BATCH, timeout=5)
+                # One message long-polled, then whatever else is waiting: nats-py's fetch of a
+                # batch waits out its whole timeout for the batch to fill, which would hold a
+                # lone message back for seconds.
+                msgs = await self._sub.fetch(1, timeout=5)
             except asyncio.TimeoutError:
                 continue
             except asyncio.CancelledError:
@@ -211,6 +215,8 @@ class Collections:
                 log.warning("collections fetch failed", extra={"error": str(exc)})
                 await asyncio.sleep(0.5)
                 continue
+            with contextlib.suppress(asyncio.TimeoutError):
+                msgs += await self._sub.fetch(FETCH_BATCH - 1, timeout=DRAIN_WAIT_S)
             await self._handle_batch(msgs)
 
     async def _handle_batch(self, msgs: list[Any]) -> None:

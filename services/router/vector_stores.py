@@ -170,7 +170,7 @@ FILE_COLUMNS = ("f.vector_store_id, f.file_id, f.filename, f.attributes, f.chunk
                 "f.usage_bytes, f.lease_until, f.created_at")
 _COUNTS = ("(SELECT jsonb_object_agg(status, n) FROM (SELECT status, count(*) AS n FROM vector_store_files "
            "WHERE vector_store_id = s.id GROUP BY status) c) AS counts, "
-           "(SELECT coalesce(sum(usage_bytes), 0) FROM vector_store_files WHERE vector_store_id = s.id) AS bytes")
+           "(SELECT coalesce(sum(usage_bytes), 0)::bigint FROM vector_store_files WHERE vector_store_id = s.id) AS bytes")
 
 
 def _chunking_proto(data: dict[str, Any]) -> pb.ChunkingStrategy:
