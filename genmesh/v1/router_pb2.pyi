@@ -3,6 +3,7 @@ import datetime
 from genmesh.v1 import apps_pb2 as _apps_pb2
 from genmesh.v1 import common_pb2 as _common_pb2
 from genmesh.v1 import worker_pb2 as _worker_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -114,14 +115,14 @@ class GetModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("model_id", "input", "timeout_seconds")
+    __slots__ = ("model_id", "input", "timeout")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
-    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: _struct_pb2.Struct
-    timeout_seconds: float
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    timeout: _duration_pb2.Duration
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class RunResponse(_message.Message):
     __slots__ = ("request_id", "output", "usage", "inference_time_seconds")
@@ -136,14 +137,14 @@ class RunResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., inference_time_seconds: _Optional[float] = ...) -> None: ...
 
 class StreamRequest(_message.Message):
-    __slots__ = ("model_id", "input", "timeout_seconds")
+    __slots__ = ("model_id", "input", "timeout")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
-    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: _struct_pb2.Struct
-    timeout_seconds: float
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    timeout: _duration_pb2.Duration
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class StreamResponse(_message.Message):
     __slots__ = ("request_id", "progress", "log", "partial", "usage", "result")
@@ -162,22 +163,22 @@ class StreamResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., log: _Optional[_Union[_common_pb2.LogEntry, _Mapping]] = ..., partial: _Optional[_Union[_common_pb2.PartialOutput, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., result: _Optional[_Union[_common_pb2.FinalResult, _Mapping]] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("model_id", "input", "priority", "webhook_url", "idempotency_key", "start_timeout_seconds", "run_timeout_seconds")
+    __slots__ = ("model_id", "input", "priority", "webhook_url", "idempotency_key", "start_timeout", "run_timeout")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
-    START_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    RUN_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    START_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    RUN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: _struct_pb2.Struct
     priority: _common_pb2.Priority
     webhook_url: str
     idempotency_key: str
-    start_timeout_seconds: float
-    run_timeout_seconds: float
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., webhook_url: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., start_timeout_seconds: _Optional[float] = ..., run_timeout_seconds: _Optional[float] = ...) -> None: ...
+    start_timeout: _duration_pb2.Duration
+    run_timeout: _duration_pb2.Duration
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., webhook_url: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., start_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("request_id", "queue_position", "status")

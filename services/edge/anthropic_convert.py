@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from genmesh.errors import GenmeshError, InvalidArgument
 from genmesh.v1 import llm_pb2
+from genmesh.services.edge.openai_convert import TOOL_CHOICE_MODES
 from genmesh.services.edge.anthropic_protocol import (CountTokensRequest, ImageBlock, MessagesRequest,
                                                       TextBlock, ToolResultBlock, ToolUseBlock,
                                                       _Conversation)
@@ -113,24 +114,26 @@ def _tools(body: _Conversation, req: Any) -> None:
             raise InvalidArgument("is required with type 'tool'", field="tool_choice.name")
         if choice.name not in names:
             raise InvalidArgument(f"names '{choice.name}', which is not in tools", field="tool_choice.name")
-        req.tool_choice.CopyFrom(llm_pb2.ToolChoice(mode="function", function_name=choice.name))
+        req.tool_choice.CopyFrom(llm_pb2.ToolChoice(mode=llm_pb2.TOOL_CHOICE_MODE_FUNCTION,
+                                                    function_name=choice.name))
     elif choice.type == "any":
         if not names:
             raise InvalidArgument("'any' needs at least one tool", field="tool_choice")
-        req.tool_choice.mode = "required"
+        req.tool_choice.mode = llm_pb2.TOOL_CHOICE_MODE_REQUIRED
     else:
-        req.tool_choice.mode = choice.type
+        req.tool_choice.mode = TOOL_CHOICE_MODES[choice.type]
 
 
 def chat_request(body: MessagesRequest, model_id: str,
                  is_accepted_url: Callable[[str], bool]) -> llm_pb2.ChatCompleteRequest:
     req = llm_pb2.ChatCompleteRequest(model_id=model_id, messages=chat_messages(body, is_accepted_url),
-                                      max_tokens=body.max_tokens, n=1, stop=body.stop_sequences or [],
+                                      sampling=llm_pb2.Sampling(max_tokens=body.max_tokens,
+                                                                stop=body.stop_sequences or []),
                                       user=(body.metadata.user_id or "") if body.metadata else "")
     for name in ("temperature", "top_p", "top_k"):
         value = getattr(body, name)
         if value is not None:
-            setattr(req, name, value)
+            setattr(req.sampling, name, value)
     _tools(body, req)
     return req
 

@@ -8,6 +8,7 @@ import time
 from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Request
+from google.protobuf import duration_pb2
 from genmesh.services.edge.responses import JSON, json_body
 from sse_starlette.sse import EventSourceResponse
 
@@ -44,10 +45,11 @@ MAX_REQUEST_TIMEOUT_S = 86400.0
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
-def request_timeout(request: Request) -> float:
+def request_timeout(request: Request) -> duration_pb2.Duration | None:
+    """The `X-Fal-Request-Timeout` header as the router's Duration; None (unset) without one."""
     value = request.headers.get("x-fal-request-timeout")
     if value is None:
-        return 0.0
+        return None
     message = f"must be a number of seconds from 0 to {MAX_REQUEST_TIMEOUT_S:g}"
     try:
         seconds = float(value)
@@ -55,7 +57,11 @@ def request_timeout(request: Request) -> float:
         raise InvalidArgument(message, field="X-Fal-Request-Timeout") from None
     if not 0.0 <= seconds <= MAX_REQUEST_TIMEOUT_S:  # also refuses nan and inf
         raise InvalidArgument(message, field="X-Fal-Request-Timeout")
-    return seconds
+    if not seconds:
+        return None  # 0: no limit of the caller's own, as without the header
+    timeout = duration_pb2.Duration()
+    timeout.FromNanoseconds(round(seconds * 1e9))
+    return timeout
 
 
 def input_struct(payload: Any) -> Any:
@@ -153,7 +159,7 @@ async def submit(model_path: str, request: Request) -> JSON:
             model_id=model_path.strip("/"), input=input_struct(payload),
             priority=common_pb2.PRIORITY_LOW if priority == "low" else common_pb2.PRIORITY_NORMAL,
             webhook_url=webhook, idempotency_key=idempotency_key,
-            start_timeout_seconds=request_timeout(request)), auth)
+            start_timeout=request_timeout(request)), auth)
     except InvalidArgument as exc:
         if exc.field != "webhook_url":
             raise
@@ -249,7 +255,7 @@ async def stream_model(model_path: str, request: Request, payload: Any) -> Event
     auth = authorization(request)
     client = mesh(request)
     call = client.stream(client.router.Stream, router_pb2.StreamRequest(
-        model_id=model_path, input=input_struct(payload), timeout_seconds=request_timeout(request)), auth)
+        model_id=model_path, input=input_struct(payload), timeout=request_timeout(request)), auth)
     # Read the first event before answering, so early errors (404, 400) keep their status code.
     try:
         first = await call.__anext__()
@@ -289,7 +295,7 @@ async def run_payload(model_path: str, request: Request, payload: Any) -> Any:
     auth = authorization(request)
     started = time.perf_counter()
     resp = await mesh(request).unary(mesh(request).router.Run, router_pb2.RunRequest(
-        model_id=model_path, input=input_struct(payload), timeout_seconds=request_timeout(request)), auth)
+        model_id=model_path, input=input_struct(payload), timeout=request_timeout(request)), auth)
     return JSON(jsonpb.struct_to_json(resp.output), headers={
         "x-fal-request-id": resp.request_id, "x-request-id": resp.request_id,
         "x-genmesh-inference-time": f"{time.perf_counter() - started:.6f}"})

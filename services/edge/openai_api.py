@@ -208,7 +208,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         return JSON(convert.chat_completion_json(result, model=found.model.id, created=created,
                                                  logprobs=bool(body.logprobs), named_tool=named))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    state = convert.ChatStream(model=found.model.id, created=created, n=req.n or 1,
+    state = convert.ChatStream(model=found.model.id, created=created, n=req.sampling.n or 1,
                                logprobs=bool(body.logprobs), named_tool=named, include_usage=include_usage)
     try:
         first = await prime_watched(request, events, ("chunk", "result"))

@@ -36,18 +36,26 @@ def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
 
 # --- requests -------------------------------------------------------------------------------------
 
+TOOL_CHOICE_MODES = {"none": llm_pb2.TOOL_CHOICE_MODE_NONE, "auto": llm_pb2.TOOL_CHOICE_MODE_AUTO,
+                     "required": llm_pb2.TOOL_CHOICE_MODE_REQUIRED}
+
+
 def chat_request(body: ChatCompletionRequest, model_id: str,
                  is_accepted_url: Callable[[str], bool]) -> llm_pb2.ChatCompleteRequest:
-    req = llm_pb2.ChatCompleteRequest(model_id=model_id, n=body.n or 1, logprobs=bool(body.logprobs),
-                                      stop=body.stop_list(), user=body.user or "")
-    _sampling(req, body)
-    max_tokens = body.max_completion_tokens or body.max_tokens
+    """The body mapped onto the proto, field for field. Ranges and cross-field rules are the
+    router's (llm/params.py, one definition); only what the proto cannot say is refused here."""
+    req = llm_pb2.ChatCompleteRequest(model_id=model_id, user=body.user or "",
+                                      safety_identifier=body.safety_identifier or "",
+                                      prompt_cache_key=body.prompt_cache_key or "")
+    _sampling(req.sampling, body)
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     if max_tokens is not None:
-        req.max_tokens = max_tokens
-    if body.top_logprobs:
-        if not body.logprobs:
-            raise InvalidArgument("needs logprobs: true", field="top_logprobs")
-        req.top_logprobs = body.top_logprobs
+        req.sampling.max_tokens = max_tokens
+    req.sampling.logprobs = bool(body.logprobs)
+    if body.top_logprobs is not None:
+        req.sampling.top_logprobs = body.top_logprobs
+    if body.parallel_tool_calls is not None:
+        req.parallel_tool_calls = body.parallel_tool_calls
     for i, msg in enumerate(body.messages):
         out = req.messages.add(role="system" if msg.role == "developer" else msg.role,
                                name=msg.name or "", tool_call_id=msg.tool_call_id or "")
@@ -58,6 +66,7 @@ def chat_request(body: ChatCompletionRequest, model_id: str,
                 if part.type == "text":
                     out.parts.add(type="text", text=part.text)
                 else:
+                    # Which URLs name this mesh's files only the edge knows (the router sees blobs).
                     url = part.image_url.url
                     if not (url.startswith("data:") or is_accepted_url(url)):
                         raise InvalidArgument(
@@ -65,34 +74,24 @@ def chat_request(body: ChatCompletionRequest, model_id: str,
                             "first, or send it inline as data:image/png;base64,...)",
                             field=f"messages[{i}].content[{j}].image_url.url")
                     out.parts.add(type="image_url", image_url=url)
-        if msg.role == "tool" and not msg.tool_call_id:
-            raise InvalidArgument("is required on tool messages", field=f"messages[{i}].tool_call_id")
         for call in msg.tool_calls or ():
             out.tool_calls.add(id=call.id, type="function", function=llm_pb2.FunctionCall(
                 name=call.function.name, arguments=call.function.arguments))
-    names = []
     for tool in body.tools or ():
         fn = tool.function
         t = req.tools.add(type="function", function=llm_pb2.FunctionDefinition(
             name=fn.name, description=fn.description or "", strict=bool(fn.strict)))
         t.function.parameters.update(fn.parameters or {"type": "object", "properties": {}})
-        names.append(fn.name)
     choice = body.tool_choice
     if isinstance(choice, NamedToolChoice):
-        if choice.function.name not in names:
-            raise InvalidArgument(f"names '{choice.function.name}', which is not in tools",
-                                  field="tool_choice.function.name")
-        req.tool_choice.CopyFrom(llm_pb2.ToolChoice(mode="function", function_name=choice.function.name))
+        req.tool_choice.mode = llm_pb2.TOOL_CHOICE_MODE_FUNCTION
+        req.tool_choice.function_name = choice.function.name
     elif choice is not None:
-        if choice == "required" and not names:
-            raise InvalidArgument("'required' needs at least one tool", field="tool_choice")
-        req.tool_choice.mode = choice
+        req.tool_choice.mode = TOOL_CHOICE_MODES[choice]
     fmt = body.response_format
     if fmt is not None:
         req.response_format.type = fmt.type
-        if fmt.type == "json_schema":
-            if fmt.json_schema is None:
-                raise InvalidArgument("is required with type json_schema", field="response_format.json_schema")
+        if fmt.type == "json_schema" and fmt.json_schema is not None:
             req.response_format.name = fmt.json_schema.name
             req.response_format.strict = bool(fmt.json_schema.strict)
             req.response_format.json_schema.update(fmt.json_schema.schema_ or {})
@@ -100,32 +99,33 @@ def chat_request(body: ChatCompletionRequest, model_id: str,
 
 
 def completion_request(body: CompletionRequest, prompt: str, model_id: str) -> llm_pb2.CompleteRequest:
+    # The legacy API's fields the proto has no place for.
     if body.suffix:
         raise InvalidArgument("is not supported", field="suffix")
     if body.best_of not in (None, 1, body.n or 1):
         raise InvalidArgument("must equal n (returning the best of several runs is not supported)",
                               field="best_of")
-    req = llm_pb2.CompleteRequest(model_id=model_id, prompt=prompt, n=body.n or 1, echo=bool(body.echo),
-                                  stop=body.stop_list(), user=body.user or "")
-    _sampling(req, body)
+    req = llm_pb2.CompleteRequest(model_id=model_id, prompt=prompt, echo=bool(body.echo), user=body.user or "",
+                                  safety_identifier=body.safety_identifier or "",
+                                  prompt_cache_key=body.prompt_cache_key or "")
+    _sampling(req.sampling, body)
     if body.max_tokens is not None:
-        req.max_tokens = body.max_tokens
+        req.sampling.max_tokens = body.max_tokens
     if body.logprobs is not None:
-        req.logprobs = True
-        req.top_logprobs = body.logprobs
+        req.sampling.logprobs = True
+        req.sampling.top_logprobs = body.logprobs
     return req
 
 
-def _sampling(req: Any, body: Any) -> None:
+def _sampling(out: llm_pb2.Sampling, body: Any) -> None:
     for name in ("temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty",
-                 "repetition_penalty", "seed", "min_tokens"):
+                 "repetition_penalty", "seed", "min_tokens", "n"):
         value = getattr(body, name)
         if value is not None:
-            setattr(req, name, value)
-    req.ignore_eos = bool(body.ignore_eos)
-    req.stop_token_ids.extend(body.stop_token_ids or ())
-    req.safety_identifier = body.safety_identifier or ""
-    req.prompt_cache_key = body.prompt_cache_key or ""
+            setattr(out, name, value)
+    out.stop.extend(body.stop_list())
+    out.ignore_eos = bool(body.ignore_eos)
+    out.stop_token_ids.extend(body.stop_token_ids or ())
 
 
 def completion_prompts(body: CompletionRequest) -> list[str]:
@@ -186,13 +186,10 @@ def add_usage(a: dict[str, int] | None, b: dict[str, int]) -> dict[str, int]:
     return {k: a.get(k, 0) + v for k, v in b.items()}
 
 
-def _token_bytes(token: str) -> list[int]:
-    return list(token.encode("utf-8", errors="replace"))
-
-
 def chat_logprobs(entries: Iterable[llm_pb2.TokenLogprob]) -> list[dict[str, Any]]:
-    return [{"token": e.token, "logprob": e.logprob, "bytes": _token_bytes(e.token),
-             "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": _token_bytes(t.token)}
+    """`bytes` are the engine's (a token can be part of a UTF-8 character its text cannot show)."""
+    return [{"token": e.token, "logprob": e.logprob, "bytes": list(e.token_bytes),
+             "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.token_bytes)}
                               for t in e.top_logprobs]} for e in entries]
 
 

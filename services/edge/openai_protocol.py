@@ -12,12 +12,15 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from genmesh.limits import (INT32_MAX, MAX_LEGACY_LOGPROBS, MAX_N, MAX_STOP_SEQUENCES, MAX_STOP_TOKEN_IDS,
-                            MAX_TOP_LOGPROBS)
+from genmesh.limits import INT32_MAX, INT64_MAX, INT64_MIN, MAX_LEGACY_LOGPROBS
 
 MAX_IMAGES = 10
 MAX_SPEECH_CHARS = 4096
 TokenId = Annotated[int, Field(ge=0, le=INT32_MAX)]
+# What the protos can carry (an int32 or int64 field refuses more with a ValueError). Sampling
+# ranges are not checked here: the router checks them once, against genmesh/limits.py.
+Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 
 
 class _Body(BaseModel):
@@ -111,34 +114,27 @@ class _Sampling(_Body):
     """Sampling parameters shared by chat and completions (genmesh adds top_k, min_p and
     repetition_penalty, as vLLM does)."""
 
-    temperature: Optional[float] = Field(default=None, ge=0, le=2)
-    top_p: Optional[float] = Field(default=None, gt=0, le=1)
-    top_k: Optional[int] = Field(default=None, ge=0, le=INT32_MAX)
-    min_p: Optional[float] = Field(default=None, ge=0, le=1)
-    frequency_penalty: Optional[float] = Field(default=None, ge=-2, le=2)
-    presence_penalty: Optional[float] = Field(default=None, ge=-2, le=2)
-    repetition_penalty: Optional[float] = Field(default=None, gt=0, le=2)
-    seed: Optional[int] = Field(default=None, ge=-(2 ** 63), le=2 ** 63 - 1)
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    top_k: Optional[Int32] = None
+    min_p: Optional[float] = None
+    frequency_penalty: Optional[float] = None
+    presence_penalty: Optional[float] = None
+    repetition_penalty: Optional[float] = None
+    seed: Optional[Int64] = None
     stop: Union[str, list[str], None] = None
-    max_tokens: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
-    n: Optional[int] = Field(default=None, ge=1, le=MAX_N)
+    max_tokens: Optional[Int32] = None
+    n: Optional[Int32] = None
     stream: Optional[bool] = False
     stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None
     logit_bias: Optional[dict[str, float]] = None
     # vLLM's sampling extensions (`vllm bench serve` sends ignore_eos) and OpenAI's newer fields.
     ignore_eos: Optional[bool] = None
-    min_tokens: Optional[int] = Field(default=None, ge=0, le=INT32_MAX)
-    stop_token_ids: Optional[list[TokenId]] = Field(default=None, max_length=MAX_STOP_TOKEN_IDS)
+    min_tokens: Optional[Int32] = None
+    stop_token_ids: Optional[list[Int32]] = None
     safety_identifier: Optional[str] = Field(default=None, max_length=256)
     prompt_cache_key: Optional[str] = Field(default=None, max_length=1024)
-
-    @field_validator("stop")
-    @classmethod
-    def _stop(cls, value: Union[str, list[str], None]) -> Union[str, list[str], None]:
-        if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
-            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
-        return value
 
     @field_validator("logit_bias")
     @classmethod
@@ -157,10 +153,10 @@ class ChatCompletionRequest(_Sampling):
     """POST /v1/chat/completions."""
 
     model: str = Field(min_length=1)
-    messages: list[ChatMessageParam] = Field(min_length=1)
-    max_completion_tokens: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
+    messages: list[ChatMessageParam]
+    max_completion_tokens: Optional[Int32] = None
     logprobs: Optional[bool] = False
-    top_logprobs: Optional[int] = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    top_logprobs: Optional[Int32] = None
     response_format: Optional[ResponseFormatParam] = None
     tools: Optional[list[ToolParam]] = None
     tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
@@ -180,8 +176,9 @@ class CompletionRequest(_Sampling):
     model: str = Field(min_length=1)
     prompt: Union[str, list[str]] = Field(description="Text, or a list of texts (one run each).")
     echo: Optional[bool] = False
+    # The legacy API's own limit (its top-logprobs count); the router's is chat's 20.
     logprobs: Optional[int] = Field(default=None, ge=0, le=MAX_LEGACY_LOGPROBS)
-    best_of: Optional[int] = Field(default=None, ge=1, le=MAX_N)
+    best_of: Optional[Int32] = None
     suffix: Optional[str] = None
 
 

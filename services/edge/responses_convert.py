@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 
 from genmesh.errors import InvalidArgument
 from genmesh.v1 import llm_pb2
+from genmesh.services.edge.openai_convert import TOOL_CHOICE_MODES
 from genmesh.services.edge.responses_protocol import (FileSearchCallItem, FunctionCallItem,
                                                       FunctionCallOutputItem, FunctionToolParam, InputImage,
                                                       InputText, MessageItem, NamedFunction, Refusal,
@@ -124,13 +125,13 @@ def chat_messages(items: Iterable[dict[str, Any]], instructions: str | None) -> 
 
 def chat_request(body: ResponsesRequest, model_id: str, messages: list[llm_pb2.ChatMessage],
                  extra_tools: Iterable[FunctionToolParam] = ()) -> llm_pb2.ChatCompleteRequest:
-    req = llm_pb2.ChatCompleteRequest(model_id=model_id, messages=messages, n=1, user=body.user or "")
+    req = llm_pb2.ChatCompleteRequest(model_id=model_id, messages=messages, user=body.user or "")
     if body.max_output_tokens is not None:
-        req.max_tokens = body.max_output_tokens
+        req.sampling.max_tokens = body.max_output_tokens
     for name in ("temperature", "top_p"):
         value = getattr(body, name)
         if value is not None:
-            setattr(req, name, value)
+            setattr(req.sampling, name, value)
     names = []
     tools = [t for t in body.tools or () if isinstance(t, FunctionToolParam)] + list(extra_tools)
     for tool in tools:
@@ -142,11 +143,12 @@ def chat_request(body: ResponsesRequest, model_id: str, messages: list[llm_pb2.C
     if isinstance(choice, NamedFunction):
         if choice.name not in names:
             raise InvalidArgument(f"names '{choice.name}', which is not in tools", field="tool_choice.name")
-        req.tool_choice.CopyFrom(llm_pb2.ToolChoice(mode="function", function_name=choice.name))
+        req.tool_choice.CopyFrom(llm_pb2.ToolChoice(mode=llm_pb2.TOOL_CHOICE_MODE_FUNCTION,
+                                                    function_name=choice.name))
     elif choice is not None and names:
         if choice == "required" and not names:
             raise InvalidArgument("'required' needs at least one function tool", field="tool_choice")
-        req.tool_choice.mode = choice
+        req.tool_choice.mode = TOOL_CHOICE_MODES[choice]
     fmt = body.text.format if body.text else None
     if fmt is not None and fmt.type != "text":
         req.response_format.type = fmt.type

@@ -1,7 +1,9 @@
 """`genmesh.v1.llm` protos <-> the engine's plain dataclasses (protocol.py), in both directions.
 
-No I/O and no model: requests become `GenerationRequest`s (validated again by the engine's own
-parsers, whose errors name the field), deltas and completions become stream events.
+No I/O and no model. Requests arrive checked by the router (llm/params.py, the one definition;
+the router is a worker's only caller) and map field for field onto `GenerationRequest`, with no
+JSON in between and no second validation; what is refused here is what only this worker knows
+(a text model given an image). Deltas and completions become stream events.
 """
 from __future__ import annotations
 
@@ -13,14 +15,16 @@ from genmesh.errors import InvalidArgument
 from genmesh.jsonpb import struct_to_json
 from genmesh.v1 import common_pb2, llm_pb2
 
-from .chat import parse_messages
-from .constraints import parse_response_format
-from .protocol import (Completion, Delta, FunctionTool, GenerationRequest, Message, ResponseFormat,
-                       TokenLogprob, ToolChoice, Usage)
+from .protocol import (Completion, Delta, FunctionCall, FunctionTool, GenerationRequest, Message, ResponseFormat,
+                       TokenLogprob, ToolCall, ToolChoice, Usage)
 from .sampling import SamplingParams
-from .tools import parse_tool_choice, parse_tools
 
 SamplingRequest = llm_pb2.ChatCompleteRequest | llm_pb2.CompleteRequest
+_TOOL_MODES = {llm_pb2.TOOL_CHOICE_MODE_NONE: "none", llm_pb2.TOOL_CHOICE_MODE_AUTO: "auto",
+               llm_pb2.TOOL_CHOICE_MODE_REQUIRED: "required", llm_pb2.TOOL_CHOICE_MODE_FUNCTION: "function"}
+# Optional sampling fields: unset ones take the model's defaults, then the engine's own.
+_OPTIONAL_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty",
+                      "repetition_penalty", "seed", "max_tokens", "min_tokens", "n")
 
 
 # --- requests -------------------------------------------------------------------------------------
@@ -31,33 +35,21 @@ def has_images(messages: Iterable[llm_pb2.ChatMessage]) -> bool:
 
 def chat_messages(messages: Sequence[llm_pb2.ChatMessage]) -> tuple[Message, ...]:
     """Text-only chat messages for the text engine; an image part is refused naming its place."""
-    raw = []
+    out = []
     for i, m in enumerate(messages):
         for j, part in enumerate(m.parts):
             if part.type == "image_url":
                 raise InvalidArgument("this model reads text only; send images to a vision model "
                                       "(e.g. genmesh/tiny-llava)", field=f"messages[{i}].parts[{j}]")
-        raw.append(_message_dict(m))
-    return parse_messages(raw)
-
-
-def _message_dict(m: llm_pb2.ChatMessage) -> dict[str, Any]:
-    content: str | None = m.content
-    if m.parts:
-        content = "\n".join(p.text for p in m.parts if p.type == "text")
-    if not content and m.tool_calls:
-        content = None  # an assistant turn that only called tools
-    out: dict[str, Any] = {"role": m.role, "content": content}
-    if m.name:
-        out["name"] = m.name
-    if m.tool_call_id:
-        out["tool_call_id"] = m.tool_call_id
-    if m.tool_calls:
-        out["tool_calls"] = [{"id": c.id, "type": c.type or "function",
-                              "function": {"name": c.function.name,
-                                           "arguments": c.function.arguments or "{}"}}
-                             for c in m.tool_calls]
-    return out
+        calls = tuple(ToolCall(id=c.id, function=FunctionCall(c.function.name, c.function.arguments or "{}"))
+                      for c in m.tool_calls)
+        content: str | None = "\n".join(p.text for p in m.parts) if m.parts else m.content
+        if not content and calls:
+            content = None  # an assistant turn that only called tools
+        out.append(Message(role="system" if m.role == "developer" else m.role,  # type: ignore[arg-type]
+                           content=content, name=m.name or None, tool_calls=calls,
+                           tool_call_id=m.tool_call_id if m.role == "tool" else None))
+    return tuple(out)
 
 
 def vision_messages(messages: Sequence[llm_pb2.ChatMessage],
@@ -82,44 +74,43 @@ def vision_messages(messages: Sequence[llm_pb2.ChatMessage],
 def sampling_params(request: SamplingRequest, defaults: Mapping[str, Any] | None = None) -> SamplingParams:
     """Unset optional fields take the model's `defaults` (its generation config or catalog entry),
     else the engine's own (temperature 1, no filters, no limit)."""
+    sampling = request.sampling
     fields: dict[str, Any] = dict(defaults or {})
-    fields.update({name: getattr(request, name) for name in (
-        "temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty",
-        "repetition_penalty", "seed", "max_tokens", "min_tokens") if request.HasField(name)})
-    return SamplingParams(stop=tuple(request.stop), n=request.n or 1, logprobs=request.logprobs,
-                          top_logprobs=request.top_logprobs, ignore_eos=request.ignore_eos,
-                          stop_token_ids=tuple(request.stop_token_ids), **fields)
+    fields.update({name: getattr(sampling, name) for name in _OPTIONAL_SAMPLING if sampling.HasField(name)})
+    return SamplingParams(stop=tuple(sampling.stop), logprobs=sampling.logprobs,
+                          top_logprobs=sampling.top_logprobs, ignore_eos=sampling.ignore_eos,
+                          stop_token_ids=tuple(sampling.stop_token_ids), **fields)
 
 
 def response_format(fmt: llm_pb2.ResponseFormat) -> ResponseFormat | None:
     if fmt.type in ("", "text"):
         return None
-    spec: dict[str, Any] = {"name": fmt.name, "strict": fmt.strict}
-    if fmt.HasField("json_schema"):
-        spec["schema"] = struct_to_json(fmt.json_schema)
-    return parse_response_format({"type": fmt.type, "json_schema": spec})
+    if fmt.type == "json_object":
+        return ResponseFormat(type="json_object")
+    return ResponseFormat(type="json_schema", schema=struct_to_json(fmt.json_schema), name=fmt.name,
+                          strict=fmt.strict)
 
 
 def tools(raw: Iterable[llm_pb2.Tool]) -> tuple[FunctionTool, ...]:
-    return parse_tools([{"type": t.type or "function", "function": {
-        "name": t.function.name, "description": t.function.description, "strict": t.function.strict,
-        "parameters": struct_to_json(t.function.parameters) if t.function.HasField("parameters") else None}}
-        for t in raw])
+    return tuple(FunctionTool(name=t.function.name, description=t.function.description, strict=t.function.strict,
+                              parameters=struct_to_json(t.function.parameters) if t.function.HasField("parameters")
+                              else {"type": "object", "properties": {}}) for t in raw)
 
 
 def tool_choice(choice: llm_pb2.ToolChoice) -> ToolChoice | None:
-    if not choice.mode:
-        return None
-    if choice.mode == "function":
-        return parse_tool_choice({"type": "function", "function": {"name": choice.function_name}})
-    return parse_tool_choice(choice.mode)
+    mode = _TOOL_MODES.get(choice.mode)
+    if mode is None:
+        return None  # unspecified: "auto" with tools, "none" without
+    return ToolChoice(mode=mode, function_name=choice.function_name if mode == "function" else None)  # type: ignore[arg-type]
 
 
 def chat_request(request: llm_pb2.ChatCompleteRequest,
                  defaults: Mapping[str, Any] | None = None) -> GenerationRequest:
     return GenerationRequest(messages=chat_messages(request.messages), sampling=sampling_params(request, defaults),
                              response_format=response_format(request.response_format),
-                             tools=tools(request.tools), tool_choice=tool_choice(request.tool_choice))
+                             tools=tools(request.tools), tool_choice=tool_choice(request.tool_choice),
+                             parallel_tool_calls=(request.parallel_tool_calls
+                                                  if request.HasField("parallel_tool_calls") else None))
 
 
 def complete_request(request: llm_pb2.CompleteRequest,
@@ -138,8 +129,10 @@ def count_request(request: llm_pb2.CountTokensRequest) -> GenerationRequest:
 # --- results and events ---------------------------------------------------------------------------
 
 def token_logprobs(entries: Iterable[TokenLogprob]) -> list[llm_pb2.TokenLogprob]:
-    return [llm_pb2.TokenLogprob(token=e.token, logprob=e.logprob, top_logprobs=[
-        llm_pb2.TopLogprob(token=t.token, logprob=t.logprob) for t in e.top_logprobs]) for e in entries]
+    """The engine's bytes go along: a token may be part of a UTF-8 character, which its text cannot show."""
+    return [llm_pb2.TokenLogprob(token=e.token, logprob=e.logprob, token_bytes=bytes(e.bytes), top_logprobs=[
+        llm_pb2.TopLogprob(token=t.token, logprob=t.logprob, token_bytes=bytes(t.bytes)) for t in e.top_logprobs])
+        for e in entries]
 
 
 def token_usage(usage: Usage) -> llm_pb2.TokenUsage:

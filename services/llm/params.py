@@ -1,27 +1,32 @@
-"""The llm requests' rules, checked on the typed protos before anything is queued or loaded.
+"""The llm requests' rules: the one place a chat, completion, embedding or token count is checked.
 
-Torch-free: the router imports `validate_request` before enqueueing, so a bad request is refused
-at submit. The same ranges as OpenAI (and as `sampling.SamplingParams`, which the worker applies
-again when it builds the engine's request); errors name the field and the allowed range.
+Torch-free: the router runs `validate_request` (through `genmesh.tasks`) before it queues or
+proxies anything; the edge only maps its wire format onto the proto, and the worker trusts what
+the router sends (mTLS makes the router its only caller) and maps it straight to its engine.
+What only a loaded model can know (the context budget, the batch size, whether a grammar
+compiles for its tokenizer) stays with the engine. Ranges come from genmesh/limits.py.
+
+Errors name the field as the caller spelled it: sampling fields by their own names
+(`temperature`, not `sampling.temperature`), since every wire format sends them flat.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import jsonschema
 from google.protobuf.message import Message
 
 from genmesh.errors import InvalidArgument
-from genmesh.limits import (MAX_EMBED_INPUTS, MAX_N, MAX_STOP_SEQUENCES, MAX_STOP_TOKEN_IDS, MAX_TOP_LOGPROBS,
-                            SAMPLING_RANGES)
+from genmesh.jsonpb import struct_to_json
+from genmesh.limits import (MAX_EMBED_INPUTS, MAX_FUNCTION_NAME, MAX_N, MAX_STOP_SEQUENCES, MAX_STOP_TOKEN_IDS,
+                            MAX_TOP_LOGPROBS, SAMPLING_RANGES)
 from genmesh.v1 import llm_pb2
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 PART_TYPES = ("text", "image_url")
 RESPONSE_FORMATS = ("", "text", "json_object", "json_schema")
-TOOL_CHOICE_MODES = ("", "none", "auto", "required", "function")
-
-SamplingRequest = llm_pb2.ChatCompleteRequest | llm_pb2.CompleteRequest
-
+FUNCTION_NAME = re.compile(rf"^[A-Za-z0-9_.-]{{1,{MAX_FUNCTION_NAME}}}$")
 
 def validate_request(request: Message) -> None:
     """Raise `InvalidArgument(field=...)` for the first rule `request` breaks."""
@@ -37,7 +42,7 @@ def validate_request(request: Message) -> None:
 
 def validate_chat(request: llm_pb2.ChatCompleteRequest) -> None:
     _messages(request.messages)
-    _sampling(request)
+    _sampling(request.sampling)
     _response_format(request.response_format)
     _tools(request)
 
@@ -45,7 +50,7 @@ def validate_chat(request: llm_pb2.ChatCompleteRequest) -> None:
 def validate_complete(request: llm_pb2.CompleteRequest) -> None:
     if not request.prompt:
         raise InvalidArgument("must not be empty", field="prompt")
-    _sampling(request)
+    _sampling(request.sampling)
     _response_format(request.response_format)
 
 
@@ -115,7 +120,7 @@ def _messages(messages: Any) -> None:
             raise InvalidArgument("is required on tool messages", field=f"{where}.tool_call_id")
 
 
-def _sampling(request: SamplingRequest) -> None:
+def _sampling(request: llm_pb2.Sampling) -> None:
     for name, allowed in SAMPLING_RANGES.items():
         if request.HasField(name) and getattr(request, name) not in allowed:
             raise InvalidArgument(f"must be in {allowed}, got {getattr(request, name):g}", field=name)
@@ -135,7 +140,7 @@ def _sampling(request: SamplingRequest) -> None:
     for i, token in enumerate(request.stop_token_ids):
         if token < 0:
             raise InvalidArgument(f"must be >= 0, got {token}", field=f"stop_token_ids[{i}]")
-    if not 0 <= request.n <= MAX_N:  # 0 means 1
+    if request.HasField("n") and not 1 <= request.n <= MAX_N:
         raise InvalidArgument(f"must be in [1, {MAX_N}], got {request.n}", field="n")
     if not 0 <= request.top_logprobs <= MAX_TOP_LOGPROBS:
         raise InvalidArgument(f"must be in [0, {MAX_TOP_LOGPROBS}], got {request.top_logprobs}",
@@ -157,6 +162,8 @@ def _response_format(fmt: llm_pb2.ResponseFormat) -> None:
                               field="response_format.type")
     if fmt.type == "json_schema" and not fmt.HasField("json_schema"):
         raise InvalidArgument("is required with type json_schema", field="response_format.json_schema")
+    if fmt.HasField("json_schema"):
+        _schema(fmt.json_schema, "response_format.json_schema")
 
 
 def _tools(request: llm_pb2.ChatCompleteRequest) -> None:
@@ -164,13 +171,16 @@ def _tools(request: llm_pb2.ChatCompleteRequest) -> None:
     for i, tool in enumerate(request.tools):
         _tool(tool, i)
         names.append(tool.function.name)
+    for name in names:
+        if names.count(name) > 1:
+            raise InvalidArgument(f"function name {name!r} appears more than once", field="tools")
     choice = request.tool_choice
-    if choice.mode not in TOOL_CHOICE_MODES:
-        raise InvalidArgument(f"must be none, auto, required or function, got {choice.mode!r}",
-                              field="tool_choice.mode")
-    if choice.mode in ("required", "function") and not names:
-        raise InvalidArgument(f"is {choice.mode!r} but no tools were given", field="tool_choice")
-    if choice.mode == "function" and choice.function_name not in names:
+    if choice.mode not in llm_pb2.ToolChoiceMode.values():
+        raise InvalidArgument(f"unknown mode {choice.mode}", field="tool_choice")
+    mode = llm_pb2.ToolChoiceMode.Name(choice.mode).removeprefix("TOOL_CHOICE_MODE_").lower()
+    if mode in ("required", "function") and not names:
+        raise InvalidArgument(f"is {mode!r} but no tools were given", field="tool_choice")
+    if mode == "function" and choice.function_name not in names:
         raise InvalidArgument(f"names {choice.function_name!r}, which is not in tools",
                               field="tool_choice.function.name")
 
@@ -178,5 +188,21 @@ def _tools(request: llm_pb2.ChatCompleteRequest) -> None:
 def _tool(tool: llm_pb2.Tool, index: int) -> None:
     if tool.type not in ("", "function"):
         raise InvalidArgument(f"must be function, got {tool.type!r}", field=f"tools[{index}].type")
-    if not tool.function.name:
-        raise InvalidArgument("is required", field=f"tools[{index}].function.name")
+    if not FUNCTION_NAME.match(tool.function.name):
+        raise InvalidArgument(f"must match {FUNCTION_NAME.pattern}, got {tool.function.name!r}",
+                              field=f"tools[{index}].function.name")
+    if tool.function.HasField("parameters"):
+        schema = _schema(tool.function.parameters, f"tools[{index}].function.parameters")
+        if schema.get("type", "object") != "object":
+            raise InvalidArgument('must be an object schema ({"type": "object", ...})',
+                                  field=f"tools[{index}].function.parameters")
+
+
+def _schema(struct: Any, field: str) -> dict[str, Any]:
+    """A JSON schema its validator accepts, so a bad one fails at submit, not mid-stream."""
+    schema = struct_to_json(struct)
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidArgument(f"is not a valid JSON schema: {exc.message}", field=field) from None
+    return schema

@@ -40,7 +40,6 @@ from . import convert, tokenize, vllm_engine
 from .embeddings import EmbeddingModel, default_minilm_path
 from .engine import EngineConfig, LLMEngine
 from .images import ImageLimits
-from .params import validate_request
 from .protocol import CompletionBuilder, Delta, Usage, new_request_id
 from .vision import VisionChatModel, VisionResult
 
@@ -61,7 +60,6 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
     @servicer_errors
     async def ChatComplete(self, request: llm_pb2.ChatCompleteRequest,
                            context: grpc.aio.ServicerContext) -> AsyncIterator[llm_pb2.ChatCompleteEvent]:
-        validate_request(request)  # again: a worker may be called directly
         model_id = self.component.resolve_model(request.model_id)
         async with self.runtime.job(context, model_id) as job:
             _require(job.model, ("chat",), (*TEXT_ENGINES, VISION_ENGINE), "LLM.ChatComplete")
@@ -157,7 +155,6 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
     @servicer_errors
     async def Complete(self, request: llm_pb2.CompleteRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[llm_pb2.CompleteEvent]:
-        validate_request(request)  # again: a worker may be called directly
         model_id = self.component.resolve_model(request.model_id)
         async with self.runtime.job(context, model_id) as job:
             _require(job.model, ("completion", "chat"), TEXT_ENGINES, "LLM.Complete")
@@ -194,7 +191,6 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
     @servicer_errors
     async def Embed(self, request: llm_pb2.EmbedRequest,
                     context: grpc.aio.ServicerContext) -> llm_pb2.EmbedResponse:
-        validate_request(request)  # again: a worker may be called directly
         model_id = self.component.resolve_model(request.model_id)
         async with self.runtime.job(context, model_id) as job:
             _require(job.model, ("embeddings",), (EMBEDDING_ENGINE,), "LLM.Embed")
@@ -215,7 +211,6 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
     @servicer_errors
     async def CountTokens(self, request: llm_pb2.CountTokensRequest,
                           context: grpc.aio.ServicerContext) -> llm_pb2.CountTokensResponse:
-        validate_request(request)  # again: a worker may be called directly
         model_id = self.component.resolve_model(request.model_id)
         async with self.runtime.job(context, model_id) as job:
             _require(job.model, ("chat", "completion"), (*TEXT_ENGINES, VISION_ENGINE), "LLM.CountTokens")
@@ -417,7 +412,7 @@ def _refuse_for_vision(spec: ModelSpec, request: llm_pb2.ChatCompleteRequest) ->
     """What the vision engine does not do, refused up front naming the field."""
     unsupported = [("tools", bool(request.tools)), ("response_format", request.response_format.type
                                                     not in ("", "text")),
-                   ("n", request.n > 1), ("logprobs", request.logprobs)]
+                   ("n", request.sampling.n > 1), ("logprobs", request.sampling.logprobs)]
     for field, used in unsupported:
         if used:
             raise InvalidArgument(f"is not supported by the vision model '{spec.id}'", field=field)

@@ -73,16 +73,10 @@ def parse_tool_choice(raw: Any) -> ToolChoice | None:
 
 
 def resolve_tool_choice(tools: Sequence[FunctionTool], choice: ToolChoice | None) -> ToolChoice:
-    """The effective choice (default "auto" with tools, "none" without), checked against the tools."""
+    """The effective choice: default "auto" with tools, "none" without. The router has checked
+    it against the tools (llm/params.py)."""
     if choice is None:
         return ToolChoice(mode="auto" if tools else "none")
-    if choice.mode not in ("none", "auto", "required", "function"):
-        raise InvalidArgument(f"unknown mode {choice.mode!r}", field="tool_choice")
-    if choice.mode in ("required", "function") and not tools:
-        raise InvalidArgument(f"is {choice.mode!r} but no tools were given", field="tool_choice")
-    if choice.mode == "function" and choice.function_name not in {t.name for t in tools}:
-        raise InvalidArgument(f"names function {choice.function_name!r}, which is not in tools",
-                              field="tool_choice.function.name")
     return choice
 
 

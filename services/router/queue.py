@@ -35,7 +35,10 @@ PROGRESS_EVERY_S = 0.25
 # The normal-priority fetch's long-poll wait: short while jobs flow, growing to IDLE_FETCH_S
 # while the queue is empty (each fetch is a JetStream request: cheap, but not free when idle).
 BUSY_FETCH_S = 0.25
-IDLE_FETCH_S = 2.0
+IDLE_FETCH_S = 5.0
+# With no free slot, how long the pull loop waits before looking again when nothing said a slot
+# freed (its own jobs ending, a worker joining or its load changing all wake it at once).
+NO_SLOT_RECHECK_S = 5.0
 
 
 class LeaseLost(Exception):
@@ -80,7 +83,8 @@ class JobQueue:
             request_id=uuid.uuid4().hex, model_id=prep.model_id, service=prep.task.service,
             api_key_id=identity.key_id, input=stored_input, priority=priority_name(req.priority),
             webhook_url=req.webhook_url or None, idempotency_key=req.idempotency_key or None,
-            start_timeout_s=req.start_timeout_seconds or None, run_timeout_s=req.run_timeout_seconds or None)
+            start_timeout_s=req.start_timeout.ToNanoseconds() / 1e9 or None,
+            run_timeout_s=req.run_timeout.ToNanoseconds() / 1e9 or None)
         if created or job.status == "IN_QUEUE":
             # A retry with the same idempotency key re-publishes a still-queued job: the first
             # attempt may have committed the row but died before enqueueing it. JetStream drops
@@ -143,7 +147,7 @@ class JobQueue:
                 if slots <= 0:
                     # Until one of our jobs ends or a worker joins (or a second passes).
                     waits = [asyncio.ensure_future(slot_freed.wait()),
-                             asyncio.ensure_future(self.registry.wait_changed(1.0))]
+                             asyncio.ensure_future(self.registry.wait_changed(NO_SLOT_RECHECK_S))]
                     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                     for waiter in waits:
                         waiter.cancel()

@@ -234,7 +234,7 @@ class RouterServicer(StoredResponsesRPCs, router_pb2_grpc.RouterServicer):
         response = router_pb2.RunResponse()
         started = time.perf_counter()
         async for request_id, case, payload in self.mesh.run_events(
-                identity, prep, mode="sync", timeout_s=request.timeout_seconds, partials_reach_caller=False):
+                identity, prep, mode="sync", timeout_s=request.timeout.ToNanoseconds() / 1e9, partials_reach_caller=False):
             response.request_id = request_id
             if case == "usage":
                 response.usage.MergeFrom(payload)
@@ -250,7 +250,7 @@ class RouterServicer(StoredResponsesRPCs, router_pb2_grpc.RouterServicer):
         identity = await self.mesh.auth.admit(context, realtime_model=request.model_id)
         prep = self.mesh.runner.prepare_json(request.model_id, request.input)
         async for request_id, case, payload in self.mesh.run_events(
-                identity, prep, mode="stream", timeout_s=request.timeout_seconds):
+                identity, prep, mode="stream", timeout_s=request.timeout.ToNanoseconds() / 1e9):
             yield to_generic(request_id, case, payload)
 
     @servicer_errors

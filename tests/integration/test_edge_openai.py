@@ -32,8 +32,9 @@ TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
 
 
 def _lp(token: str, top: int) -> llm_pb2.TokenLogprob:
-    return llm_pb2.TokenLogprob(token=token, logprob=-0.5, top_logprobs=[
-        llm_pb2.TopLogprob(token=f"{token}{k}", logprob=-0.5 - k) for k in range(top)])
+    return llm_pb2.TokenLogprob(token=token, logprob=-0.5, token_bytes=token.encode(), top_logprobs=[
+        llm_pb2.TopLogprob(token=f"{token}{k}", logprob=-0.5 - k, token_bytes=f"{token}{k}".encode())
+        for k in range(top)])
 
 
 class ScriptedLLM(llm_pb2_grpc.LLMServicer):
@@ -49,8 +50,8 @@ class ScriptedLLM(llm_pb2_grpc.LLMServicer):
         self.seen.append(request)
         async with self.runtime.job(context, request.model_id):
             last = request.messages[-1].content
-            n = request.n or 1
-            top = request.top_logprobs if request.logprobs else 0
+            n = request.sampling.n or 1
+            top = request.sampling.top_logprobs if request.sampling.logprobs else 0
             result = llm_pb2.ChatCompleteResult(id="chatcmpl-scripted", model=request.model_id,
                                                 usage=llm_pb2.TokenUsage(prompt_tokens=7, completion_tokens=2 * n,
                                                                          total_tokens=7 + 2 * n))
@@ -92,8 +93,8 @@ class ScriptedLLM(llm_pb2_grpc.LLMServicer):
     async def Complete(self, request: llm_pb2.CompleteRequest, context: Any) -> AsyncIterator[llm_pb2.CompleteEvent]:
         self.seen.append(request)
         async with self.runtime.job(context, request.model_id):
-            n = request.n or 1
-            top = request.top_logprobs if request.logprobs else 0
+            n = request.sampling.n or 1
+            top = request.sampling.top_logprobs if request.sampling.logprobs else 0
             result = llm_pb2.CompleteResult(id="cmpl-scripted", model=request.model_id,
                                             usage=llm_pb2.TokenUsage(prompt_tokens=3, completion_tokens=2 * n))
             for i in range(n):
@@ -211,7 +212,8 @@ async def test_chat_request_reaches_the_worker_fully_translated(client: openai.A
     assert [m.role for m in req.messages] == ["system", "user"]
     assert [(p.type, p.text or p.image_url[:10]) for p in req.messages[1].parts] == [
         ("text", "look"), ("image_url", "data:image")]
-    assert (req.temperature, req.seed, list(req.stop), req.max_tokens, req.top_k) == (
+    s = req.sampling
+    assert (s.temperature, s.seed, list(s.stop), s.max_tokens, s.top_k) == (
         pytest.approx(0.3), 42, ["\n"], 9, 5)
     assert req.response_format.type == "json_schema" and req.response_format.strict
     assert dict(req.response_format.json_schema) == {"type": "object"}

@@ -73,9 +73,19 @@ def cases(events: list[Any]) -> list[str]:
     return [e.WhichOneof("event") for e in events]
 
 
+SAMPLING_FIELDS = set(llm_pb2.Sampling.DESCRIPTOR.fields_by_name)
+
+
+def split_sampling(fields: dict[str, Any]) -> dict[str, Any]:
+    """Request fields with the sampling ones gathered into `sampling`, as the proto nests them."""
+    sampling = {k: fields.pop(k) for k in list(fields) if k in SAMPLING_FIELDS}
+    return {**fields, "sampling": llm_pb2.Sampling(**sampling)}
+
+
 def chat(content: str = "Tell me a story", **fields: Any) -> llm_pb2.ChatCompleteRequest:
     fields.setdefault("model_id", CHAT)
-    return llm_pb2.ChatCompleteRequest(messages=[llm_pb2.ChatMessage(role="user", content=content)], **fields)
+    return llm_pb2.ChatCompleteRequest(messages=[llm_pb2.ChatMessage(role="user", content=content)],
+                                       **split_sampling(fields))
 
 
 def streamed(events: list[Any]) -> dict[int, dict[str, Any]]:
@@ -177,7 +187,7 @@ async def test_a_named_tool_is_called_with_arguments_matching_its_schema(worker:
     tool = llm_pb2.Tool(type="function", function=llm_pb2.FunctionDefinition(
         name="get_weather", description="Weather forecast", parameters=struct(WEATHER)))
     request = chat("Weather in Paris?", seed=0, max_tokens=80, tools=[tool],
-                   tool_choice=llm_pb2.ToolChoice(mode="function", function_name="get_weather"))
+                   tool_choice=llm_pb2.ToolChoice(mode=llm_pb2.TOOL_CHOICE_MODE_FUNCTION, function_name="get_weather"))
     events = await collect(worker.stub.ChatComplete(request))
     assert_usage_then_result(events)
     choice = events[-1].result.choices[0]
@@ -194,8 +204,8 @@ async def test_a_named_tool_is_called_with_arguments_matching_its_schema(worker:
 
 async def test_completions_share_the_chat_engine_and_echo_the_prompt(worker: Worker) -> None:
     await collect(worker.stub.ChatComplete(chat(max_tokens=2)))
-    request = llm_pb2.CompleteRequest(model_id=COMPLETIONS, prompt="Once upon a time", max_tokens=6, seed=2,
-                                      echo=True)
+    request = llm_pb2.CompleteRequest(model_id=COMPLETIONS, prompt="Once upon a time", echo=True,
+                                      sampling=llm_pb2.Sampling(max_tokens=6, seed=2))
     events = await collect(worker.stub.Complete(request))
     assert_usage_then_result(events)
     choice = events[-1].result.choices[0]
@@ -245,7 +255,8 @@ async def test_an_image_part_is_read_by_the_vision_model(worker: Worker) -> None
     message = llm_pb2.ChatMessage(role="user", parts=[
         llm_pb2.ContentPart(type="text", text="What is in this picture?"),
         llm_pb2.ContentPart(type="image_url", image_url=png_data_uri())])
-    request = llm_pb2.ChatCompleteRequest(model_id=VISION, messages=[message], max_tokens=6, seed=1)
+    request = llm_pb2.ChatCompleteRequest(model_id=VISION, messages=[message],
+                                          sampling=llm_pb2.Sampling(max_tokens=6, seed=1))
     events = await collect(worker.stub.ChatComplete(request))
     assert_usage_then_result(events)
     choice = events[-1].result.choices[0]
@@ -265,30 +276,10 @@ async def test_an_image_part_to_a_text_model_names_the_part(worker: Worker) -> N
 
 # --- bad input and cancellation -----------------------------------------------------------------------
 
-CHAT_ERRORS = [
-    pytest.param({"temperature": 2.5}, "temperature", id="temperature"),
-    pytest.param({"top_p": 0.0}, "top_p", id="top-p"),
-    pytest.param({"frequency_penalty": -3.0}, "frequency_penalty", id="penalty"),
-    pytest.param({"n": 17}, "n", id="n"),
-    pytest.param({"logprobs": True, "top_logprobs": 21}, "top_logprobs", id="top-logprobs"),
-    pytest.param({"max_tokens": 0}, "max_tokens", id="max-tokens"),
-    pytest.param({"messages": []}, "messages", id="no-messages"),
-    pytest.param({"messages": [llm_pb2.ChatMessage(role="robot", content="x")]}, "messages[0].role", id="role"),
-    pytest.param({"model_id": EMBED}, "model_id", id="embedding-model"),
-]
-
-
-@pytest.mark.parametrize("fields, field", CHAT_ERRORS)
-async def test_bad_chat_input_is_invalid_argument_naming_the_field(worker: Worker, fields: dict,
-                                                                   field: str) -> None:
-    request = chat(max_tokens=2)
-    for name, value in fields.items():
-        if name == "messages":
-            del request.messages[:]
-            request.messages.extend(value)
-        else:
-            setattr(request, name, value)
-    await expect_invalid(worker.stub.ChatComplete(request), field)
+# Ranges and shapes are the router's to check (llm/params.py; tests/unit/test_llm_params.py and
+# test_through_the_router); a worker refuses what only it knows: which models it serves.
+async def test_a_chat_to_an_embedding_model_is_invalid_argument_naming_the_model(worker: Worker) -> None:
+    await expect_invalid(worker.stub.ChatComplete(chat(max_tokens=2, model_id=EMBED)), "model_id")
 
 
 async def test_bad_embed_input_is_invalid_argument(worker: Worker) -> None:
@@ -395,6 +386,12 @@ async def test_through_the_router(infra: Infra, built_models: Path, tmp_path: Pa
                                         metadata=mesh.metadata)
             assert len(embedded.data[0].embedding) == 384
             # Bad input is refused by the router before any worker sees it.
-            await expect_invalid(stub.ChatComplete(chat(temperature=3.0), metadata=mesh.metadata), "temperature")
+            for fields, field in [({"temperature": 3.0}, "temperature"), ({"top_p": 0.0}, "top_p"),
+                                  ({"n": 17}, "n"), ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+                                  ({"max_tokens": 0}, "max_tokens")]:
+                await expect_invalid(stub.ChatComplete(chat(**fields), metadata=mesh.metadata), field)
+            await expect_invalid(stub.ChatComplete(llm_pb2.ChatCompleteRequest(
+                model_id=CHAT, messages=[llm_pb2.ChatMessage(role="robot", content="x")]),
+                metadata=mesh.metadata), "messages[0].role")
     finally:
         await mesh.supervisor.stop()

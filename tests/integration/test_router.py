@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 import uvicorn
-from google.protobuf import struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -163,7 +163,7 @@ async def test_start_timeout_fails_a_job_that_waited_too_long(echo_mesh: Mesh) -
             model_id="genmesh/echo", input=struct({"num_events": 10, "delay_ms": 100})), metadata=echo_mesh.metadata)
             for _ in range(8)]
         late = await stub.Submit(router_pb2.SubmitRequest(
-            model_id="genmesh/echo", input=struct({}), start_timeout_seconds=0.3), metadata=echo_mesh.metadata)
+            model_id="genmesh/echo", input=struct({}), start_timeout=duration_pb2.Duration(nanos=300_000_000)), metadata=echo_mesh.metadata)
         job = await wait_status(stub, echo_mesh.metadata, late.request_id,
                                 {common_pb2.JOB_STATUS_FAILED, common_pb2.JOB_STATUS_COMPLETED})
         for b in blocker:

@@ -26,7 +26,7 @@ def test_anthropic_tool_results_follow_the_assistant_turn_that_called_them() -> 
     assert [m.role for m in req.messages] == ["system", "user", "assistant", "tool", "user"]
     assert req.messages[2].content == "let me" and json.loads(req.messages[2].tool_calls[0].function.arguments) == {"a": 1}
     assert req.messages[3].tool_call_id == "t1" and req.messages[3].content == "42"
-    assert req.tool_choice.mode == "required" and req.max_tokens == 5
+    assert req.tool_choice.mode == llm_pb2.TOOL_CHOICE_MODE_REQUIRED and req.sampling.max_tokens == 5
 
 
 def test_anthropic_stream_events_come_in_order_with_one_block_each() -> None:

@@ -48,5 +48,5 @@ def test_schema_lists_fields_but_not_router_ones() -> None:
 
 
 def test_output_integers_are_numbers_not_strings() -> None:
-    assert jsonpb.to_dict(llm_pb2.ChatCompleteRequest(seed=5)) == {"seed": 5}
+    assert jsonpb.to_dict(llm_pb2.Sampling(seed=5)) == {"seed": 5}
     assert jsonpb.plain_json({"a": 2.0, "b": 2.5}) == {"a": 2, "b": 2.5}

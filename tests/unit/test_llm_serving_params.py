@@ -34,8 +34,8 @@ def test_the_vllm_bench_body_is_accepted_and_reaches_the_request() -> None:
                                                  "safety_identifier": "user-1", "prompt_cache_key": "k",
                                                  "top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1})
     req = chat_request(body, "m", lambda _url: False)
-    assert req.ignore_eos and req.min_tokens == 2 and list(req.stop_token_ids) == [7, 9]
-    assert req.max_tokens == 64 and req.top_k == 20 and req.safety_identifier == "user-1"
+    assert req.sampling.ignore_eos and req.sampling.min_tokens == 2 and list(req.sampling.stop_token_ids) == [7, 9]
+    assert req.sampling.max_tokens == 64 and req.sampling.top_k == 20 and req.safety_identifier == "user-1"
     assert req.prompt_cache_key == "k"
     validate_request(req)
     params = sampling_params(req)
@@ -44,7 +44,7 @@ def test_the_vllm_bench_body_is_accepted_and_reaches_the_request() -> None:
 
 def test_min_tokens_above_max_tokens_is_refused_naming_it() -> None:
     req = llm_pb2.ChatCompleteRequest(model_id="m", messages=[llm_pb2.ChatMessage(role="user", content="x")],
-                                      max_tokens=4, min_tokens=5)
+                                      sampling=llm_pb2.Sampling(max_tokens=4, min_tokens=5))
     with pytest.raises(InvalidArgument) as err:
         validate_request(req)
     assert err.value.field == "min_tokens"
@@ -54,7 +54,7 @@ def test_model_defaults_fill_only_what_the_client_left_out() -> None:
     defaults = {"temperature": 0.2, "top_p": 0.9}
     omitted = llm_pb2.ChatCompleteRequest(model_id="m")
     assert (sampling_params(omitted, defaults).temperature, sampling_params(omitted, defaults).top_p) == (0.2, 0.9)
-    given = llm_pb2.ChatCompleteRequest(model_id="m", temperature=1.0)
+    given = llm_pb2.ChatCompleteRequest(model_id="m", sampling=llm_pb2.Sampling(temperature=1.0))
     assert sampling_params(given, defaults).temperature == 1.0 and sampling_params(given, defaults).top_p == 0.9
     assert sampling_params(omitted).temperature == 1.0  # no model defaults: the engine's own
 

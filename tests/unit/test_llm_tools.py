@@ -10,13 +10,12 @@ from typing import Any, Iterator
 import jsonschema
 import pytest
 
-from genmesh.errors import InvalidArgument
 from genmesh.models.language import BUILDERS
 from genmesh.services.llm.chat import ChatFormatter, parse_messages
 from genmesh.services.llm.engine import EngineConfig, LLMEngine
 from genmesh.services.llm.protocol import GenerationRequest, Message, ToolChoice
 from genmesh.services.llm.sampling import SamplingParams
-from genmesh.services.llm.tools import ToolCallParser, parse_tool_choice, parse_tools, resolve_tool_choice
+from genmesh.services.llm.tools import ToolCallParser, parse_tool_choice, parse_tools
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city.",
@@ -122,33 +121,6 @@ async def test_tool_results_feed_the_next_turn(engine: LLMEngine) -> None:
     assert "<tool_response>\n{\"temperature\": 21}\n</tool_response>" in prompt
     completion = await engine.complete(follow_up)
     assert completion.usage.prompt_tokens == engine.count_tokens(follow_up)
-
-
-def test_tool_choice_must_match_the_tools() -> None:
-    with pytest.raises(InvalidArgument) as info:
-        resolve_tool_choice(TOOLS, ToolChoice(mode="function", function_name="nope"))
-    assert info.value.field == "tool_choice.function.name"
-    with pytest.raises(InvalidArgument) as info:
-        resolve_tool_choice((), ToolChoice(mode="required"))
-    assert info.value.field == "tool_choice"
-    with pytest.raises(InvalidArgument) as info:
-        parse_tool_choice("sometimes")
-    assert info.value.field == "tool_choice"
-
-
-@pytest.mark.parametrize(("tools", "field"), [
-    ([{"type": "function", "function": {"name": "bad name"}}], "tools[0].function.name"),
-    ([{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}],
-     "tools[0].function.parameters"),
-    ([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": 3}}}],
-     "tools[0].function.parameters"),
-    ([{"type": "retrieval"}], "tools[0]"),
-    ([WEATHER, WEATHER], "tools"),
-])
-def test_bad_tool_definitions_name_the_field(tools: list[dict], field: str) -> None:
-    with pytest.raises(InvalidArgument) as info:
-        parse_tools(tools)
-    assert info.value.field == field
 
 
 def _feed_in_pieces(parser: ToolCallParser, text: str, size: int) -> tuple[str, list]:

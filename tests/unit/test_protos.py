@@ -4,9 +4,14 @@ from __future__ import annotations
 import filecmp
 import importlib
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import EnumDescriptor, FileDescriptor
 
 from genmesh import protogen
@@ -98,3 +103,30 @@ def test_every_streaming_event_has_the_conventional_oneof() -> None:
         assert "event" in desc.oneofs_by_name, desc.full_name
         cases = {f.name for f in desc.oneofs_by_name["event"].fields}
         assert {"progress", "log", "usage", "result"} <= cases, f"{desc.full_name}: {cases}"
+
+
+def test_protos_pass_buf_lint() -> None:
+    """buf's STANDARD rules, less the two buf.yaml documents (service names are gRPC paths; a
+    stream returns `*Event`s). buf comes from the buf-bin wheel in the dev extras."""
+    buf = Path(sys.executable).parent / "buf"
+    if not buf.exists():
+        buf = Path(shutil.which("buf") or "")
+    assert buf.is_file(), "buf is missing: pip install -e '.[dev]' (buf-bin)"
+    run = subprocess.run([str(buf), "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_removed_field_numbers_are_reserved() -> None:
+    """A field moved into `Sampling` (or retyped as an enum or Duration) keeps its old number reserved."""
+    from genmesh.v1 import llm_pb2, router_pb2
+
+    def reserved(descriptor: Any) -> set[int]:
+        proto = descriptor_pb2.DescriptorProto()
+        descriptor.CopyToProto(proto)
+        return {n for r in proto.reserved_range for n in range(r.start, r.end)}
+
+    assert set(range(3, 16)) | {20, 21, 22} <= reserved(llm_pb2.ChatCompleteRequest.DESCRIPTOR)
+    assert set(range(3, 16)) | {18, 19, 20} <= reserved(llm_pb2.CompleteRequest.DESCRIPTOR)
+    assert {1} <= reserved(llm_pb2.ToolChoice.DESCRIPTOR)
+    assert {6, 7} <= reserved(router_pb2.SubmitRequest.DESCRIPTOR)
+    assert {3} <= reserved(router_pb2.RunRequest.DESCRIPTOR) & reserved(router_pb2.StreamRequest.DESCRIPTOR)
