@@ -5,12 +5,13 @@ several services starting together apply them exactly once.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from pathlib import Path
 
 import asyncpg
+
+from genmesh.retry import Backoff, retry
 
 log = logging.getLogger("genmesh.db")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -30,19 +31,12 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 async def connect(url: str, *, min_size: int = 1, max_size: int = 10, attempts: int = 50) -> asyncpg.Pool:
     """A pool to `url`, retrying while Postgres is still starting (or restarting)."""
-    delay = 0.05
-    for attempt in range(attempts):
-        try:
-            return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size,
-                                             init=_init_connection, command_timeout=30,
-                                             reset=_keep_session)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            if attempt == attempts - 1:
-                raise
-            log.info("postgres not ready", extra={"error": str(exc)})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-    raise RuntimeError("unreachable")
+    return await retry(
+        lambda: asyncpg.create_pool(url, min_size=min_size, max_size=max_size,
+                                    init=_init_connection, command_timeout=30, reset=_keep_session),
+        attempts=attempts, backoff=Backoff(0.05, maximum=1.0),
+        retry_on=(OSError, asyncpg.PostgresError, asyncpg.InterfaceError),
+        on_retry=lambda exc, _delay: log.info("postgres not ready", extra={"error": str(exc)}))
 
 
 def migration_files() -> list[Path]:
