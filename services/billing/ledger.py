@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge, Histogram
 
 from genmesh import bus, pricing
+from genmesh.retry import Backoff
 from genmesh.v1 import billing_pb2
 from genmesh.services.billing.convert import status_name
 from genmesh.services.billing.prices import PriceStore
@@ -249,7 +250,7 @@ class Ledger:
             self._sub = None
 
     async def _run(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, maximum=2.0)
         while not self._stopping.is_set():
             try:
                 msgs = await self._sub.fetch(self.batch_size, timeout=self.fetch_timeout_s)
@@ -258,10 +259,9 @@ class Ledger:
                 continue
             except Exception as exc:  # noqa: BLE001 - NATS restarting: keep trying
                 log.warning("usage fetch failed", extra={"error": repr(exc)})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await backoff.sleep()
                 continue
-            backoff = 0.1
+            backoff.reset()
             if not msgs:
                 # nats-py's fetch can return an empty batch (a status reply, no messages).
                 LAG_MESSAGES.set(0)
@@ -271,7 +271,7 @@ class Ledger:
                 await self.handle(msgs)
             except Exception:  # noqa: BLE001 - an unacked batch is redelivered; the loop must live
                 log.exception("usage batch failed; it will be redelivered", extra={"records": len(msgs)})
-                await asyncio.sleep(backoff)
+                await asyncio.sleep(backoff.first)
             finally:
                 self._busy = False
             if len(msgs) < self.batch_size and self.linger_s:
@@ -315,7 +315,7 @@ class Ledger:
                      ) -> tuple[int, list[Any]] | None:
         """(rows written, messages to ack), retrying while Postgres is unavailable; None when
         billing stopped before the rows were committed."""
-        delay = 0.1
+        backoff = Backoff(0.1, maximum=2.0)
         while True:
             try:
                 written = await self.writer.write([rec for rec, _ in batch])
@@ -343,8 +343,7 @@ class Ledger:
             for msg in _once([m for _, m in batch]):  # still working on them: do not redeliver yet
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            await backoff.sleep()
 
     async def _write_one_by_one(self, batch: list[tuple[billing_pb2.UsageRecord, Any]]
                                 ) -> tuple[int, list[Any]] | None:
