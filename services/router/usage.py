@@ -1,5 +1,5 @@
 """Usage records: one per finished request, published durably on JetStream for billing, in
-batches (UsageBatch) so that a busy router sends one message per ~10 ms, not one per request.
+batches (UsageBatch) so that a busy router sends one message per ~50 ms, not one per request.
 
 A re-publish of a batch (a lost ack) carries the same Nats-Msg-Id and is dropped by JetStream's
 duplicate window; a record published twice in different batches (a router finishing a job whose
@@ -21,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
 from genmesh import bus
+from genmesh.retry import Backoff
 from genmesh.v1 import billing_pb2, common_pb2
 
 log = logging.getLogger("genmesh.router.usage")
@@ -70,7 +71,7 @@ class UsagePublisher:
     """Publishes usage records in batches from one background loop, without waiting on acks.
 
     Records gather for up to `linger_s` and go out as one UsageBatch message (at most
-    `batch_max` records): a busy router sends one message per ~10 ms instead of one per request,
+    `batch_max` records): a busy router sends one message per ~50 ms instead of one per request,
     and billing writes each batch in one transaction. A batch stays pending until JetStream
     acknowledges it; without an ack within `ack_timeout_s` (NATS restarting, a reply lost) or
     with an error, the same batch is published again under the same Nats-Msg-Id (a batch id
@@ -79,11 +80,13 @@ class UsagePublisher:
     """
 
     def __init__(self, js: JetStreamContext, *, ack_timeout_s: float = 5.0,
-                 max_unacked: int = 1024, linger_s: float = 0.01, batch_max: int = 256) -> None:
+                 max_unacked: int = 1024, linger_s: float = 0.05, tracked_linger_s: float = 0.01,
+                 batch_max: int = 256) -> None:
         self.js = js
         self.ack_timeout_s = ack_timeout_s
         self.max_unacked = max_unacked
         self.linger_s = linger_s
+        self.tracked_linger_s = tracked_linger_s
         self.batch_max = batch_max
         # Never reused, not even by a restarted router: a reused batch id inside JetStream's
         # duplicate window would have a new batch dropped as a copy of an old one.
@@ -134,22 +137,25 @@ class UsagePublisher:
             return False
 
     async def _run(self) -> None:
-        delay = 0.1
+        backoff = Backoff(0.1, maximum=5.0)
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.ack_timeout_s / 2)
             self._wake.clear()
             if self._backlog and len(self._backlog) < self.batch_max and not self._flushing:
-                await asyncio.sleep(self.linger_s)  # let the records of concurrent requests gather
+                # Let the records of concurrent requests gather: every batch costs a JetStream
+                # publish and ack here and a fetch and a transaction in billing, so fewer, larger
+                # batches are most of what billing costs per request. A queued job waits for its
+                # record's ack before its own (see JobQueue), so tracked records linger less.
+                await asyncio.sleep(self.tracked_linger_s if self._waiting else self.linger_s)
             self._requeue_expired()
             try:
                 await self._send_backlog()
-                delay = 0.1
+                backoff.reset()
             except Exception as exc:  # noqa: BLE001 - NATS down: keep the records, keep trying
                 log.warning("usage publish failed; retrying", extra={"error": repr(exc),
                                                                      "pending": self.pending})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.sleep()
             if not self.pending:
                 self._idle.set()
 
