@@ -24,6 +24,7 @@ import httpx
 
 from genmesh.outbound import (NOT_ALLOWED, OutboundPolicy, Target, TargetRefused, TargetUnresolved,
                               pinned_request)
+from genmesh.retry import Backoff
 from genmesh.services.router.jobs import Job, JobStore
 
 log = logging.getLogger("genmesh.router.webhooks")
@@ -83,6 +84,7 @@ class WebhookSender:
     async def deliver(self, job: Job) -> bool:
         assert job.webhook_url
         body = json.dumps(payload(job)).encode()
+        backoff = Backoff(self.backoff_s)
         for attempt in range(1, self.max_attempts + 1):
             ts = f"{time.time():.3f}"
             headers = {"content-type": "application/json", "x-genmesh-request-id": job.id,
@@ -119,7 +121,7 @@ class WebhookSender:
             log.info("webhook attempt failed", extra={"request_id": job.id, "attempt": attempt,
                                                       "error": detail or error})
             if attempt < self.max_attempts:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+                await backoff.sleep()
         return False
 
     async def close(self) -> None:
