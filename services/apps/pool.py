@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 
 from genmesh.errors import NotFound, ResourceExhausted
+from genmesh.retry import Backoff
 from genmesh.v1 import apps_pb2
 from genmesh.services.apps.codecache import Code
 from genmesh.services.apps.runners import RunnerFailed, RunnerProcess, State
@@ -43,7 +44,7 @@ class RunnerPool:
         self.last_cold_start_s = 0.0
         self.changed = asyncio.Condition()
         self._stopping: set[asyncio.Task[None]] = set()
-        self._warm_failures = 0
+        self._warm_backoff = Backoff(WARM_RETRY_S, maximum=WARM_RETRY_MAX_S)
         self._warm_after = 0.0
         self.waiting = 0  # calls waiting for a runner
 
@@ -216,11 +217,10 @@ class RunnerPool:
         async def warm() -> None:
             try:
                 runner = await self._start(app, placeholder, reserved=False)
-                self._warm_failures = 0
+                self._warm_backoff.reset()
                 runner.last_used = time.monotonic()
             except (RunnerFailed, Exception) as exc:  # noqa: BLE001 - logged, retried with backoff
-                self._warm_failures += 1
-                delay = min(WARM_RETRY_MAX_S, WARM_RETRY_S * 2 ** (self._warm_failures - 1))
+                delay = self._warm_backoff.next_delay()  # the pool's tick waits it out
                 self._warm_after = time.monotonic() + delay
                 log.warning("warm runner failed to start", extra={"model_id": app.id, "error": str(exc),
                                                                    "retry_in_s": delay})
