@@ -29,6 +29,7 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from genmesh import blobstore, meshtls, process
+from genmesh.retry import Backoff
 from genmesh.settings import Settings
 
 log = logging.getLogger("genmesh.up")
@@ -68,6 +69,8 @@ class Child:
     log_file: IO[bytes] | None = None
     restarts: int = 0
     started: float = 0.0
+    # A child that keeps crashing soon after starting waits longer each time (1 s up to 10 s).
+    backoff: Backoff = field(default_factory=lambda: Backoff(1.0, maximum=10.0))
 
 
 @dataclass
@@ -201,7 +204,7 @@ class Supervisor:
                 return
             child = self.children[name]
             child.restarts += 1
-            delay = min(10.0, 0.5 * 2 ** min(child.restarts, 5)) if time.monotonic() - child.started < 10 else 0.5
+            delay = child.backoff.next_delay() if time.monotonic() - child.started < 10 else 0.5
             log.warning("service exited; restarting", extra={"service": name, "code": code,
                                                              "restart_in_s": delay})
             await asyncio.sleep(delay)
