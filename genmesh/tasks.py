@@ -90,6 +90,19 @@ VALIDATORS: dict[str, str] = {
 
 SERVICES = sorted({t.service for t in TASKS.values()})
 
+# Request fields that only make a worker produce partial outputs (per-step previews).
+PARTIALS_ONLY_FIELDS = ("preview_every",)
+
+
+def without_partials(request: Message) -> None:
+    """Switch off outputs nobody will see: a queued job's caller reads its result whole (status
+    polls and webhooks carry progress, never previews), so rendering a preview PNG per step for
+    the router to drop is wasted work."""
+    fields = request.DESCRIPTOR.fields_by_name
+    for name in PARTIALS_ONLY_FIELDS:
+        if name in fields:
+            setattr(request, name, 0)
+
 # Typed methods the router proxies, keyed by RPC path: (task for placement, streaming).
 PROXIED_METHODS: dict[str, Task] = {}
 for _task in TASKS.values():

@@ -20,7 +20,7 @@ from nats.js import JetStreamContext
 from genmesh import bus, jsonpb
 from genmesh.errors import Cancelled, DeadlineExceeded, GenmeshError, Unavailable
 from genmesh.keys import Identity
-from genmesh.tasks import SERVICES
+from genmesh.tasks import SERVICES, without_partials
 from genmesh.v1 import common_pb2, router_pb2
 from genmesh.services.router.convert import result_output, usage_items
 from genmesh.services.router.dispatch import check_runnable
@@ -266,6 +266,7 @@ class JobQueue:
         except GenmeshError as exc:
             await self._end(job, "FAILED", error=exc.message, error_type=exc.error_type)
             return
+        without_partials(prep.request)  # nobody streams a queued job: no per-step previews
         outcome = Outcome(usage=common_pb2.Usage())
         run_timeout = job.run_timeout_s or self.default_run_timeout_s
         last_progress = 0.0

@@ -130,3 +130,18 @@ def test_removed_field_numbers_are_reserved() -> None:
     assert {1} <= reserved(llm_pb2.ToolChoice.DESCRIPTOR)
     assert {6, 7} <= reserved(router_pb2.SubmitRequest.DESCRIPTOR)
     assert {3} <= reserved(router_pb2.RunRequest.DESCRIPTOR) & reserved(router_pb2.StreamRequest.DESCRIPTOR)
+
+
+def test_a_queued_job_asks_for_no_previews() -> None:
+    """The queue switches previews off (nobody streams a queued job); requests without them are untouched."""
+    from genmesh.tasks import without_partials
+    from genmesh.v1 import imagegen_pb2, llm_pb2, videogen_pb2
+
+    image = imagegen_pb2.GenerateImageRequest(prompt="a cat", preview_every=1)
+    video = videogen_pb2.GenerateVideoRequest(prompt="a cat")
+    chat = llm_pb2.ChatCompleteRequest(model_id="m")
+    for request in (image, video, chat):
+        without_partials(request)
+    assert image.HasField("preview_every") and image.preview_every == 0
+    assert video.HasField("preview_every") and video.preview_every == 0
+    assert chat == llm_pb2.ChatCompleteRequest(model_id="m")
