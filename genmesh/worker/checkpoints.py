@@ -14,10 +14,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from genmesh import blobstore
 from genmesh.catalog import ModelSpec
 from genmesh.errors import ModelUnavailable
+from genmesh.settings import Settings
 from genmesh.worker.cache import Entry
-from genmesh.worker.runtime import WorkerRuntime
+from genmesh.worker.runtime import WorkerComponent, WorkerRuntime
 from genmesh.worker.weights import checkpoint_dir, weights_owner
 
 MARKER_FILE = "model_index.json"  # what every diffusers pipeline directory has
@@ -69,3 +71,29 @@ class Checkpoints:
             return await asyncio.to_thread(self.load, path, device)
 
         return await self.runtime.cache.acquire(owner.id, loader, spec.memory_bytes, device)
+
+
+class CheckpointWorker(WorkerComponent):
+    """A worker whose models are diffusers checkpoints (the image and video workers): each
+    loaded once per weights directory by `load_checkpoint`, outputs filed in the blob store."""
+
+    pipeline_classes: tuple[str, ...] = ()  # the checkpoint classes it runs; empty: any
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.store = blobstore.open_store(settings)
+        self.checkpoints = Checkpoints(self.runtime, settings.resolved_models_dir(),
+                                       type(self).load_checkpoint,
+                                       pipeline_classes=self.pipeline_classes)
+
+    @staticmethod
+    def load_checkpoint(path: Path, device: str) -> Any:
+        """The loaded model in `path` on `device` (blocking: runs in a thread)."""
+        raise NotImplementedError
+
+    async def load_model(self, spec: ModelSpec) -> Entry:
+        """The loaded checkpoint of `spec` from the cache; release it after use."""
+        return await self.checkpoints.acquire(spec)
+
+    def is_resident(self, spec: ModelSpec) -> bool:
+        return self.checkpoints.is_resident(spec)

@@ -12,11 +12,23 @@ from PIL import Image
 
 from genmesh import blobstore, inputs
 from genmesh.blobstore import BlobStore
+from genmesh.catalog import ModelSpec
 from genmesh.diffusion_params import check_image_bytes
 from genmesh.errors import InvalidArgument
 from genmesh.v1 import common_pb2
 
 IMAGE_URL_FIELD = "image_url"
+
+
+def require_task(spec: ModelSpec, image_url: str, *, tasks: tuple[str, str], what: str,
+                 init: str) -> None:
+    """`spec` does one of `tasks` (generating from a prompt, then from an init image), and the
+    init-image task was given its `image_url`; `what` names the modality, `init` what the
+    model does with the image ("repaints an init image")."""
+    if spec.task not in tasks:
+        raise InvalidArgument(f"model '{spec.id}' does {spec.task}, not {what}", field="model_id")
+    if spec.task == tasks[1] and not image_url:
+        raise InvalidArgument(f"is required: model '{spec.id}' {init}", field=IMAGE_URL_FIELD)
 
 
 async def fetch_init_image(url: str, store: BlobStore) -> bytes | None:

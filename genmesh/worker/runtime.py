@@ -294,3 +294,12 @@ class WorkerComponent:
 
     async def stop(self) -> None:
         await self.runtime.stop()
+
+
+class ComponentServicer:
+    """What every modality servicer holds: its component (store, checkpoints, engines) and the
+    component's runtime (jobs, cache)."""
+
+    def __init__(self, component: WorkerComponent) -> None:
+        self.component = component
+        self.runtime = component.runtime

@@ -23,6 +23,7 @@ from genmesh.v1 import audio_pb2, audio_pb2_grpc, common_pb2
 from genmesh.worker import WorkerComponent, progress, stream_from_thread
 from genmesh.worker.cache import Entry
 from genmesh.worker.media import output_media
+from genmesh.worker.runtime import ComponentServicer
 
 from .decode import decode_audio
 from .encode import audio_format
@@ -60,10 +61,8 @@ class _Piece:
     samples: int
 
 
-class AudioServicer(audio_pb2_grpc.AudioServicer):
-    def __init__(self, component: AudioComponent) -> None:
-        self.component = component
-        self.runtime = component.runtime
+class AudioServicer(ComponentServicer, audio_pb2_grpc.AudioServicer):
+    component: AudioComponent
 
     @servicer_errors
     async def Transcribe(self, request: audio_pb2.TranscribeRequest,

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from genmesh.errors import Cancelled, GenmeshError, Internal, InvalidArgument
+from genmesh.errors import Cancelled, GenmeshError, Internal
 from genmesh.worker.diffusion import (StepCallback, StepEvent, load_diffusers, load_init_image,
                                       num_timesteps)
 from genmesh.worker.preview import latents_to_png, scheduler_noise_scale, should_preview

@@ -15,18 +15,16 @@ from pathlib import Path
 
 import grpc
 
-from genmesh import blobstore
 from genmesh.catalog import ModelSpec
 from genmesh.diffusion_params import with_overrides
-from genmesh.errors import InvalidArgument
 from genmesh.rpc import servicer_errors
-from genmesh.settings import Settings
 from genmesh.v1 import common_pb2, imagegen_pb2, imagegen_pb2_grpc
-from genmesh.worker import WorkerComponent, progress
-from genmesh.worker.cache import Entry
-from genmesh.worker.checkpoints import Checkpoints
+from genmesh.worker import progress
+from genmesh.worker.checkpoints import CheckpointWorker
 from genmesh.worker.diffusion import StepEvent
-from genmesh.worker.media import fetch_init_image, init_image_errors, output_media, png_media
+from genmesh.worker.media import (fetch_init_image, init_image_errors, output_media, png_media,
+                                  require_task)
+from genmesh.worker.runtime import ComponentServicer
 
 from .batching import ImageBatcher
 from .params import ImageDefaults, ImageParams, params_from_request, validate_request
@@ -60,10 +58,8 @@ class LoadedImageModel:
         self.batcher.close()
 
 
-class ImageGenServicer(imagegen_pb2_grpc.ImageGenServicer):
-    def __init__(self, component: ImageGenComponent) -> None:
-        self.component = component
-        self.runtime = component.runtime
+class ImageGenServicer(ComponentServicer, imagegen_pb2_grpc.ImageGenServicer):
+    component: ImageGenComponent
 
     @servicer_errors
     async def GenerateImage(self, request: imagegen_pb2.GenerateImageRequest,
@@ -71,7 +67,8 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServicer):
                             ) -> AsyncIterator[imagegen_pb2.GenerateImageEvent]:
         validate_request(request)
         async with self.runtime.job(context, request.model_id) as job:
-            _require_task(job.model, request)
+            require_task(job.model, request.image_url, tasks=TASKS, what="image generation",
+                         init="repaints an init image")
             image = await fetch_init_image(request.image_url, self.component.store)
             if job.cold:
                 yield imagegen_pb2.GenerateImageEvent(progress=progress("loading"))
@@ -98,25 +95,13 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServicer):
                 inference_time_seconds=result.inference_time_seconds))
 
 
-class ImageGenComponent(WorkerComponent):
+class ImageGenComponent(CheckpointWorker):
     service = "imagegen"
     grpc_services = ["genmesh.v1.ImageGen"]
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.store = blobstore.open_store(settings)
-        self.checkpoints = Checkpoints(self.runtime, settings.resolved_models_dir(),
-                                       LoadedImageModel.load)
+    load_checkpoint = staticmethod(LoadedImageModel.load)
 
     def add_servicers(self, server: grpc.aio.Server) -> None:
         imagegen_pb2_grpc.add_ImageGenServicer_to_server(ImageGenServicer(self), server)
-
-    async def load_model(self, spec: ModelSpec) -> Entry:
-        """The loaded checkpoint of `spec` (`LoadedImageModel`) from the cache; release it."""
-        return await self.checkpoints.acquire(spec)
-
-    def is_resident(self, spec: ModelSpec) -> bool:
-        return self.checkpoints.is_resident(spec)
 
 
 async def _generate(batcher: ImageBatcher, params: ImageParams, cancel: threading.Event
@@ -152,13 +137,3 @@ def step_events(event: StepEvent) -> list[imagegen_pb2.GenerateImageEvent]:
 def usage_proto(result: ImageResult) -> common_pb2.Usage:
     return common_pb2.Usage(items=[common_pb2.UsageItem(unit="megapixels",
                                                         quantity=result.usage.megapixels)])
-
-
-def _require_task(spec: ModelSpec, request: imagegen_pb2.GenerateImageRequest) -> None:
-    if spec.task not in TASKS:
-        raise InvalidArgument(f"model '{spec.id}' does {spec.task}, not image generation",
-                              field="model_id")
-    if spec.task == "image-to-image" and not request.image_url:
-        raise InvalidArgument(f"is required: model '{spec.id}' repaints an init image",
-                              field="image_url")
-

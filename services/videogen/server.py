@@ -14,18 +14,15 @@ from typing import Any
 
 import grpc
 
-from genmesh import blobstore
-from genmesh.catalog import ModelSpec
 from genmesh.diffusion_params import with_overrides
-from genmesh.errors import InvalidArgument
 from genmesh.rpc import servicer_errors
-from genmesh.settings import Settings
 from genmesh.v1 import common_pb2, videogen_pb2, videogen_pb2_grpc
-from genmesh.worker import WorkerComponent, progress, stream_from_thread
-from genmesh.worker.cache import Entry
-from genmesh.worker.checkpoints import Checkpoints
+from genmesh.worker import progress, stream_from_thread
+from genmesh.worker.checkpoints import CheckpointWorker
 from genmesh.worker.diffusion import StepEvent
-from genmesh.worker.media import fetch_init_image, init_image_errors, output_media, png_media
+from genmesh.worker.media import (fetch_init_image, init_image_errors, output_media, png_media,
+                                  require_task)
+from genmesh.worker.runtime import ComponentServicer
 
 from .params import VideoParams, params_from_request, validate_request
 from .pipeline import VideoPipeline, VideoResult
@@ -44,10 +41,8 @@ class _Frame:
     png: bytes
 
 
-class VideoGenServicer(videogen_pb2_grpc.VideoGenServicer):
-    def __init__(self, component: VideoGenComponent) -> None:
-        self.component = component
-        self.runtime = component.runtime
+class VideoGenServicer(ComponentServicer, videogen_pb2_grpc.VideoGenServicer):
+    component: VideoGenComponent
 
     @servicer_errors
     async def GenerateVideo(self, request: videogen_pb2.GenerateVideoRequest,
@@ -55,7 +50,8 @@ class VideoGenServicer(videogen_pb2_grpc.VideoGenServicer):
                             ) -> AsyncIterator[videogen_pb2.GenerateVideoEvent]:
         validate_request(request)
         async with self.runtime.job(context, request.model_id) as job:
-            _require_task(job.model, request)
+            require_task(job.model, request.image_url, tasks=TASKS, what="video generation",
+                         init="animates an init image")
             image = await fetch_init_image(request.image_url, self.component.store)
             if job.cold:
                 yield videogen_pb2.GenerateVideoEvent(progress=progress("loading"))
@@ -87,29 +83,17 @@ class VideoGenServicer(videogen_pb2_grpc.VideoGenServicer):
                 inference_time_seconds=result.inference_time_seconds))
 
 
-class VideoGenComponent(WorkerComponent):
+class VideoGenComponent(CheckpointWorker):
     service = "videogen"
     grpc_services = ["genmesh.v1.VideoGen"]
+    pipeline_classes = PIPELINE_CLASSES
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.store = blobstore.open_store(settings)
-        self.checkpoints = Checkpoints(self.runtime, settings.resolved_models_dir(),
-                                       _load, pipeline_classes=PIPELINE_CLASSES)
+    @staticmethod
+    def load_checkpoint(path: Path, device: str) -> VideoPipeline:
+        return VideoPipeline.from_pretrained(path, device=device)
 
     def add_servicers(self, server: grpc.aio.Server) -> None:
         videogen_pb2_grpc.add_VideoGenServicer_to_server(VideoGenServicer(self), server)
-
-    async def load_model(self, spec: ModelSpec) -> Entry:
-        """The loaded `VideoPipeline` of `spec` from the cache; release it after use."""
-        return await self.checkpoints.acquire(spec)
-
-    def is_resident(self, spec: ModelSpec) -> bool:
-        return self.checkpoints.is_resident(spec)
-
-
-def _load(path: Path, device: str) -> VideoPipeline:
-    return VideoPipeline.from_pretrained(path, device=device)
 
 
 # --- compute (runs in the stream's thread) --------------------------------------------------------
@@ -141,13 +125,3 @@ def partial_events(item: StepEvent | _Frame, num_frames: int
                 "decoding", done / num_frames, done, num_frames)),
             videogen_pb2.GenerateVideoEvent(frame=videogen_pb2.VideoFrame(
                 index=item.index, image=png_media(item.png)))]
-
-
-def _require_task(spec: ModelSpec, request: videogen_pb2.GenerateVideoRequest) -> None:
-    if spec.task not in TASKS:
-        raise InvalidArgument(f"model '{spec.id}' does {spec.task}, not video generation",
-                              field="model_id")
-    if spec.task == "image-to-video" and not request.image_url:
-        raise InvalidArgument(f"is required: model '{spec.id}' animates an init image",
-                              field="image_url")
-
