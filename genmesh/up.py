@@ -139,15 +139,20 @@ class Supervisor:
         the CPU; every other service is started then, and `self.joining` waits for its health
         (model workers can take many seconds to import their libraries and load)."""
         first = [s for s in ("router", "billing") if s in self.services]
+        rest = [s for s in self.services if s not in first]
+        core = rest if ready_with is None else [s for s in rest if s in ready_with]
+        later = [s for s in rest if s not in core]
+        if ready_with is not None:
+            # The API's services need nothing from each other to start (the edge dials the
+            # router lazily): they import and connect side by side, and the ready line waits
+            # for the slowest of them, not for their sum.
+            first, core = first + core, []
         for name in first:
             await self.start_child(name)
         await asyncio.gather(*(self.wait_healthy(n) for n in first))
-        rest = [s for s in self.services if s not in first]
-        core = rest if ready_with is None else [s for s in rest if s in ready_with]
         for name in core:
             await self.start_child(name)
         await asyncio.gather(*(self.wait_healthy(n) for n in core))
-        later = [s for s in rest if s not in core]
         for name in later:
             await self.start_child(name)
         self.joining = {name: asyncio.create_task(self.wait_healthy(name)) for name in later}

@@ -2,8 +2,11 @@
 mesh client."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, AsyncIterator
+
+import uvicorn
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -183,6 +186,20 @@ class _TooLarge(HTTPException):
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(413, f"request body larger than {max_bytes} bytes")
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn ticking once a second instead of ten times: its tick only refreshes the Date
+    header (to the second) and looks for a shutdown request, and ten wake-ups a second were
+    most of an idle edge's CPU. SIGTERM is noticed within a second."""
+
+    async def main_loop(self) -> None:
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 10) % 864000  # on_tick refreshes the Date header every 10th
+            await asyncio.sleep(1.0)
+            should_exit = await self.on_tick(counter)
 
 
 def create_app(settings: Settings) -> FastAPI:

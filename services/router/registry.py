@@ -62,18 +62,24 @@ class WorkerRegistry:
 
     async def _on_heartbeat(self, msg) -> None:  # noqa: ANN001
         state = worker_pb2.WorkerState.FromString(msg.data)
-        self.observe(state)
-        await self.notify()
+        if self.observe(state):
+            await self.notify()
 
-    def observe(self, state: worker_pb2.WorkerState) -> None:
+    def observe(self, state: worker_pb2.WorkerState) -> bool:
+        """Takes a heartbeat; True when placement sees the worker differently (it joined, or
+        its load, capacity, models or draining changed). Most heartbeats of an idle mesh say
+        nothing new, and waking every waiter (queue pull loops, placements) for them was most
+        of the router's idle CPU."""
         view = self.workers.get(state.worker_id)
         if view is None:
             self.workers[state.worker_id] = WorkerView(state, time.monotonic())
             log.info("worker joined", extra={"worker_id": state.worker_id, "worker_service": state.service,
                                              "address": state.address})
-        else:
-            view.state = state
-            view.last_seen = time.monotonic()
+            return True
+        before = view.info()
+        view.state = state
+        view.last_seen = time.monotonic()
+        return view.info() != before
 
     async def _sweep(self) -> None:
         while True:
