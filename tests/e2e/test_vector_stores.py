@@ -2,8 +2,8 @@
 (router, billing, llm with SmolLM2 and MiniLM, edge): create, upload, attach and poll, search with
 filters, list and delete; another key sees none of it; the Responses file_search tool finds the
 document (plain, streamed, stored); a live collection indexes what is published on its NATS
-subject, once, also after the router restarts; an ordinary key cannot follow the mesh's own
-subjects."""
+subject, once, also after the router restarts, billed to the store's key; an ordinary key cannot
+follow the mesh's own subjects, an admin may choose a subject outside them."""
 from __future__ import annotations
 
 import asyncio
@@ -58,11 +58,15 @@ def other_key(mesh: Mesh) -> str:
 def store(client: openai.OpenAI) -> openai.types.VectorStore:
     """A store with both documents attached (uploaded through /v1/files, polled until indexed)."""
     vs = client.vector_stores.create(name="facts", metadata={"team": "e2e"})
-    for name, (text, attributes) in DOCS.items():
-        uploaded = client.files.create(file=(name, io.BytesIO(text.encode()), "text/plain"), purpose="assistants")
-        done = client.vector_stores.files.create_and_poll(vector_store_id=vs.id, file_id=uploaded.id,
-                                                          attributes=attributes, poll_interval_ms=100)
-        assert done.status == "completed" and done.last_error is None and done.usage_bytes > 0
+    (volcano, volcano_attrs), (bakery, bakery_attrs) = DOCS["volcano.txt"], DOCS["bakery.txt"]
+    uploaded = client.files.create(file=("volcano.txt", io.BytesIO(volcano.encode()), "text/plain"),
+                                   purpose="assistants")
+    done = [client.vector_stores.files.create_and_poll(vector_store_id=vs.id, file_id=uploaded.id,
+                                                       attributes=volcano_attrs, poll_interval_ms=100),
+            client.vector_stores.files.upload_and_poll(vector_store_id=vs.id, attributes=bakery_attrs,
+                                                       file=("bakery.txt", io.BytesIO(bakery.encode()), "text/plain"),
+                                                       poll_interval_ms=100)]
+    assert all(f.status == "completed" and f.last_error is None and f.usage_bytes > 0 for f in done)
     return vs
 
 
@@ -222,12 +226,47 @@ async def test_a_live_collection_indexes_what_is_published_once_also_after_a_rou
             files = await asyncio.to_thread(tenant.vector_stores.files.list, vs.id)
         assert sorted(f.id.split("_")[0] for f in files.data) == ["msg", "post-1"]
         await wait_found(tenant, vs.id, "Wombat festival", next(f.id for f in files.data if f.id.startswith("msg_")))
+        # The embeddings are billed to the store's key, like any request of its own.
+        async with httpx.AsyncClient(base_url=mesh.edge_url, headers={"authorization": f"Bearer {other_key}"}) as http:
+            deadline = time.monotonic() + 30
+            while True:
+                logs = (await http.get("/v1/requests", params={"limit": 1000})).json()["data"]
+                modes = {log["mode"] for log in logs if log["model_id"].endswith("all-MiniLM-L6-v2")}
+                if {"collection", "vector_store_search"} <= modes or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+        assert {"collection", "vector_store_search"} <= modes
+        assert all(any(u["unit"] == "input_tokens" and u["quantity"] > 0 for u in log["usage"])
+                   for log in logs if log["mode"] == "collection")
     finally:
         await nc.close()
 
 
-def test_an_ordinary_key_cannot_follow_the_meshs_own_subjects(mesh: Mesh, client: openai.OpenAI,
-                                                              other_key: str) -> None:
+@pytest.mark.asyncio(loop_scope="session")
+async def test_an_ordinary_key_cannot_follow_the_meshs_own_subjects_and_an_admin_may_choose_one(
+        mesh: Mesh, client: openai.OpenAI, other_key: str) -> None:
+    await asyncio.to_thread(_subjects_refused, mesh, client, other_key)
+    vs = await asyncio.to_thread(client.vector_stores.create,
+                                 extra_body={"follow_subject": True, "subject": "news.e2e"})
+    assert vs.model_extra["subject"] == "news.e2e"
+    nc = await nats.connect(mesh.env["GENMESH_NATS_URL"])
+    try:
+        # A core subject is followed by every router once it has (re)read the stores: publish until
+        # the first message lands (core NATS keeps nothing for a subscriber that is not there yet).
+        deadline = time.monotonic() + 30
+        files: list = []
+        while not files and time.monotonic() < deadline:
+            await nc.publish("news.e2e", b"The heron parade is on Sunday.")
+            await nc.flush()
+            await asyncio.sleep(0.2)
+            files = (await asyncio.to_thread(client.vector_stores.files.list, vs.id)).data
+        await wait_found(client, vs.id, "heron parade", files[0].id)
+    finally:
+        await nc.close()
+    await asyncio.to_thread(client.vector_stores.delete, vs.id)
+
+
+def _subjects_refused(mesh: Mesh, client: openai.OpenAI, other_key: str) -> None:
     tenant = sdk(mesh, other_key)
     with pytest.raises(openai.PermissionDeniedError):
         tenant.vector_stores.create(extra_body={"follow_subject": True, "subject": "genmesh.usage.>"})
@@ -235,6 +274,3 @@ def test_an_ordinary_key_cannot_follow_the_meshs_own_subjects(mesh: Mesh, client
         tenant.vector_stores.create(extra_body={"follow_subject": True, "subject": "news.>"})
     with pytest.raises(openai.PermissionDeniedError):  # not even an admin
         client.vector_stores.create(extra_body={"follow_subject": True, "subject": "genmesh.workers.heartbeat"})
-    vs = client.vector_stores.create(extra_body={"follow_subject": True, "subject": "news.e2e"})
-    assert vs.model_extra["subject"] == "news.e2e"
-    client.vector_stores.delete(vs.id)
