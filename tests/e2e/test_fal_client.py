@@ -14,14 +14,9 @@ import fal_client.client as fal_module
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from genmesh.up import free_port
 from tests.conftest import Infra, Mesh, start_mesh
+from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 ECHO = "genmesh/echo"
@@ -189,36 +184,12 @@ async def test_realtime_refuses_forged_foreign_or_missing_tokens(fal: fal_client
         assert err.value.error == "UNAUTHENTICATED", query
 
 
-class Receiver:
-    """A webhook receiver on loopback."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.received: asyncio.Queue[tuple[dict[str, str], bytes]] = asyncio.Queue()
-
-    async def handle(self, request: Request) -> Response:
-        await self.received.put((dict(request.headers), await request.body()))
-        return Response(status_code=200)
-
-    async def __aenter__(self) -> "Receiver":
-        app = Starlette(routes=[Route("/hook", self.handle, methods=["POST"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.task = asyncio.create_task(self.server.serve())
-        while not self.server.started:
-            await asyncio.sleep(0.01)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        await self.task
-
-
 async def test_fal_webhook_receives_the_result_in_fal_shape(fal: fal_client.AsyncClient) -> None:
     import json
 
-    async with Receiver() as hook:
-        handle = await fal.submit(ECHO, {"prompt": "hooked"}, webhook_url=f"http://127.0.0.1:{hook.port}/hook")
-        headers, body = await asyncio.wait_for(hook.received.get(), 30)
+    async with WebhookReceiver() as hook:
+        handle = await fal.submit(ECHO, {"prompt": "hooked"}, webhook_url=hook.url)
+        [(_path, headers, body)] = await hook.wait_for(1)
     payload = json.loads(body)
     assert payload["request_id"] == handle.request_id and payload["status"] == "OK"
     assert payload["payload"]["prompt"] == "hooked" and payload["error"] is None

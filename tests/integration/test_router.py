@@ -8,17 +8,12 @@ from typing import Any
 
 import grpc
 import pytest
-import uvicorn
 from google.protobuf import duration_pb2, struct_pb2
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from genmesh.services.router import webhooks
-from genmesh.up import free_port
 from genmesh.v1 import common_pb2, echo_pb2, echo_pb2_grpc, router_pb2, router_pb2_grpc
 from tests.conftest import Mesh
+from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -171,45 +166,15 @@ async def test_start_timeout_fails_a_job_that_waited_too_long(echo_mesh: Mesh) -
     assert job.status == common_pb2.JOB_STATUS_FAILED and job.error_type == "start_timeout"
 
 
-class Receiver:
-    """A webhook receiver on loopback that fails its first `failures` deliveries."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.port = free_port()
-
-    async def handle(self, request: Request) -> Response:
-        body = await request.body()
-        self.received.append((dict(request.headers), body))
-        return Response(status_code=500 if len(self.received) <= self.failures else 200)
-
-    async def __aenter__(self) -> "Receiver":
-        app = Starlette(routes=[Route("/hook", self.handle, methods=["POST"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.task = asyncio.create_task(self.server.serve())
-        while not self.server.started:
-            await asyncio.sleep(0.01)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        await self.task
-
-
 async def test_webhook_is_signed_and_retried_until_delivered(echo_mesh: Mesh) -> None:
-    async with Receiver(failures=2) as receiver, echo_mesh.channel() as ch:
+    async with WebhookReceiver(failures=2) as receiver, echo_mesh.channel() as ch:
         stub = router_pb2_grpc.RouterStub(ch)
         sub = await stub.Submit(router_pb2.SubmitRequest(
             model_id="genmesh/echo", input=struct({"prompt": "hooked"}),
-            webhook_url=f"http://127.0.0.1:{receiver.port}/hook"), metadata=echo_mesh.metadata)
-        deadline = time.monotonic() + 20
-        while len(receiver.received) < 3:
-            assert time.monotonic() < deadline, f"only {len(receiver.received)} webhook attempts"
-            await asyncio.sleep(0.02)
+            webhook_url=receiver.url), metadata=echo_mesh.metadata)
+        *_, (_path, headers, body) = await receiver.wait_for(3, timeout=20)
         deliveries = (await stub.ListWebhookDeliveries(
             router_pb2.ListWebhookDeliveriesRequest(request_id=sub.request_id), metadata=echo_mesh.metadata)).deliveries
-    headers, body = receiver.received[2]
     assert webhooks.verify("test-signing-secret", headers, body)
     assert not webhooks.verify("wrong-secret", headers, body)
     assert not webhooks.verify("test-signing-secret", headers, body + b" ")

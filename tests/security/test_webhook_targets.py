@@ -14,11 +14,6 @@ import grpc
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
 
 from genmesh import jsonpb
 from genmesh.outbound import NOT_ALLOWED, OutboundPolicy, Target, is_public, pinned_request
@@ -26,6 +21,7 @@ from genmesh.up import free_port
 from genmesh.services.router import webhooks
 from genmesh.v1 import router_pb2, router_pb2_grpc
 from tests.conftest import Infra, Mesh, start_mesh
+from tests.webhook_receiver import WebhookReceiver
 
 # Only the mesh tests are coroutines; they share the session loop with the mesh fixture.
 ON_MESH = pytest.mark.asyncio(loop_scope="session")
@@ -74,35 +70,6 @@ def test_a_pinned_request_connects_to_the_checked_address_keeping_host_and_sni()
 
 # --- against a mesh -------------------------------------------------------------------------------
 
-class Receiver:
-    """A webhook receiver: /hook answers 200, /redirect answers 307 to `redirect_to`."""
-
-    def __init__(self, host: str, redirect_to: str = "") -> None:
-        self.host = host
-        self.port = free_port()
-        self.redirect_to = redirect_to
-        self.received: list[tuple[str, dict[str, str], bytes]] = []
-
-    async def handle(self, request: Request) -> Response:
-        self.received.append((request.url.path, dict(request.headers), await request.body()))
-        if request.url.path == "/redirect":
-            return RedirectResponse(self.redirect_to, status_code=307)
-        return Response(status_code=200)
-
-    async def __aenter__(self) -> "Receiver":
-        app = Starlette(routes=[Route("/hook", self.handle, methods=["POST"]),
-                                Route("/redirect", self.handle, methods=["POST"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, log_level="error"))
-        self.task = asyncio.create_task(self.server.serve())
-        while not self.server.started:
-            await asyncio.sleep(0.01)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        await self.task
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
     m = await start_mesh(infra, tmp_path_factory.mktemp("webhooks"), ["router", "echo", "edge"],
@@ -115,9 +82,9 @@ async def mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def trap() -> AsyncIterator[Receiver]:
+async def trap() -> AsyncIterator[WebhookReceiver]:
     """A receiver on 127.0.0.1 that no delivery may ever reach."""
-    async with Receiver("127.0.0.1") as receiver:
+    async with WebhookReceiver("127.0.0.1") as receiver:
         yield receiver
 
 
@@ -154,7 +121,7 @@ def assert_no_connection_detail(record: router_pb2.WebhookDelivery, *ports: int)
 @ON_MESH
 @pytest.mark.parametrize("host", ["127.0.0.1", "[::1]", "10.0.0.1", "169.254.169.254", "[fd00:ec2::254]",
                                   "[::ffff:127.0.0.1]", "0.0.0.0", "192.168.0.10"])
-async def test_a_literal_internal_target_is_refused_at_submit(mesh: Mesh, trap: Receiver, host: str) -> None:
+async def test_a_literal_internal_target_is_refused_at_submit(mesh: Mesh, trap: WebhookReceiver, host: str) -> None:
     url = f"http://{host}:{trap.port}/hook"
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await submit(mesh, url)
@@ -179,7 +146,7 @@ async def test_an_unresolvable_or_malformed_target_is_refused_at_submit(mesh: Me
 
 @ON_MESH
 @pytest.mark.parametrize("host", ["localhost", "2130706433"])  # a name, and 127.0.0.1 as one number
-async def test_a_name_resolving_to_loopback_is_refused_without_posting(mesh: Mesh, trap: Receiver,
+async def test_a_name_resolving_to_loopback_is_refused_without_posting(mesh: Mesh, trap: WebhookReceiver,
                                                                        host: str) -> None:
     request_id = await submit(mesh, f"http://{host}:{trap.port}/hook")
     [record] = await deliveries(mesh, request_id, 1)
@@ -189,8 +156,8 @@ async def test_a_name_resolving_to_loopback_is_refused_without_posting(mesh: Mes
 
 
 @ON_MESH
-async def test_a_redirect_to_loopback_is_not_followed(mesh: Mesh, trap: Receiver) -> None:
-    async with Receiver(ALLOWED_HOST, redirect_to=f"http://127.0.0.1:{trap.port}/hook") as receiver:
+async def test_a_redirect_to_loopback_is_not_followed(mesh: Mesh, trap: WebhookReceiver) -> None:
+    async with WebhookReceiver(ALLOWED_HOST, redirect_to=f"http://127.0.0.1:{trap.port}/hook") as receiver:
         request_id = await submit(mesh, f"http://{ALLOWED_HOST}:{receiver.port}/redirect")
         records = await deliveries(mesh, request_id, 2)
     assert [r.status_code for r in records] == [307, 307]
@@ -209,7 +176,7 @@ async def test_a_failed_connection_is_recorded_without_its_details(mesh: Mesh) -
 
 @ON_MESH
 async def test_an_allowed_target_is_delivered_signed_with_its_own_host(mesh: Mesh) -> None:
-    async with Receiver(ALLOWED_HOST) as receiver:
+    async with WebhookReceiver(ALLOWED_HOST) as receiver:
         request_id = await submit(mesh, f"http://{ALLOWED_HOST}:{receiver.port}/hook")
         [record] = await deliveries(mesh, request_id, 1)
     assert record.status_code == 200 and not record.error
