@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 
 from genmesh.errors import InvalidArgument
@@ -415,3 +417,22 @@ def plain_json(value: Any) -> Any:
 
 def struct_to_json(struct: struct_pb2.Struct) -> dict[str, Any]:
     return plain_json(struct_to_dict(struct))
+
+
+# --- enums by their wire names --------------------------------------------------------------------
+
+@functools.cache
+def _enum_names(enum: EnumTypeWrapper) -> tuple[dict[int, str], dict[str, int]]:
+    prefix = enum.Name(0).removesuffix("UNSPECIFIED")  # "ROLE_UNSPECIFIED" -> "ROLE_"
+    by_number = {number: name.removeprefix(prefix).lower() for name, number in enum.items() if number}
+    return by_number, {short: number for number, short in by_number.items()}
+
+
+def enum_short_name(enum: EnumTypeWrapper, number: int) -> str:
+    """A value by the name wire formats use: `ROLE_USER` -> "user"; "" for the zero value (unset)."""
+    return _enum_names(enum)[0].get(number, "")
+
+
+def enum_from_short_name(enum: EnumTypeWrapper, name: str) -> int:
+    """The inverse of `enum_short_name`: "user" -> `ROLE_USER`; an unknown or empty name -> 0."""
+    return _enum_names(enum)[1].get(name, 0)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from genmesh.errors import GenmeshError, InvalidArgument
 from genmesh.v1 import llm_pb2
-from genmesh.services.edge.openai_convert import TOOL_CHOICE_MODES
+from genmesh.services.edge.openai_convert import TOOL_CHOICE_MODES, finish_name, role
 from genmesh.services.edge.anthropic_protocol import (CountTokensRequest, ImageBlock, MessagesRequest,
                                                       TextBlock, ToolResultBlock, ToolUseBlock,
                                                       _Conversation)
@@ -64,12 +64,12 @@ def chat_messages(body: _Conversation, is_accepted_url: Callable[[str], bool]) -
     out: list[llm_pb2.ChatMessage] = []
     if body.system:
         system = body.system if isinstance(body.system, str) else "\n".join(b.text for b in body.system)
-        out.append(llm_pb2.ChatMessage(role="system", content=system))
+        out.append(llm_pb2.ChatMessage(role=llm_pb2.ROLE_SYSTEM, content=system))
     for i, msg in enumerate(body.messages):
         if isinstance(msg.content, str):
-            out.append(llm_pb2.ChatMessage(role=msg.role, content=msg.content))
+            out.append(llm_pb2.ChatMessage(role=role(msg.role), content=msg.content))
             continue
-        turn = llm_pb2.ChatMessage(role=msg.role)
+        turn = llm_pb2.ChatMessage(role=role(msg.role))
         results: list[llm_pb2.ChatMessage] = []
         for j, block in enumerate(msg.content):
             field = f"messages[{i}].content[{j}]"
@@ -87,7 +87,7 @@ def chat_messages(body: _Conversation, is_accepted_url: Callable[[str], bool]) -
             elif isinstance(block, ToolResultBlock):
                 if msg.role != "user":
                     raise InvalidArgument("tool_result blocks belong in user turns", field=field)
-                results.append(llm_pb2.ChatMessage(role="tool", tool_call_id=block.tool_use_id,
+                results.append(llm_pb2.ChatMessage(role=llm_pb2.ROLE_TOOL, tool_call_id=block.tool_use_id,
                                                    content=_tool_result_text(block)))
         out += results
         if turn.parts or turn.tool_calls:
@@ -155,9 +155,9 @@ def _input(arguments: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def stop_reason(finish: str, has_tool_use: bool) -> str:
+def stop_reason(finish: int, has_tool_use: bool) -> str:
     # Anthropic reports tool_use whenever the turn ends in tool calls, forced ones included.
-    return "tool_use" if has_tool_use else STOP_REASONS.get(finish or "stop", "end_turn")
+    return "tool_use" if has_tool_use else STOP_REASONS.get(finish_name(finish), "end_turn")
 
 
 def usage_json(usage: llm_pb2.TokenUsage) -> dict[str, int]:
@@ -187,7 +187,7 @@ class MessageStream:
         self.open: str | None = None  # "text" | "tool_use"
         self.streamed = False
         self.tool_use = False
-        self.finish = ""
+        self.finish = llm_pb2.FINISH_REASON_UNSPECIFIED
 
     def start(self) -> list[tuple[str, dict[str, Any]]]:
         message = {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],

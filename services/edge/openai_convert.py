@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 from google.protobuf import struct_pb2
 
 from genmesh.errors import InvalidArgument
+from genmesh.jsonpb import enum_from_short_name, enum_short_name
 from genmesh.v1 import audio_pb2, llm_pb2
 from genmesh.services.edge.openai_protocol import (ChatCompletionRequest, CompletionRequest,
                                                    EmbeddingRequest, NamedToolChoice)
@@ -35,6 +36,16 @@ def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
 
 
 # --- requests -------------------------------------------------------------------------------------
+
+def role(name: str) -> int:
+    """A wire format's role ("user", "developer", ...) as the proto's enum."""
+    return enum_from_short_name(llm_pb2.Role, name)
+
+
+def finish_name(reason: int) -> str:
+    """The proto's finish reason by its wire name ("stop", "length", "tool_calls"); unset: "stop"."""
+    return enum_short_name(llm_pb2.FinishReason, reason) or "stop"
+
 
 TOOL_CHOICE_MODES = {"none": llm_pb2.TOOL_CHOICE_MODE_NONE, "auto": llm_pb2.TOOL_CHOICE_MODE_AUTO,
                      "required": llm_pb2.TOOL_CHOICE_MODE_REQUIRED}
@@ -57,7 +68,7 @@ def chat_request(body: ChatCompletionRequest, model_id: str,
     if body.parallel_tool_calls is not None:
         req.parallel_tool_calls = body.parallel_tool_calls
     for i, msg in enumerate(body.messages):
-        out = req.messages.add(role="system" if msg.role == "developer" else msg.role,
+        out = req.messages.add(role=role(msg.role),
                                name=msg.name or "", tool_call_id=msg.tool_call_id or "")
         if isinstance(msg.content, str):
             out.content = msg.content
@@ -205,10 +216,10 @@ def legacy_logprobs(entries: Iterable[llm_pb2.TokenLogprob], offset: int = 0) ->
     return out
 
 
-def finish_reason(reason: str, named_tool: bool) -> str:
-    reason = reason or "stop"
+def finish_reason(reason: int, named_tool: bool) -> str:
+    name = finish_name(reason)
     # OpenAI: a call forced by naming the function finishes with "stop", not "tool_calls".
-    return "stop" if named_tool and reason == "tool_calls" else reason
+    return "stop" if named_tool and name == "tool_calls" else name
 
 
 def tool_calls_json(calls: Iterable[llm_pb2.ToolCall]) -> list[dict[str, Any]]:
@@ -270,7 +281,7 @@ class ChatStream:
         self.started.add(index)
         return [self._choice(index, {"role": "assistant", "content": ""})]
 
-    def _finish(self, index: int, reason: str) -> list[dict[str, Any]]:
+    def _finish(self, index: int, reason: int) -> list[dict[str, Any]]:
         if index in self.finished:
             return []
         self.finished.add(index)
@@ -323,7 +334,7 @@ class ChatStream:
             out += self._finish(c.index, c.finish_reason)
         for i in range(self.n):
             out += self._start(i)
-            out += self._finish(i, "stop")
+            out += self._finish(i, llm_pb2.FINISH_REASON_STOP)
         if self.include_usage:
             out.append(self._chunk([], usage=usage_json(result.usage)))
         return out
@@ -339,7 +350,7 @@ def completion_json(results: list[llm_pb2.CompleteResult], *, model: str, create
         for c in result.choices:
             choices.append({"index": p * n + c.index, "text": c.text,
                             "logprobs": legacy_logprobs(c.logprobs) if logprobs else None,
-                            "finish_reason": c.finish_reason or "stop"})
+                            "finish_reason": finish_name(c.finish_reason)})
         usage = add_usage(usage, usage_json(result.usage))
     model_name = (results[0].model if results else "") or model
     return {"id": new_id("cmpl"), "object": "text_completion", "created": created, "model": model_name,
@@ -381,12 +392,12 @@ class CompletionStream:
         self.offsets[i] = self.offsets.get(i, 0) + len(text)
         return [self._chunk([{"index": i, "text": text, "logprobs": lp, "finish_reason": None}])]
 
-    def _finish(self, index: int, reason: str) -> list[dict[str, Any]]:
+    def _finish(self, index: int, reason: int) -> list[dict[str, Any]]:
         i = self.prompt * self.n + index
         if i in self.finished:
             return []
         self.finished.add(i)
-        return [self._chunk([{"index": i, "text": "", "logprobs": None, "finish_reason": reason or "stop"}])]
+        return [self._chunk([{"index": i, "text": "", "logprobs": None, "finish_reason": finish_name(reason)}])]
 
     def on_chunk(self, chunk: llm_pb2.CompleteChunk) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -405,7 +416,7 @@ class CompletionStream:
                 out += self._text(c.index, c.text, c.logprobs)
             out += self._finish(c.index, c.finish_reason)
         for index in range(self.n):
-            out += self._finish(index, "stop")
+            out += self._finish(index, llm_pb2.FINISH_REASON_STOP)
         self.usage = add_usage(self.usage, usage_json(result.usage))
         self.prompt += 1
         return out

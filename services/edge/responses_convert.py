@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 
 from genmesh.errors import InvalidArgument
 from genmesh.v1 import llm_pb2
-from genmesh.services.edge.openai_convert import TOOL_CHOICE_MODES
+from genmesh.services.edge.openai_convert import TOOL_CHOICE_MODES, role
 from genmesh.services.edge.responses_protocol import (FileSearchCallItem, FunctionCallItem,
                                                       FunctionCallOutputItem, FunctionToolParam, InputImage,
                                                       InputText, MessageItem, NamedFunction, Refusal,
@@ -95,12 +95,11 @@ def chat_messages(items: Iterable[dict[str, Any]], instructions: str | None) -> 
     """A conversation of stored items as chat messages: calls join the assistant turn before them."""
     out: list[llm_pb2.ChatMessage] = []
     if instructions:
-        out.append(llm_pb2.ChatMessage(role="system", content=instructions))
+        out.append(llm_pb2.ChatMessage(role=llm_pb2.ROLE_SYSTEM, content=instructions))
     for item in items:
         kind = item.get("type")
         if kind == "message":
-            role = "system" if item["role"] == "developer" else item["role"]
-            msg = llm_pb2.ChatMessage(role=role)
+            msg = llm_pb2.ChatMessage(role=role(item["role"]))
             parts = item.get("content") or []
             if all(p.get("type") in ("input_text", "output_text", "refusal") for p in parts):
                 msg.content = "".join(p.get("text") or p.get("refusal") or "" for p in parts)
@@ -114,12 +113,13 @@ def chat_messages(items: Iterable[dict[str, Any]], instructions: str | None) -> 
         elif kind == "function_call":
             call = llm_pb2.ToolCall(id=item["call_id"], type="function", function=llm_pb2.FunctionCall(
                 name=item["name"], arguments=item.get("arguments") or "{}"))
-            if out and out[-1].role == "assistant":
+            if out and out[-1].role == llm_pb2.ROLE_ASSISTANT:
                 out[-1].tool_calls.append(call)
             else:
-                out.append(llm_pb2.ChatMessage(role="assistant", tool_calls=[call]))
+                out.append(llm_pb2.ChatMessage(role=llm_pb2.ROLE_ASSISTANT, tool_calls=[call]))
         elif kind == "function_call_output":
-            out.append(llm_pb2.ChatMessage(role="tool", tool_call_id=item["call_id"], content=item.get("output", "")))
+            out.append(llm_pb2.ChatMessage(role=llm_pb2.ROLE_TOOL, tool_call_id=item["call_id"],
+                                           content=item.get("output", "")))
     return out
 
 
@@ -217,7 +217,7 @@ def _call(item_id: str, call_id: str, name: str, arguments: str, status: str) ->
 
 def output_items(result: llm_pb2.ChatCompleteResult, response_id: str) -> list[dict[str, Any]]:
     choice = result.choices[0] if result.choices else llm_pb2.ChatChoice()
-    status = "incomplete" if choice.finish_reason == "length" else "completed"
+    status = "incomplete" if choice.finish_reason == llm_pb2.FINISH_REASON_LENGTH else "completed"
     out: list[dict[str, Any]] = []
     suffix = _suffix(response_id)
     if choice.message.content or not choice.message.tool_calls:
@@ -236,7 +236,7 @@ def finish(response: dict[str, Any], result: llm_pb2.ChatCompleteResult,
     done = dict(response)
     done["output"] = output if output is not None else output_items(result, response["id"])
     done["usage"] = usage_json(result.usage)
-    if choice.finish_reason == "length":
+    if choice.finish_reason == llm_pb2.FINISH_REASON_LENGTH:
         done["status"], done["incomplete_details"] = "incomplete", {"reason": "max_output_tokens"}
     else:
         done["status"] = "completed"
@@ -361,7 +361,7 @@ class ResponseStream:
                                                         arguments=call.function.arguments))
         if not self.items and self.open is None:
             out += self._open_message()  # an empty answer is still one (empty) message, as unstreamed
-        out += self._close("incomplete" if choice.finish_reason == "length" else "completed")
+        out += self._close("incomplete" if choice.finish_reason == llm_pb2.FINISH_REASON_LENGTH else "completed")
         final = finish(self.response, result, output=self.items)
         return out, final
 

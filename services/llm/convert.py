@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from genmesh.errors import InvalidArgument
-from genmesh.jsonpb import struct_to_json
+from genmesh.jsonpb import enum_from_short_name, enum_short_name, struct_to_json
 from genmesh.v1 import common_pb2, llm_pb2
 
 from .protocol import (Completion, Delta, FunctionCall, FunctionTool, GenerationRequest, Message, ResponseFormat,
@@ -20,14 +20,23 @@ from .protocol import (Completion, Delta, FunctionCall, FunctionTool, Generation
 from .sampling import SamplingParams
 
 SamplingRequest = llm_pb2.ChatCompleteRequest | llm_pb2.CompleteRequest
-_TOOL_MODES = {llm_pb2.TOOL_CHOICE_MODE_NONE: "none", llm_pb2.TOOL_CHOICE_MODE_AUTO: "auto",
-               llm_pb2.TOOL_CHOICE_MODE_REQUIRED: "required", llm_pb2.TOOL_CHOICE_MODE_FUNCTION: "function"}
 # Optional sampling fields: unset ones take the model's defaults, then the engine's own.
 _OPTIONAL_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty",
                       "repetition_penalty", "seed", "max_tokens", "min_tokens", "n")
 
 
 # --- requests -------------------------------------------------------------------------------------
+
+def role_name(role: int) -> str:
+    """The engine's (and chat templates') role; developer is OpenAI's newer name for system."""
+    name = enum_short_name(llm_pb2.Role, role)
+    return "system" if name == "developer" else name
+
+
+def finish_reason(name: str | None) -> int:
+    """The engine's finish reason ("stop", "length", "tool_calls") as the proto's enum; None: unfinished."""
+    return enum_from_short_name(llm_pb2.FinishReason, name or "")
+
 
 def has_images(messages: Iterable[llm_pb2.ChatMessage]) -> bool:
     return any(part.type == "image_url" for m in messages for part in m.parts)
@@ -46,9 +55,9 @@ def chat_messages(messages: Sequence[llm_pb2.ChatMessage]) -> tuple[Message, ...
         content: str | None = "\n".join(p.text for p in m.parts) if m.parts else m.content
         if not content and calls:
             content = None  # an assistant turn that only called tools
-        out.append(Message(role="system" if m.role == "developer" else m.role,  # type: ignore[arg-type]
-                           content=content, name=m.name or None, tool_calls=calls,
-                           tool_call_id=m.tool_call_id if m.role == "tool" else None))
+        role = role_name(m.role)
+        out.append(Message(role=role, content=content, name=m.name or None,  # type: ignore[arg-type]
+                           tool_calls=calls, tool_call_id=m.tool_call_id if role == "tool" else None))
     return tuple(out)
 
 
@@ -59,7 +68,7 @@ def vision_messages(messages: Sequence[llm_pb2.ChatMessage],
     out = []
     for i, m in enumerate(messages):
         if not m.parts:
-            out.append({"role": m.role, "content": m.content})
+            out.append({"role": role_name(m.role), "content": m.content})
             continue
         parts: list[dict[str, Any]] = []
         for j, p in enumerate(m.parts):
@@ -67,7 +76,7 @@ def vision_messages(messages: Sequence[llm_pb2.ChatMessage],
                 parts.append({"type": "image_url", "image_url": {"url": images.get((i, j), p.image_url)}})
             else:
                 parts.append({"type": p.type, "text": p.text})
-        out.append({"role": m.role, "content": parts})
+        out.append({"role": role_name(m.role), "content": parts})
     return out
 
 
@@ -98,8 +107,8 @@ def tools(raw: Iterable[llm_pb2.Tool]) -> tuple[FunctionTool, ...]:
 
 
 def tool_choice(choice: llm_pb2.ToolChoice) -> ToolChoice | None:
-    mode = _TOOL_MODES.get(choice.mode)
-    if mode is None:
+    mode = enum_short_name(llm_pb2.ToolChoiceMode, choice.mode)
+    if not mode:
         return None  # unspecified: "auto" with tools, "none" without
     return ToolChoice(mode=mode, function_name=choice.function_name if mode == "function" else None)  # type: ignore[arg-type]
 
@@ -150,10 +159,10 @@ def usage_proto(usage: Usage) -> common_pb2.Usage:
 def choice_delta(delta: Delta, *, first: bool) -> llm_pb2.ChoiceDelta:
     """One streamed piece of a choice; its first piece carries the role."""
     return llm_pb2.ChoiceDelta(
-        index=delta.index, role="assistant" if first else "", content=delta.text,
+        index=delta.index, role=llm_pb2.ROLE_ASSISTANT if first else llm_pb2.ROLE_UNSPECIFIED, content=delta.text,
         tool_calls=[llm_pb2.ToolCallDelta(index=c.index, id=c.id or "", type=c.type or "", name=c.name or "",
                                           arguments=c.arguments) for c in delta.tool_calls],
-        finish_reason=delta.finish_reason or "", logprobs=token_logprobs(delta.logprobs))
+        finish_reason=finish_reason(delta.finish_reason), logprobs=token_logprobs(delta.logprobs))
 
 
 def is_empty(delta: Delta) -> bool:
@@ -165,20 +174,20 @@ def chat_result(completion: Completion) -> llm_pb2.ChatCompleteResult:
     return llm_pb2.ChatCompleteResult(
         id=completion.request_id, model=completion.model, usage=token_usage(completion.usage),
         choices=[llm_pb2.ChatChoice(
-            index=c.index, finish_reason=c.finish_reason, logprobs=token_logprobs(c.logprobs),
-            message=llm_pb2.ChatMessage(role="assistant", content=c.text, tool_calls=[
+            index=c.index, finish_reason=finish_reason(c.finish_reason), logprobs=token_logprobs(c.logprobs),
+            message=llm_pb2.ChatMessage(role=llm_pb2.ROLE_ASSISTANT, content=c.text, tool_calls=[
                 llm_pb2.ToolCall(id=t.id, type=t.type, function=llm_pb2.FunctionCall(
                     name=t.function.name, arguments=t.function.arguments)) for t in c.tool_calls]))
             for c in completion.choices])
 
 
 def completion_delta(delta: Delta) -> llm_pb2.CompletionDelta:
-    return llm_pb2.CompletionDelta(index=delta.index, text=delta.text, finish_reason=delta.finish_reason or "",
+    return llm_pb2.CompletionDelta(index=delta.index, text=delta.text, finish_reason=finish_reason(delta.finish_reason),
                                    logprobs=token_logprobs(delta.logprobs))
 
 
 def complete_result(completion: Completion, *, echo: str = "") -> llm_pb2.CompleteResult:
     return llm_pb2.CompleteResult(
         id=completion.request_id, model=completion.model, usage=token_usage(completion.usage),
-        choices=[llm_pb2.CompletionChoice(index=c.index, text=echo + c.text, finish_reason=c.finish_reason,
+        choices=[llm_pb2.CompletionChoice(index=c.index, text=echo + c.text, finish_reason=finish_reason(c.finish_reason),
                                           logprobs=token_logprobs(c.logprobs)) for c in completion.choices])

@@ -18,12 +18,12 @@ import jsonschema
 from google.protobuf.message import Message
 
 from genmesh.errors import InvalidArgument
-from genmesh.jsonpb import struct_to_json
+from genmesh.jsonpb import enum_short_name, struct_to_json
 from genmesh.limits import (MAX_EMBED_INPUTS, MAX_FUNCTION_NAME, MAX_N, MAX_STOP_SEQUENCES, MAX_STOP_TOKEN_IDS,
                             MAX_TOP_LOGPROBS, SAMPLING_RANGES)
 from genmesh.v1 import llm_pb2
 
-ROLES = ("system", "developer", "user", "assistant", "tool")
+ROLES = tuple(enum_short_name(llm_pb2.Role, n) for n in llm_pb2.Role.values() if n)
 PART_TYPES = ("text", "image_url")
 RESPONSE_FORMATS = ("", "text", "json_object", "json_schema")
 FUNCTION_NAME = re.compile(rf"^[A-Za-z0-9_.-]{{1,{MAX_FUNCTION_NAME}}}$")
@@ -98,25 +98,25 @@ def _messages(messages: Any) -> None:
         raise InvalidArgument("must be a non-empty list of messages", field="messages")
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
-        if m.role not in ROLES:
-            raise InvalidArgument(f"must be one of {', '.join(ROLES)}, got {m.role!r}",
-                                  field=f"{where}.role")
+        if not enum_short_name(llm_pb2.Role, m.role):
+            raise InvalidArgument(f"must be one of {', '.join(ROLES)}, got {m.role}", field=f"{where}.role")
         for j, part in enumerate(m.parts):
             if part.type not in PART_TYPES:
                 raise InvalidArgument(f"must be text or image_url, got {part.type!r}",
                                       field=f"{where}.parts[{j}].type")
             if part.type == "image_url":
-                if m.role != "user":
-                    raise InvalidArgument(f"images are only allowed in user messages, not {m.role}",
+                if m.role != llm_pb2.ROLE_USER:
+                    raise InvalidArgument("images are only allowed in user messages, not "
+                                          f"{enum_short_name(llm_pb2.Role, m.role)}",
                                           field=f"{where}.parts[{j}]")
                 if not part.image_url:
                     raise InvalidArgument("is required", field=f"{where}.parts[{j}].image_url")
-        if m.tool_calls and m.role != "assistant":
+        if m.tool_calls and m.role != llm_pb2.ROLE_ASSISTANT:
             raise InvalidArgument("only assistant messages carry tool_calls", field=f"{where}.tool_calls")
         for j, call in enumerate(m.tool_calls):
             if not call.function.name:
                 raise InvalidArgument("is required", field=f"{where}.tool_calls[{j}].function.name")
-        if m.role == "tool" and not m.tool_call_id:
+        if m.role == llm_pb2.ROLE_TOOL and not m.tool_call_id:
             raise InvalidArgument("is required on tool messages", field=f"{where}.tool_call_id")
 
 
@@ -177,7 +177,7 @@ def _tools(request: llm_pb2.ChatCompleteRequest) -> None:
     choice = request.tool_choice
     if choice.mode not in llm_pb2.ToolChoiceMode.values():
         raise InvalidArgument(f"unknown mode {choice.mode}", field="tool_choice")
-    mode = llm_pb2.ToolChoiceMode.Name(choice.mode).removeprefix("TOOL_CHOICE_MODE_").lower()
+    mode = enum_short_name(llm_pb2.ToolChoiceMode, choice.mode)
     if mode in ("required", "function") and not names:
         raise InvalidArgument(f"is {mode!r} but no tools were given", field="tool_choice")
     if mode == "function" and choice.function_name not in names:

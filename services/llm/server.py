@@ -137,8 +137,8 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
         yield llm_pb2.ChatCompleteEvent(usage=convert.usage_proto(usage))
         yield llm_pb2.ChatCompleteEvent(result=llm_pb2.ChatCompleteResult(
             id=new_request_id(), model=job.model.id, usage=convert.token_usage(usage),
-            choices=[llm_pb2.ChatChoice(index=0, finish_reason=result.finish_reason, message=llm_pb2.ChatMessage(
-                role="assistant", content=result.text))]))
+            choices=[llm_pb2.ChatChoice(index=0, finish_reason=convert.finish_reason(result.finish_reason),
+                                        message=llm_pb2.ChatMessage(role=llm_pb2.ROLE_ASSISTANT, content=result.text))]))
 
     async def _fetch_images(self, messages: Sequence[llm_pb2.ChatMessage]) -> dict[tuple[int, int], bytes]:
         """Image parts given as this mesh's file URLs, fetched here (data: URIs decode in the engine)."""
@@ -420,7 +420,8 @@ def _refuse_for_vision(spec: ModelSpec, request: llm_pb2.ChatCompleteRequest) ->
 
 def _vision_chunk(*, content: str = "", finish_reason: str = "", first: bool) -> llm_pb2.ChatCompleteEvent:
     return llm_pb2.ChatCompleteEvent(chunk=llm_pb2.ChatCompleteChunk(choices=[llm_pb2.ChoiceDelta(
-        index=0, role="assistant" if first else "", content=content, finish_reason=finish_reason)]))
+        index=0, role=llm_pb2.ROLE_ASSISTANT if first else llm_pb2.ROLE_UNSPECIFIED, content=content,
+        finish_reason=convert.finish_reason(finish_reason))]))
 
 
 class _Tally:

@@ -56,13 +56,13 @@ class ScriptedLLM(llm_pb2_grpc.LLMServicer):
                                                 usage=llm_pb2.TokenUsage(prompt_tokens=7, completion_tokens=2 * n,
                                                                          total_tokens=7 + 2 * n))
             for i in range(n):
-                choice = result.choices.add(index=i, finish_reason="length",
-                                            message=llm_pb2.ChatMessage(role="assistant", content="Hello"))
+                choice = result.choices.add(index=i, finish_reason=llm_pb2.FINISH_REASON_LENGTH,
+                                            message=llm_pb2.ChatMessage(role=llm_pb2.ROLE_ASSISTANT, content="Hello"))
                 if top:
                     choice.logprobs.extend([_lp("Hel", top), _lp("lo", top)])
                 if request.tools:
                     choice.message.content = ""
-                    choice.finish_reason = "tool_calls"
+                    choice.finish_reason = llm_pb2.FINISH_REASON_TOOL_CALLS
                     choice.message.tool_calls.add(id=f"call_{i}", type="function", function=llm_pb2.FunctionCall(
                         name=request.tools[0].function.name, arguments='{"city": "Paris"}'))
             if last != "whole only":
@@ -75,11 +75,11 @@ class ScriptedLLM(llm_pb2_grpc.LLMServicer):
                             yield llm_pb2.ChatCompleteEvent(chunk=llm_pb2.ChatCompleteChunk(
                                 choices=[llm_pb2.ChoiceDelta(index=i, tool_calls=[delta])]))
                         yield llm_pb2.ChatCompleteEvent(chunk=llm_pb2.ChatCompleteChunk(
-                            choices=[llm_pb2.ChoiceDelta(index=i, finish_reason="tool_calls")]))
+                            choices=[llm_pb2.ChoiceDelta(index=i, finish_reason=llm_pb2.FINISH_REASON_TOOL_CALLS)]))
                         continue
                     for k, piece in enumerate(("Hel", "lo")):
                         delta = llm_pb2.ChoiceDelta(index=i, content=piece,
-                                                    finish_reason="length" if k == 1 else "")
+                                                    finish_reason=llm_pb2.FINISH_REASON_LENGTH if k == 1 else 0)
                         if top:
                             delta.logprobs.append(_lp(piece, top))
                         yield llm_pb2.ChatCompleteEvent(chunk=llm_pb2.ChatCompleteChunk(choices=[delta]))
@@ -99,10 +99,10 @@ class ScriptedLLM(llm_pb2_grpc.LLMServicer):
                                             usage=llm_pb2.TokenUsage(prompt_tokens=3, completion_tokens=2 * n))
             for i in range(n):
                 text = f"{request.prompt}!" if request.echo else "!"
-                c = result.choices.add(index=i, text=text, finish_reason="stop")
+                c = result.choices.add(index=i, text=text, finish_reason=llm_pb2.FINISH_REASON_STOP)
                 if top:
                     c.logprobs.append(_lp("!", top))
-                delta = llm_pb2.CompletionDelta(index=i, text=text, finish_reason="stop")
+                delta = llm_pb2.CompletionDelta(index=i, text=text, finish_reason=llm_pb2.FINISH_REASON_STOP)
                 if top:
                     delta.logprobs.append(_lp("!", top))
                 yield llm_pb2.CompleteEvent(chunk=llm_pb2.CompleteChunk(choices=[delta]))
@@ -209,7 +209,7 @@ async def test_chat_request_reaches_the_worker_fully_translated(client: openai.A
         extra_body={"top_k": 5})
     req = mesh[1].seen[-1]
     assert req.model_id == "HuggingFaceTB/SmolLM2-135M-Instruct"  # the alias, resolved
-    assert [m.role for m in req.messages] == ["system", "user"]
+    assert [m.role for m in req.messages] == [llm_pb2.ROLE_DEVELOPER, llm_pb2.ROLE_USER]
     assert [(p.type, p.text or p.image_url[:10]) for p in req.messages[1].parts] == [
         ("text", "look"), ("image_url", "data:image")]
     s = req.sampling

@@ -84,7 +84,7 @@ def split_sampling(fields: dict[str, Any]) -> dict[str, Any]:
 
 def chat(content: str = "Tell me a story", **fields: Any) -> llm_pb2.ChatCompleteRequest:
     fields.setdefault("model_id", CHAT)
-    return llm_pb2.ChatCompleteRequest(messages=[llm_pb2.ChatMessage(role="user", content=content)],
+    return llm_pb2.ChatCompleteRequest(messages=[llm_pb2.ChatMessage(role=llm_pb2.ROLE_USER, content=content)],
                                        **split_sampling(fields))
 
 
@@ -149,9 +149,10 @@ async def test_streamed_chunks_join_into_the_result_and_repeat_for_the_same_seed
     parts = streamed(first)
     for choice in result.choices:
         got = parts[choice.index]
-        assert got["text"] == choice.message.content and choice.message.role == "assistant"
-        assert got["first"].role == "assistant" and got["roles"] == ["assistant"]
-        assert got["finish"] == [choice.finish_reason] and choice.finish_reason in ("stop", "length")
+        assert got["text"] == choice.message.content and choice.message.role == llm_pb2.ROLE_ASSISTANT
+        assert got["first"].role == llm_pb2.ROLE_ASSISTANT and got["roles"] == [llm_pb2.ROLE_ASSISTANT]
+        assert got["finish"] == [choice.finish_reason]
+        assert choice.finish_reason in (llm_pb2.FINISH_REASON_STOP, llm_pb2.FINISH_REASON_LENGTH)
     assert [c.message.content for c in again[-1].result.choices] == [c.message.content for c in result.choices]
     assert result.usage.completion_tokens <= 48
 
@@ -161,7 +162,7 @@ async def test_max_tokens_ends_with_length(worker: Worker) -> None:
     result = events[-1].result
     assert result.usage.completion_tokens <= 3
     if result.usage.completion_tokens == 3:
-        assert result.choices[0].finish_reason == "length"
+        assert result.choices[0].finish_reason == llm_pb2.FINISH_REASON_LENGTH
 
 
 async def test_a_stop_string_ends_the_text_before_it(worker: Worker) -> None:
@@ -171,7 +172,7 @@ async def test_a_stop_string_ends_the_text_before_it(worker: Worker) -> None:
     stop = text[4:7]
     cut = (await collect(worker.stub.ChatComplete(chat(seed=5, max_tokens=40, stop=[stop]))))[-1].result
     assert cut.choices[0].message.content == text[:text.find(stop)]
-    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].finish_reason == llm_pb2.FINISH_REASON_STOP
 
 
 async def test_json_schema_output_parses_and_validates(worker: Worker) -> None:
@@ -179,7 +180,7 @@ async def test_json_schema_output_parses_and_validates(worker: Worker) -> None:
         type="json_schema", name="person", json_schema=struct(PERSON)))
     events = await collect(worker.stub.ChatComplete(request))
     choice = events[-1].result.choices[0]
-    assert choice.finish_reason == "stop", choice
+    assert choice.finish_reason == llm_pb2.FINISH_REASON_STOP, choice
     jsonschema.validate(json.loads(choice.message.content), PERSON)
 
 
@@ -252,7 +253,7 @@ async def test_similar_sentences_embed_closer(worker: Worker) -> None:
 # --- vision ----------------------------------------------------------------------------------------
 
 async def test_an_image_part_is_read_by_the_vision_model(worker: Worker) -> None:
-    message = llm_pb2.ChatMessage(role="user", parts=[
+    message = llm_pb2.ChatMessage(role=llm_pb2.ROLE_USER, parts=[
         llm_pb2.ContentPart(type="text", text="What is in this picture?"),
         llm_pb2.ContentPart(type="image_url", image_url=png_data_uri())])
     request = llm_pb2.ChatCompleteRequest(model_id=VISION, messages=[message],
@@ -261,13 +262,13 @@ async def test_an_image_part_is_read_by_the_vision_model(worker: Worker) -> None
     assert_usage_then_result(events)
     choice = events[-1].result.choices[0]
     parts = streamed(events)[0]
-    assert parts["text"] == choice.message.content and parts["roles"] == ["assistant"]
+    assert parts["text"] == choice.message.content and parts["roles"] == [llm_pb2.ROLE_ASSISTANT]
     assert parts["finish"] == [choice.finish_reason]
     assert events[-1].result.usage.completion_tokens <= 6
 
 
 async def test_an_image_part_to_a_text_model_names_the_part(worker: Worker) -> None:
-    message = llm_pb2.ChatMessage(role="user", parts=[
+    message = llm_pb2.ChatMessage(role=llm_pb2.ROLE_USER, parts=[
         llm_pb2.ContentPart(type="text", text="What is this?"),
         llm_pb2.ContentPart(type="image_url", image_url=png_data_uri())])
     await expect_invalid(worker.stub.ChatComplete(llm_pb2.ChatCompleteRequest(
@@ -320,7 +321,7 @@ async def test_min_tokens_holds_back_stop_tokens_and_ignore_eos_runs_to_max_toke
     assert len(held) >= 3 and greedy[0] not in held[:3]
     events = await collect(worker.stub.ChatComplete(chat(max_tokens=12, ignore_eos=True, seed=2)))
     assert events[-1].result.usage.completion_tokens == 12
-    assert events[-1].result.choices[0].finish_reason == "length"
+    assert events[-1].result.choices[0].finish_reason == llm_pb2.FINISH_REASON_LENGTH
 
 
 async def test_one_engine_step_is_one_chunk_carrying_the_tokens_so_far(worker: Worker) -> None:
@@ -391,7 +392,7 @@ async def test_through_the_router(infra: Infra, built_models: Path, tmp_path: Pa
                                   ({"max_tokens": 0}, "max_tokens")]:
                 await expect_invalid(stub.ChatComplete(chat(**fields), metadata=mesh.metadata), field)
             await expect_invalid(stub.ChatComplete(llm_pb2.ChatCompleteRequest(
-                model_id=CHAT, messages=[llm_pb2.ChatMessage(role="robot", content="x")]),
+                model_id=CHAT, messages=[llm_pb2.ChatMessage(content="x")]),
                 metadata=mesh.metadata), "messages[0].role")
     finally:
         await mesh.supervisor.stop()

@@ -31,7 +31,7 @@ def test_bad_fields_are_rejected_by_name(data: dict, field: str) -> None:
 
 def test_nested_errors_carry_the_path() -> None:
     with pytest.raises(InvalidArgument) as err:
-        jsonpb.parse_input({"messages": [{"role": "user", "content": ["x"]}]}, llm_pb2.ChatCompleteRequest)
+        jsonpb.parse_input({"messages": [{"role": "ROLE_USER", "content": ["x"]}]}, llm_pb2.ChatCompleteRequest)
     assert err.value.field == "messages[0].content"
 
 

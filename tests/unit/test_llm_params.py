@@ -11,7 +11,7 @@ from genmesh.errors import InvalidArgument
 from genmesh.services.llm.params import validate_request
 from genmesh.v1 import llm_pb2
 
-USER = [llm_pb2.ChatMessage(role="user", content="hi")]
+USER = [llm_pb2.ChatMessage(role=llm_pb2.ROLE_USER, content="hi")]
 
 
 def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
@@ -90,12 +90,13 @@ def test_tools_tool_choice_and_formats_name_the_field(request_fields: dict, fiel
 
 @pytest.mark.parametrize(("messages", "field"), [
     ([], "messages"),
-    ([llm_pb2.ChatMessage(role="robot", content="x")], "messages[0].role"),
-    ([llm_pb2.ChatMessage(role="tool", content="x")], "messages[0].tool_call_id"),
-    ([llm_pb2.ChatMessage(role="user", content="x", tool_calls=[llm_pb2.ToolCall(id="c")])], "messages[0].tool_calls"),
-    ([llm_pb2.ChatMessage(role="assistant", tool_calls=[llm_pb2.ToolCall(id="c")])],
+    ([llm_pb2.ChatMessage(content="x")], "messages[0].role"),
+    ([llm_pb2.ChatMessage(role=9, content="x")], "messages[0].role"),
+    ([llm_pb2.ChatMessage(role=llm_pb2.ROLE_TOOL, content="x")], "messages[0].tool_call_id"),
+    ([llm_pb2.ChatMessage(role=llm_pb2.ROLE_USER, content="x", tool_calls=[llm_pb2.ToolCall(id="c")])], "messages[0].tool_calls"),
+    ([llm_pb2.ChatMessage(role=llm_pb2.ROLE_ASSISTANT, tool_calls=[llm_pb2.ToolCall(id="c")])],
      "messages[0].tool_calls[0].function.name"),
-    ([llm_pb2.ChatMessage(role="system", parts=[llm_pb2.ContentPart(type="image_url", image_url="data:x")])],
+    ([llm_pb2.ChatMessage(role=llm_pb2.ROLE_SYSTEM, parts=[llm_pb2.ContentPart(type="image_url", image_url="data:x")])],
      "messages[0].parts[0]"),
 ])
 def test_bad_messages_name_the_field(messages: list, field: str) -> None:

@@ -43,7 +43,7 @@ def test_the_vllm_bench_body_is_accepted_and_reaches_the_request() -> None:
 
 
 def test_min_tokens_above_max_tokens_is_refused_naming_it() -> None:
-    req = llm_pb2.ChatCompleteRequest(model_id="m", messages=[llm_pb2.ChatMessage(role="user", content="x")],
+    req = llm_pb2.ChatCompleteRequest(model_id="m", messages=[llm_pb2.ChatMessage(role=llm_pb2.ROLE_USER, content="x")],
                                       sampling=llm_pb2.Sampling(max_tokens=4, min_tokens=5))
     with pytest.raises(InvalidArgument) as err:
         validate_request(req)
