@@ -8,16 +8,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
-sys.path.insert(0, str(DEPLOY / "tools"))
-
-import deploy_checks as checks  # noqa: E402
+from tests.deploy_support import DEPLOY, REPO, checks
 
 
 def test_compose_file_follows_the_compose_spec_and_mesh_rules() -> None:

@@ -5,28 +5,17 @@ checkov's Kubernetes and Dockerfile checks (configured by deploy/checkov.yaml)."
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "deploy" / "tools"))
-
-import deploy_checks as checks  # noqa: E402
-
-Objects = list[dict[str, Any]]
+from tests.deploy_support import Objects, checks, find, render_all
 
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, Objects]:
-    return {name: checks.render_overlay(name) for name in checks.OVERLAYS}
-
-
-def find(objects: Objects, kind: str, name: str) -> dict[str, Any]:
-    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
+    return render_all()
 
 
 def container(obj: dict[str, Any]) -> dict[str, Any]:

@@ -5,38 +5,24 @@ from __future__ import annotations
 
 import copy
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
-sys.path.insert(0, str(DEPLOY / "tools"))
+from tests.deploy_support import DEPLOY, Objects, checks, find, pod_spec, render_all
 
-import deploy_checks as checks  # noqa: E402
-from mesh_facts import known_settings  # noqa: E402
-
-Objects = list[dict[str, Any]]
+from mesh_facts import known_settings  # noqa: E402 - importable once deploy_support ran
 
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, Objects]:
-    return {name: checks.render_overlay(name) for name in checks.OVERLAYS}
-
-
-def find(objects: Objects, kind: str, name: str) -> dict[str, Any]:
-    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
-
-
-def pod(objects: Objects, name: str) -> dict[str, Any]:
-    return find(objects, "Deployment", name)["spec"]["template"]["spec"]
+    return render_all()
 
 
 def container(objects: Objects, name: str) -> dict[str, Any]:
-    return pod(objects, name)["containers"][0]
+    return pod_spec(objects, name)["containers"][0]
 
 
 def env(objects: Objects, name: str) -> list[dict[str, Any]]:
@@ -70,7 +56,7 @@ def test_every_service_reads_its_own_certificate_from_the_tls_secret(
         service = "llm" if name == "llm-h100" else name
         values = {e["name"]: e.get("value") for e in env(rendered["gpu"], name)}
         assert values["GENMESH_TLS_CERT_FILE"] == f"/etc/genmesh/tls/{service}.crt"
-        tls = next(v for v in pod(rendered["gpu"], name)["volumes"] if v["name"] == "tls")
+        tls = next(v for v in pod_spec(rendered["gpu"], name)["volumes"] if v["name"] == "tls")
         assert [i["key"] for i in tls["secret"]["items"]] == [
             "ca.crt",
             f"{service}.crt",
@@ -167,7 +153,7 @@ def _probe_on_mtls_port(objects: Objects) -> None:
 
 
 def _every_tls_key(objects: Objects) -> None:
-    tls = next(v for v in pod(objects, "echo")["volumes"] if v["name"] == "tls")
+    tls = next(v for v in pod_spec(objects, "echo")["volumes"] if v["name"] == "tls")
     tls["secret"].pop("items")
 
 
@@ -254,7 +240,7 @@ def test_mesh_rules_reject_broken_cpu_manifests(
 
 
 def _gpu_worker_anywhere(objects: Objects) -> None:
-    pod(objects, "videogen").pop("nodeSelector")
+    pod_spec(objects, "videogen").pop("nodeSelector")
 
 
 def _gpu_for_echo(objects: Objects) -> None:
@@ -320,7 +306,7 @@ def test_a_cert_manager_projected_volume_of_the_services_own_secret_is_accepted(
     rendered: dict[str, Objects],
 ) -> None:
     def projected(objects: Objects) -> None:
-        tls = next(v for v in pod(objects, "billing")["volumes"] if v["name"] == "tls")
+        tls = next(v for v in pod_spec(objects, "billing")["volumes"] if v["name"] == "tls")
         tls.pop("secret")
         items = [("ca.crt", "ca.crt"), ("tls.crt", "billing.crt"), ("tls.key", "billing.key")]
         tls["projected"] = {

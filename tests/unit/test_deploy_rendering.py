@@ -6,35 +6,20 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
-sys.path.insert(0, str(DEPLOY / "tools"))
+from tests.deploy_support import DEPLOY, Objects, checks, find, pod_spec, render_all
 
-import deploy_checks as checks  # noqa: E402
-from binaries import binary  # noqa: E402
+from binaries import binary  # noqa: E402 - importable once deploy_support ran
 from mesh_facts import SERVICE_PORTS, TLS_SECRET, service_module  # noqa: E402
-
-Objects = list[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, Objects]:
-    return {name: checks.render_overlay(name) for name in checks.OVERLAYS}
-
-
-def find(objects: Objects, kind: str, name: str) -> dict[str, Any]:
-    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
-
-
-def pod_spec(objects: Objects, name: str) -> dict[str, Any]:
-    return find(objects, "Deployment", name)["spec"]["template"]["spec"]
+    return render_all()
 
 
 def test_kubectl_comes_from_the_layer_package_with_kustomize_5_7() -> None:
