@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import llm_serving, overhead, peer, queue_bench
+from bench import llm_serving, overhead, peer, queue_bench, startup
 from bench.mesh import BenchMesh, bench_mesh
 from bench.report import Row, table
 from bench.service_benches import SERVICE_BENCHES, run_one
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("overhead", "peer", "streaming", "status", "queue", "coldstart", "services", "llm")
+SECTIONS = ("overhead", "peer", "streaming", "status", "queue", "coldstart", "startup", "services", "llm")
 # Targets on a 2-core machine (issue 8).
 TARGETS = {"rest_p50_ms": 1.5, "rest_c16_rps": 2000.0, "grpc_p50_ms": 1.0, "queue_submits_per_s": 1000.0}
 MESH_ENV = {"GENMESH_WORKER_CAPACITY": "64", "GENMESH_HEARTBEAT_INTERVAL_S": "1.0"}
