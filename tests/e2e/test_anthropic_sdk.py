@@ -4,26 +4,23 @@ tool_choice), count_tokens, `x-api-key` auth and Anthropic's error shape."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import AsyncIterator
 
 import anthropic
 import httpx
 import pytest
-import pytest_asyncio
 
-from tests.conftest import Infra, Mesh
-from tests.e2e.smollm2 import SMOLLM2, smollm2_mesh
+from tests.conftest import Mesh
+from tests.e2e.smollm2 import SMOLLM2
 
 GREEDY = {"temperature": 0}  # this SDK no longer exposes sampling parameters; raw clients send them
 WEATHER = {"name": "get_weather", "description": "Get the current weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> AsyncIterator[Mesh]:
-    async with smollm2_mesh(infra, tmp_path_factory.mktemp("anthropic"), models_dir) as m:
-        yield m
+@pytest.fixture(scope="module")
+def mesh(smollm2: Mesh) -> Mesh:
+    """The session's SmolLM2 mesh, with this module's own key (tests/e2e/conftest.py)."""
+    return smollm2
 
 
 @pytest.fixture(scope="module")

@@ -85,26 +85,14 @@ def client(mesh: Mesh) -> openai.OpenAI:
     return sdk(mesh)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def vllm_mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> AsyncIterator[Mesh]:
-    """One mesh whose llm worker serves SmolLM2 with vLLM's engine (its start-up is slow on two
-    busy cores: one per module)."""
+@pytest.fixture(scope="module")
+def vllm_mesh(smollm2: Mesh) -> Mesh:
+    """The session's SmolLM2 mesh (tests/e2e/conftest.py), whose llm worker serves SmolLM2 with
+    vLLM's engine where vLLM is installed (GENMESH_LLM_ENGINE=vllm: no silent fallback); it was
+    warmed when it started, so vLLM's start is in no test's time."""
     if not HAS_VLLM:
         pytest.skip("vLLM is not installed here (the fallback engine is tested alone)")
-    build.build_missing(models_dir, [SMOLLM2])
-    m = await modality_mesh(infra, tmp_path_factory.mktemp("openai-vllm"), models_dir, ["llm"],
-                            {"GENMESH_LLM_ENGINE": "vllm", "VLLM_CPU_KVCACHE_SPACE": "1",
-                             "GENMESH_LLM_MAX_NUM_SEQS": "16"})
-    try:
-        # vLLM's start (minutes on two busy cores) happens in this first call, not in a test's.
-        async with httpx.AsyncClient(base_url=m.edge_url, timeout=1200,
-                                     headers={"authorization": f"Bearer {m.api_key}"}) as warm:
-            resp = await warm.post("/v1/chat/completions", json={
-                "model": SMOLLM2, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
-            assert resp.status_code == 200, resp.text
-        yield m
-    finally:
-        await m.supervisor.stop()
+    return smollm2
 
 
 @dataclass

@@ -8,26 +8,23 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
-from typing import AsyncIterator
 
 import httpx
 import openai
 import pytest
-import pytest_asyncio
 
-from tests.conftest import Infra, Mesh
-from tests.e2e.smollm2 import SMOLLM2, smollm2_mesh
+from tests.conftest import Mesh
+from tests.e2e.smollm2 import SMOLLM2
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Get the current weather in a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 QUESTION = "What is the weather like in Paris right now?"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> AsyncIterator[Mesh]:
-    async with smollm2_mesh(infra, tmp_path_factory.mktemp("responses"), models_dir) as m:
-        yield m
+@pytest.fixture(scope="module")
+def mesh(smollm2: Mesh) -> Mesh:
+    """The session's SmolLM2 mesh, with this module's own key (tests/e2e/conftest.py)."""
+    return smollm2
 
 
 def sdk(mesh: Mesh, key: str | None = None) -> openai.OpenAI:

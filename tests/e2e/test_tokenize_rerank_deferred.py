@@ -4,26 +4,23 @@ model, against a running mesh (router, billing, llm with SmolLM2 and MiniLM, edg
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import AsyncIterator
 
 import httpx
 import openai
 import pytest
-import pytest_asyncio
 from transformers import AutoTokenizer
 
 from genmesh.services.llm.embeddings import default_minilm_path
-from tests.conftest import Infra, Mesh
-from tests.e2e.smollm2 import SMOLLM2, smollm2_mesh
+from tests.conftest import Mesh
+from tests.e2e.smollm2 import SMOLLM2
 
 EMBED = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> AsyncIterator[Mesh]:
-    async with smollm2_mesh(infra, tmp_path_factory.mktemp("extras"), models_dir) as m:
-        yield m
+@pytest.fixture(scope="module")
+def mesh(smollm2: Mesh) -> Mesh:
+    """The session's SmolLM2 mesh, with this module's own key (tests/e2e/conftest.py)."""
+    return smollm2
 
 
 @pytest.fixture(scope="module")
