@@ -6,6 +6,7 @@ import logging
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from genmesh.services.edge.mesh_client import current_request_id
 from genmesh.services.edge.responses import JSON
 from starlette.exceptions import HTTPException
 
@@ -104,5 +105,7 @@ async def http_error(request: Request, exc: Exception) -> JSON:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSON:
-    log.exception("unhandled edge error", extra={"path": request.url.path})
+    # The router's id for the request when a mesh call named it: the one its logs and billing use.
+    log.exception("unhandled edge error", extra={"path": request.url.path,
+                                                 "request_id": current_request_id()})
     return render(request, Internal("internal error"))
