@@ -33,22 +33,30 @@ PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength
           "required": ["name", "age"], "additionalProperties": False}
 
 
+def sdk(mesh: Mesh) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{mesh.edge_url}/v1", api_key=mesh.api_key, max_retries=0,
+                         _strict_response_validation=True, timeout=1200)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session", params=["vllm", "transformers"])
-async def client(request: pytest.FixtureRequest, infra: Infra, tmp_path_factory: pytest.TempPathFactory,
-                 models_dir: Path) -> AsyncIterator[openai.OpenAI]:
+async def client(request: pytest.FixtureRequest, smollm2: Mesh, infra: Infra,
+                 tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> AsyncIterator[openai.OpenAI]:
     engine = request.param
-    if engine == "vllm" and not HAS_VLLM:
-        pytest.skip("vLLM is not installed here (the fallback engine is tested alone)")
+    if engine == "vllm":
+        if not HAS_VLLM:
+            pytest.skip("vLLM is not installed here (the fallback engine is tested alone)")
+        # The session's SmolLM2 mesh (tests/e2e/conftest.py) serves SmolLM2 on vLLM, already warm.
+        yield sdk(smollm2)
+        return
     build.build_missing(models_dir, [SMOLLM2])
-    env = {"GENMESH_LLM_ENGINE": engine, "VLLM_CPU_KVCACHE_SPACE": "1", "GENMESH_LLM_MAX_NUM_SEQS": "8"}
+    env = {"GENMESH_LLM_ENGINE": engine, "GENMESH_LLM_MAX_NUM_SEQS": "8"}
     mesh: Mesh = await start_mesh(infra, tmp_path_factory.mktemp(f"sdk-{engine}"), ["router", "billing", "llm", "edge"],
                                   models_dir=models_dir, extra_env=env)
     try:
-        sdk = openai.OpenAI(base_url=f"{mesh.edge_url}/v1", api_key=mesh.api_key, max_retries=0,
-                            _strict_response_validation=True, timeout=1200)
-        # The model loads in this call (vLLM's start takes minutes on two busy cores), not in a test's.
-        sdk.chat.completions.create(model=SMOLLM2, messages=[{"role": "user", "content": "hi"}], max_tokens=1)
-        yield sdk
+        client = sdk(mesh)
+        # The model loads in this call, not in a test's.
+        client.chat.completions.create(model=SMOLLM2, messages=[{"role": "user", "content": "hi"}], max_tokens=1)
+        yield client
     finally:
         await mesh.supervisor.stop()
 
