@@ -10,8 +10,8 @@ import io
 import math
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import fields, replace
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from genmesh.errors import InvalidArgument, ModelUnavailable
 
@@ -172,6 +172,65 @@ def _range(lo: float, hi: float, lo_open: bool) -> str:
 
 
 # --- the fields both parameter dataclasses have -----------------------------------------------
+
+@dataclass(frozen=True)
+class DiffusionDefaults:
+    """Per-model defaults of the fields every diffusion request has (what a request leaving
+    one unset gets); each modality adds its own."""
+
+    width: int = 512
+    height: int = 512
+    num_inference_steps: int = 30
+    guidance_scale: float = 7.5
+    output_format: str = "png"
+    strength: float = 0.8
+
+
+@dataclass(frozen=True)
+class DiffusionParams:
+    """One validated diffusion request: the fields image and video share, checked alike.
+
+    `preview_every=k` sends a preview after steps 1, 1+k, 1+2k, ... (ceil(steps / k) of them),
+    0 = none. `image` starts from an init image, of which `strength` (0, 1] is repainted.
+    A modality adds its fields, checks them in `checked_own_fields`, and names its defaults.
+    """
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    num_inference_steps: int = 30
+    guidance_scale: float = 7.5
+    seed: int | None = None
+    output_format: str = "png"
+    preview_every: int = 0
+    image: bytes | None = field(default=None, repr=False)
+    strength: float = 0.8
+
+    defaults_type: ClassVar[type[DiffusionDefaults]] = DiffusionDefaults
+
+    def __post_init__(self) -> None:
+        set_fields(self, **checked_shared_fields(self), **self.checked_own_fields())
+        if self.image is not None:
+            check_strength_runs_a_step(self.num_inference_steps, self.strength)
+
+    def checked_own_fields(self) -> dict[str, Any]:
+        """The modality's own fields, checked and normalised (for set_fields)."""
+        return {}
+
+    def with_seed(self) -> Self:
+        """This request with a concrete seed: the given one, else a fresh random one."""
+        return self if self.seed is not None else replace(self, seed=random_seed())
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], defaults: DiffusionDefaults | None = None) -> Self:
+        """Build from decoded request fields; None/absent takes the model's default (every
+        field of the defaults). With an init image and no explicit size, the size follows the
+        image (rounded down to a multiple of 8 and clamped to the allowed range)."""
+        defaults = defaults if defaults is not None else cls.defaults_type()
+        return cls(**mapping_values(data, {f.name for f in fields(cls)}, defaults,
+                                    [f.name for f in fields(defaults)]))
+
 
 class GenerationFields(Protocol):
     prompt: Any

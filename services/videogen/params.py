@@ -6,14 +6,12 @@ guidance, seed, previews, init image) are checked by `genmesh.diffusion_params`,
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from genmesh.diffusion_params import (check_choice, check_float, check_int,
-                                      check_strength_runs_a_step, checked_shared_fields,
-                                      mapping_values, random_seed, set_fields,
-                                      shared_request_fields, validate_shared_request_fields)
+from genmesh.diffusion_params import (DiffusionDefaults, DiffusionParams, check_choice, check_float,
+                                      check_int, shared_request_fields,
+                                      validate_shared_request_fields)
 from genmesh.v1 import videogen_pb2
 
 MAX_FRAMES = 240
@@ -22,51 +20,32 @@ VIDEO_FORMATS = ("mp4", "gif", "webp")
 
 
 @dataclass(frozen=True)
-class VideoDefaults:
+class VideoDefaults(DiffusionDefaults):
     """Per-model defaults for fields a request leaves unset."""
 
-    width: int = 512
-    height: int = 512
+    num_inference_steps: int = 25
+    output_format: str = "mp4"
     num_frames: int = 16
     fps: float = 8.0
-    num_inference_steps: int = 25
-    guidance_scale: float = 7.5
-    output_format: str = "mp4"
-    strength: float = 0.8
 
 
 @dataclass(frozen=True)
-class VideoParams:
-    """One validated text-to-video (or, with `image`, image-to-video) request.
-
-    `preview_every=k`: previews after steps 1, 1+k, ... (ceil(steps / k) of them), 0 = none.
-    With `image`, every frame starts from that still and `strength` (0, 1] is how much of it
-    the model may repaint; the video runs int(steps * strength) denoising steps.
+class VideoParams(DiffusionParams):
+    """One validated text-to-video (or, with `image`, image-to-video) request (see
+    DiffusionParams). With `image`, every frame starts from that still; the video runs
+    int(steps * strength) denoising steps.
     """
 
-    prompt: str
-    negative_prompt: str = ""
+    num_inference_steps: int = 25
+    output_format: str = "mp4"
     num_frames: int = 16
     fps: float = 8.0
-    width: int = 512
-    height: int = 512
-    num_inference_steps: int = 25
-    guidance_scale: float = 7.5
-    seed: int | None = None
-    output_format: str = "mp4"
-    preview_every: int = 0
-    image: bytes | None = field(default=None, repr=False)
-    strength: float = 0.8
 
-    def __post_init__(self) -> None:
-        set_fields(
-            self, **checked_shared_fields(self),
-            num_frames=check_num_frames(self.num_frames),
-            fps=check_fps(self.fps),
-            output_format=check_choice(self.output_format, "output_format", VIDEO_FORMATS),
-        )
-        if self.image is not None:
-            check_strength_runs_a_step(self.num_inference_steps, self.strength)
+    defaults_type: ClassVar[type[DiffusionDefaults]] = VideoDefaults
+
+    def checked_own_fields(self) -> dict[str, Any]:
+        return dict(num_frames=check_num_frames(self.num_frames), fps=check_fps(self.fps),
+                    output_format=check_choice(self.output_format, "output_format", VIDEO_FORMATS))
 
     @property
     def mode(self) -> str:
@@ -75,18 +54,6 @@ class VideoParams:
     @property
     def duration_seconds(self) -> float:
         return self.num_frames / self.fps
-
-    def with_seed(self) -> VideoParams:
-        return self if self.seed is not None else replace(self, seed=random_seed())
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any],
-                     defaults: VideoDefaults = VideoDefaults()) -> VideoParams:
-        """Build from decoded request fields; None/absent takes the model's default."""
-        return cls(**mapping_values(
-            data, {f.name for f in fields(cls)}, defaults,
-            ("width", "height", "num_frames", "fps", "num_inference_steps", "guidance_scale",
-             "output_format", "strength")))
 
 
 def check_num_frames(value: object) -> int:
