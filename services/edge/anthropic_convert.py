@@ -155,9 +155,13 @@ def _input(arguments: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def stop_reason(finish: int, has_tool_use: bool) -> str:
+def stop_reason(finish: int, has_tool_use: bool, stop_sequence: str = "") -> str:
     # Anthropic reports tool_use whenever the turn ends in tool calls, forced ones included.
-    return "tool_use" if has_tool_use else STOP_REASONS.get(finish_name(finish), "end_turn")
+    if has_tool_use:
+        return "tool_use"
+    if stop_sequence and finish == llm_pb2.FINISH_REASON_STOP:
+        return "stop_sequence"
+    return STOP_REASONS.get(finish_name(finish), "end_turn")
 
 
 def usage_json(usage: llm_pb2.TokenUsage) -> dict[str, int]:
@@ -172,9 +176,10 @@ def message_json(result: llm_pb2.ChatCompleteResult, *, model: str, message_id: 
     for call in choice.message.tool_calls:
         content.append({"type": "tool_use", "id": call.id or new_id("toolu"), "name": call.function.name,
                         "input": _input(call.function.arguments)})
+    reason = stop_reason(choice.finish_reason, bool(choice.message.tool_calls), choice.stop_sequence)
     return {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": stop_reason(choice.finish_reason, bool(choice.message.tool_calls)),
-            "stop_sequence": None, "usage": usage_json(result.usage)}
+            "stop_reason": reason, "stop_sequence": choice.stop_sequence if reason == "stop_sequence" else None,
+            "usage": usage_json(result.usage)}
 
 
 class MessageStream:
@@ -188,6 +193,7 @@ class MessageStream:
         self.streamed = False
         self.tool_use = False
         self.finish = llm_pb2.FINISH_REASON_UNSPECIFIED
+        self.stop_sequence = ""
 
     def start(self) -> list[tuple[str, dict[str, Any]]]:
         message = {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
@@ -237,6 +243,7 @@ class MessageStream:
                 out += self._tool(call)
             if d.finish_reason:
                 self.finish = d.finish_reason
+                self.stop_sequence = d.stop_sequence
         return out
 
     def on_result(self, result: llm_pb2.ChatCompleteResult) -> list[tuple[str, dict[str, Any]]]:
@@ -249,9 +256,11 @@ class MessageStream:
                 out += self._tool(llm_pb2.ToolCallDelta(id=call.id, name=call.function.name,
                                                         arguments=call.function.arguments))
         out += self._close()
-        reason = stop_reason(choice.finish_reason or self.finish, self.tool_use or bool(choice.message.tool_calls))
+        stop = choice.stop_sequence or self.stop_sequence
+        reason = stop_reason(choice.finish_reason or self.finish, self.tool_use or bool(choice.message.tool_calls), stop)
         out.append(("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": reason, "stop_sequence": None},
+                                      "delta": {"stop_reason": reason,
+                                                "stop_sequence": stop if reason == "stop_sequence" else None},
                                       "usage": usage_json(result.usage)}))
         out.append(("message_stop", {"type": "message_stop"}))
         return out

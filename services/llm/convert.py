@@ -162,7 +162,8 @@ def choice_delta(delta: Delta, *, first: bool) -> llm_pb2.ChoiceDelta:
         index=delta.index, role=llm_pb2.ROLE_ASSISTANT if first else llm_pb2.ROLE_UNSPECIFIED, content=delta.text,
         tool_calls=[llm_pb2.ToolCallDelta(index=c.index, id=c.id or "", type=c.type or "", name=c.name or "",
                                           arguments=c.arguments) for c in delta.tool_calls],
-        finish_reason=finish_reason(delta.finish_reason), logprobs=token_logprobs(delta.logprobs))
+        finish_reason=finish_reason(delta.finish_reason), logprobs=token_logprobs(delta.logprobs),
+        stop_sequence=delta.stop_sequence or "")
 
 
 def is_empty(delta: Delta) -> bool:
@@ -175,7 +176,7 @@ def chat_result(completion: Completion) -> llm_pb2.ChatCompleteResult:
         id=completion.request_id, model=completion.model, usage=token_usage(completion.usage),
         choices=[llm_pb2.ChatChoice(
             index=c.index, finish_reason=finish_reason(c.finish_reason), logprobs=token_logprobs(c.logprobs),
-            message=llm_pb2.ChatMessage(role=llm_pb2.ROLE_ASSISTANT, content=c.text, tool_calls=[
+            stop_sequence=c.stop_sequence or "", message=llm_pb2.ChatMessage(role=llm_pb2.ROLE_ASSISTANT, content=c.text, tool_calls=[
                 llm_pb2.ToolCall(id=t.id, type=t.type, function=llm_pb2.FunctionCall(
                     name=t.function.name, arguments=t.function.arguments)) for t in c.tool_calls]))
             for c in completion.choices])

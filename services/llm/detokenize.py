@@ -53,6 +53,7 @@ class StopStrings:
         self._stops = tuple(stops)
         self._pending = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string found (the earliest in the text)
 
     def push(self, text: str) -> str:
         """Add newly decoded text; return what is safe to release now."""
@@ -62,11 +63,12 @@ class StopStrings:
             return text
         pending = self._pending + text
         # Anything released earlier could not start a stop string, so one can only begin in `pending`.
-        hits = [i for i in (pending.find(s) for s in self._stops) if i >= 0]
+        hits = [(i, s) for i, s in ((pending.find(s), s) for s in self._stops) if i >= 0]
         if hits:
+            at, self.matched = min(hits, key=lambda hit: hit[0])
             self.stopped = True
             self._pending = ""
-            return pending[:min(hits)]
+            return pending[:at]
         hold = _longest_stop_prefix_suffix(pending, self._stops)
         self._pending = pending[len(pending) - hold:] if hold else ""
         return pending[:len(pending) - hold]

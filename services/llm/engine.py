@@ -451,8 +451,9 @@ class LLMEngine:
                     "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                     "choices": len(group.seqs), "finish_reason": finish})
         prompt_tokens = len(group.prompt_ids) if len(seq.output) == 1 and seq.index == 0 else None
+        stop = seq.stops.matched if finish == "stop" else None
         return Delta(index=seq.index, text=text, token_ids=(token,), logprobs=logprobs, tool_calls=tuple(calls),
-                     finish_reason=finish, usage=usage, prompt_tokens=prompt_tokens)
+                     finish_reason=finish, usage=usage, prompt_tokens=prompt_tokens, stop_sequence=stop)
 
     def _retire(self, seq: _Seq) -> None:
         if seq.done:

@@ -145,6 +145,7 @@ class Delta:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     prompt_tokens: int | None = None  # on the request's first delta: what a cut-short stream is billed
+    stop_sequence: str | None = None  # with finish_reason "stop": the stop string that ended the choice
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ class Choice:
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: tuple[TokenLogprob, ...] = ()
     token_ids: tuple[int, ...] = ()
+    stop_sequence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,7 @@ class CompletionBuilder:
         self._logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
         self._calls: list[dict[int, dict[str, Any]]] = [{} for _ in range(n)]
         self._finish: list[FinishReason | None] = [None] * n
+        self._stop: list[str | None] = [None] * n
         self._usage: Usage | None = None
 
     def add(self, delta: Delta) -> None:
@@ -190,6 +193,7 @@ class CompletionBuilder:
             entry["arguments"].append(call.arguments)
         if delta.finish_reason is not None:
             self._finish[i] = delta.finish_reason
+            self._stop[i] = delta.stop_sequence
         if delta.usage is not None:
             self._usage = delta.usage
 
@@ -202,5 +206,5 @@ class CompletionBuilder:
                           for _, c in sorted(self._calls[i].items()))
             choices.append(Choice(index=i, text="".join(self._text[i]), finish_reason=reason,  # type: ignore[arg-type]
                                   tool_calls=calls, logprobs=tuple(self._logprobs[i]),
-                                  token_ids=tuple(self._tokens[i])))
+                                  token_ids=tuple(self._tokens[i]), stop_sequence=self._stop[i]))
         return Completion(request_id=self.request_id, model=self.model, choices=tuple(choices), usage=self._usage)

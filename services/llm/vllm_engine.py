@@ -202,9 +202,11 @@ class VLLMEngine:
                     text, calls = text + more_text, calls + more_calls
                     if finish == "stop" and parsers[o.index].calls and tool_mode != "function":
                         finish = "tool_calls"
+            # vLLM's stop_reason is the matched stop string (or a stop token id, which is no sequence).
+            stop = o.stop_reason if finish == "stop" and isinstance(o.stop_reason, str) else None
             deltas.append(Delta(index=o.index, text=text, token_ids=tuple(o.token_ids),
                                 logprobs=_logprobs(o.token_ids, o.logprobs, request.sampling.top_logprobs),
-                                tool_calls=tuple(calls), finish_reason=finish))
+                                tool_calls=tuple(calls), finish_reason=finish, stop_sequence=stop))
         return deltas
 
     def unfinished(self) -> int:
