@@ -16,6 +16,7 @@ from typing import Any, Callable
 from genmesh.errors import GenmeshError, InvalidArgument
 from genmesh.v1 import llm_pb2
 from genmesh.services.edge.openai_convert import TOOL_CHOICE_MODES, finish_name, role
+from genmesh.services.edge.result_replay import ResultReplay
 from genmesh.services.edge.anthropic_protocol import (CountTokensRequest, ImageBlock, MessagesRequest,
                                                       TextBlock, ToolResultBlock, ToolUseBlock,
                                                       _Conversation)
@@ -182,7 +183,7 @@ def message_json(result: llm_pb2.ChatCompleteResult, *, model: str, message_id: 
             "usage": usage_json(result.usage)}
 
 
-class MessageStream:
+class MessageStream(ResultReplay):
     """Folds LLM.ChatComplete events into Anthropic stream events as (event name, data) pairs."""
 
     def __init__(self, *, model: str, message_id: str) -> None:
@@ -248,14 +249,8 @@ class MessageStream:
 
     def on_result(self, result: llm_pb2.ChatCompleteResult) -> list[tuple[str, dict[str, Any]]]:
         """Replays what a worker sent only in its result, closes the last block, then ends."""
-        out: list[tuple[str, dict[str, Any]]] = []
-        choice = result.choices[0] if result.choices else llm_pb2.ChatChoice()
-        if not self.streamed:
-            out += self._text(choice.message.content)
-            for call in choice.message.tool_calls:
-                out += self._tool(llm_pb2.ToolCallDelta(id=call.id, name=call.function.name,
-                                                        arguments=call.function.arguments))
-        out += self._close()
+        choice, replayed = self.replay_result(result)
+        out: list[tuple[str, dict[str, Any]]] = [*replayed, *self._close()]
         stop = choice.stop_sequence or self.stop_sequence
         reason = stop_reason(choice.finish_reason or self.finish, self.tool_use or bool(choice.message.tool_calls), stop)
         out.append(("message_delta", {"type": "message_delta",

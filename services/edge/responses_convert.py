@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 from genmesh.errors import InvalidArgument
 from genmesh.v1 import llm_pb2
 from genmesh.services.edge.openai_convert import TOOL_CHOICE_MODES, role
+from genmesh.services.edge.result_replay import ResultReplay
 from genmesh.services.edge.responses_protocol import (FileSearchCallItem, FunctionCallItem,
                                                       FunctionCallOutputItem, FunctionToolParam, InputImage,
                                                       InputText, MessageItem, NamedFunction, Refusal,
@@ -247,7 +248,7 @@ def failed(response: dict[str, Any], message: str, code: str = "server_error") -
     return {**response, "status": "failed", "error": {"code": code, "message": message}}
 
 
-class ResponseStream:
+class ResponseStream(ResultReplay):
     """Folds LLM.ChatComplete events into Responses stream events (dicts with sequence numbers)."""
 
     def __init__(self, response: dict[str, Any]) -> None:
@@ -352,13 +353,8 @@ class ResponseStream:
 
     def on_result(self, result: llm_pb2.ChatCompleteResult) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The closing events and the final response (to be stored before the last event is sent)."""
-        out: list[dict[str, Any]] = []
-        choice = result.choices[0] if result.choices else llm_pb2.ChatChoice()
-        if not self.streamed:
-            out += self._text(choice.message.content)
-            for call in choice.message.tool_calls:
-                out += self._tool(llm_pb2.ToolCallDelta(id=call.id, name=call.function.name,
-                                                        arguments=call.function.arguments))
+        choice, replayed = self.replay_result(result)
+        out: list[dict[str, Any]] = replayed
         if not self.items and self.open is None:
             out += self._open_message()  # an empty answer is still one (empty) message, as unstreamed
         out += self._close("incomplete" if choice.finish_reason == llm_pb2.FINISH_REASON_LENGTH else "completed")
