@@ -9,17 +9,21 @@ router's placement recognises as resident. The image and video workers use this.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 from genmesh import blobstore
 from genmesh.catalog import ModelSpec
 from genmesh.errors import ModelUnavailable
 from genmesh.settings import Settings
 from genmesh.worker.cache import Entry
-from genmesh.worker.runtime import WorkerComponent, WorkerRuntime
+from genmesh.worker.media import fetch_init_image, require_task
+from genmesh.worker.runtime import JobContext, WorkerComponent, WorkerRuntime
 from genmesh.worker.weights import checkpoint_dir, weights_owner
 
 MARKER_FILE = "model_index.json"  # what every diffusers pipeline directory has
@@ -78,6 +82,11 @@ class CheckpointWorker(WorkerComponent):
     loaded once per weights directory by `load_checkpoint`, outputs filed in the blob store."""
 
     pipeline_classes: tuple[str, ...] = ()  # the checkpoint classes it runs; empty: any
+    # The tasks it serves (from a prompt, from an init image), the modality in words, and what
+    # a model of the second task does with its image: see media.require_task.
+    tasks: tuple[str, str]
+    what: str
+    init: str
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -97,3 +106,14 @@ class CheckpointWorker(WorkerComponent):
 
     def is_resident(self, spec: ModelSpec) -> bool:
         return self.checkpoints.is_resident(spec)
+
+    @contextlib.asynccontextmanager
+    async def generation(self, context: grpc.aio.ServicerContext,
+                         request: Any) -> AsyncIterator[tuple[JobContext, bytes | None]]:
+        """One generation call (a GenerateImage/GenerateVideoRequest): its job (see
+        WorkerRuntime.job) with the model's task checked against the request, and the init
+        image behind its `image_url` fetched (None without one)."""
+        async with self.runtime.job(context, request.model_id) as job:
+            require_task(job.model, request.image_url, tasks=self.tasks, what=self.what,
+                         init=self.init)
+            yield job, await fetch_init_image(request.image_url, self.store)

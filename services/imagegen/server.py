@@ -22,8 +22,7 @@ from genmesh.v1 import common_pb2, imagegen_pb2, imagegen_pb2_grpc
 from genmesh.worker import progress
 from genmesh.worker.checkpoints import CheckpointWorker
 from genmesh.worker.diffusion import StepEvent
-from genmesh.worker.media import (fetch_init_image, init_image_errors, output_media, png_media,
-                                  require_task)
+from genmesh.worker.media import init_image_errors, output_media, png_media
 from genmesh.worker.runtime import ComponentServicer
 
 from .batching import ImageBatcher
@@ -66,10 +65,7 @@ class ImageGenServicer(ComponentServicer, imagegen_pb2_grpc.ImageGenServicer):
                             context: grpc.aio.ServicerContext
                             ) -> AsyncIterator[imagegen_pb2.GenerateImageEvent]:
         validate_request(request)
-        async with self.runtime.job(context, request.model_id) as job:
-            require_task(job.model, request.image_url, tasks=TASKS, what="image generation",
-                         init="repaints an init image")
-            image = await fetch_init_image(request.image_url, self.component.store)
+        async with self.component.generation(context, request) as (job, image):
             if job.cold:
                 yield imagegen_pb2.GenerateImageEvent(progress=progress("loading"))
             model: LoadedImageModel = await job.load()
@@ -98,6 +94,7 @@ class ImageGenServicer(ComponentServicer, imagegen_pb2_grpc.ImageGenServicer):
 class ImageGenComponent(CheckpointWorker):
     service = "imagegen"
     grpc_services = ["genmesh.v1.ImageGen"]
+    tasks, what, init = TASKS, "image generation", "repaints an init image"
     load_checkpoint = staticmethod(LoadedImageModel.load)
 
     def add_servicers(self, server: grpc.aio.Server) -> None:

@@ -20,8 +20,7 @@ from genmesh.v1 import common_pb2, videogen_pb2, videogen_pb2_grpc
 from genmesh.worker import progress, stream_from_thread
 from genmesh.worker.checkpoints import CheckpointWorker
 from genmesh.worker.diffusion import StepEvent
-from genmesh.worker.media import (fetch_init_image, init_image_errors, output_media, png_media,
-                                  require_task)
+from genmesh.worker.media import init_image_errors, output_media, png_media
 from genmesh.worker.runtime import ComponentServicer
 
 from .params import VideoParams, params_from_request, validate_request
@@ -49,10 +48,7 @@ class VideoGenServicer(ComponentServicer, videogen_pb2_grpc.VideoGenServicer):
                             context: grpc.aio.ServicerContext
                             ) -> AsyncIterator[videogen_pb2.GenerateVideoEvent]:
         validate_request(request)
-        async with self.runtime.job(context, request.model_id) as job:
-            require_task(job.model, request.image_url, tasks=TASKS, what="video generation",
-                         init="animates an init image")
-            image = await fetch_init_image(request.image_url, self.component.store)
+        async with self.component.generation(context, request) as (job, image):
             if job.cold:
                 yield videogen_pb2.GenerateVideoEvent(progress=progress("loading"))
             pipeline: VideoPipeline = await job.load()
@@ -86,6 +82,7 @@ class VideoGenServicer(ComponentServicer, videogen_pb2_grpc.VideoGenServicer):
 class VideoGenComponent(CheckpointWorker):
     service = "videogen"
     grpc_services = ["genmesh.v1.VideoGen"]
+    tasks, what, init = TASKS, "video generation", "animates an init image"
     pipeline_classes = PIPELINE_CLASSES
 
     @staticmethod
