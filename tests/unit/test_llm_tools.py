@@ -13,7 +13,7 @@ import pytest
 from genmesh.models.language import BUILDERS
 from genmesh.services.llm.chat import ChatFormatter, parse_messages
 from genmesh.services.llm.engine import EngineConfig, LLMEngine
-from genmesh.services.llm.protocol import GenerationRequest, Message, ToolChoice
+from genmesh.services.llm.protocol import GenerationRequest, Message
 from genmesh.services.llm.sampling import SamplingParams
 from genmesh.services.llm.tools import ToolCallParser, parse_tool_choice, parse_tools
 
