@@ -7,12 +7,14 @@ follow the mesh's own subjects, an admin may choose a subject outside them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import time
 from pathlib import Path
 from typing import AsyncIterator
 
+import grpc
 import httpx
 import nats
 import openai
@@ -195,6 +197,74 @@ async def wait_found(client: openai.OpenAI, store_id: str, query: str, file_id: 
         assert time.monotonic() - start < deadline_s, f"{file_id} not searchable after {deadline_s} s"
         await asyncio.sleep(0.02)
     return time.monotonic() - start
+
+
+async def collection_tokens(mesh: Mesh, key: str, records: int) -> list[float]:
+    """The input tokens of each `collection` usage record of `key`, once billing has `records` of them."""
+    async with httpx.AsyncClient(base_url=mesh.edge_url, headers={"authorization": f"Bearer {key}"}) as http:
+        deadline = time.monotonic() + 30
+        while True:
+            logs = (await http.get("/v1/requests", params={"limit": 1000})).json()["data"]
+            found = [log for log in logs if log["mode"] == "collection"]
+            if len(found) >= records or time.monotonic() > deadline:
+                return [sum(u["quantity"] for u in log["usage"] if u["unit"] == "input_tokens") for log in found]
+            await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def router_replica(mesh: Mesh) -> AsyncIterator[None]:
+    """A second router of the mesh, in this process: same NATS, Postgres and workers."""
+    from genmesh.rpc import SERVER_OPTIONS
+    from genmesh.services.router.server import RouterComponent
+
+    settings = mesh.worker_settings("router", database_url=mesh.env["GENMESH_DATABASE_URL"],
+                                    signing_secret=mesh.env["GENMESH_SIGNING_SECRET"],
+                                    models_dir=mesh.env.get("GENMESH_MODELS_DIR"))
+    component = RouterComponent(settings)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    component.register(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await component.start(port)
+    await server.start()
+    try:
+        yield
+    finally:
+        await component.drain()
+        await server.stop(None)
+        await component.stop()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_two_router_replicas_index_each_message_once(mesh: Mesh) -> None:
+    made = httpx.post(f"{mesh.edge_url}/v1/keys", json={"name": "replicas"},
+                      headers={"authorization": f"Bearer {mesh.api_key}"}).json()
+    tenant = sdk(mesh, made["secret"])
+    vs = await asyncio.to_thread(tenant.vector_stores.create, extra_body={"follow_subject": True})
+    note = b"Replica note: the otters moved to the east pond."
+    nc = await nats.connect(mesh.env["GENMESH_NATS_URL"])
+    try:
+        await nc.publish(vs.model_extra["subject"], note)
+        await nc.flush()
+        [one] = await collection_tokens(mesh, made["secret"], 1)  # what indexing the note once costs
+        async with router_replica(mesh):  # pulling the same durable consumer
+            for _ in range(20):
+                await nc.publish(vs.model_extra["subject"], note)
+            await nc.flush()
+            files = await asyncio.to_thread(tenant.vector_stores.files.list, vs.id, limit=100)
+            deadline = time.monotonic() + 60
+            while sum(f.status == "completed" for f in files.data) < 21 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                files = await asyncio.to_thread(tenant.vector_stores.files.list, vs.id, limit=100)
+        assert len(files.data) == 21 and all(f.status == "completed" for f in files.data)
+        tokens = await collection_tokens(mesh, made["secret"], 2)
+        # Batches of several notes make fewer records; a note indexed twice would bill more tokens.
+        deadline = time.monotonic() + 30
+        while sum(tokens) < 21 * one and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            tokens = await collection_tokens(mesh, made["secret"], 2)
+        assert sum(tokens) == 21 * one
+    finally:
+        await nc.close()
 
 
 @pytest.mark.asyncio(loop_scope="session")
