@@ -8,7 +8,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import torch
 from PIL import Image, ImageOps
@@ -83,3 +83,21 @@ def load_init_image(data: bytes, width: int, height: int) -> Image.Image:
     if rgb.size == (width, height):
         return rgb
     return ImageOps.fit(rgb, (width, height), Image.Resampling.LANCZOS)
+
+
+class DiffusersModel:
+    """A model wrapping one diffusers pipeline of class `diffusers_class`, loaded from a local
+    checkpoint directory by `from_pretrained`."""
+
+    diffusers_class: ClassVar[str]
+
+    def __init__(self, pipe: Any) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_pretrained(cls, directory: Path | str, *, device: str = "cpu",
+                        torch_dtype: torch.dtype | None = None) -> Self:
+        import diffusers
+
+        return cls(load_diffusers(getattr(diffusers, cls.diffusers_class), directory,
+                                  device=device, torch_dtype=torch_dtype))

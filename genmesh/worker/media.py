@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
@@ -18,6 +19,16 @@ from genmesh.errors import InvalidArgument
 from genmesh.v1 import common_pb2
 
 IMAGE_URL_FIELD = "image_url"
+
+
+@dataclass(frozen=True)
+class EncodedMedia:
+    """A final file a pipeline made (an image, a video): its bytes, type and frame size."""
+
+    data: bytes = field(repr=False)
+    content_type: str
+    width: int
+    height: int
 
 
 def require_task(spec: ModelSpec, image_url: str, *, tasks: tuple[str, str], what: str,

@@ -2,20 +2,18 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from PIL import Image
+
+from genmesh.worker.media import EncodedMedia
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 
 @dataclass(frozen=True)
-class EncodedImage:
-    data: bytes = field(repr=False)
-    width: int
-    height: int
-    content_type: str
+class EncodedImage(EncodedMedia):
     seed: int
 
 

@@ -12,14 +12,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
 from genmesh.errors import Cancelled, GenmeshError, Internal
-from genmesh.worker.diffusion import (StepCallback, StepEvent, load_diffusers, load_init_image,
+from genmesh.worker.diffusion import (DiffusersModel, StepCallback, StepEvent, load_init_image,
                                       num_timesteps)
 from genmesh.worker.preview import latents_to_png, scheduler_noise_scale, should_preview
 
@@ -87,7 +86,7 @@ def generators(seed: int, count: int) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(seed + i) for i in range(count)]
 
 
-class ImagePipeline:
+class ImagePipeline(DiffusersModel):
     """A loaded text-to-image model, also serving image-to-image from the same weights.
 
     Loads any diffusers text-to-image directory through `AutoPipelineForText2Image` (SD 1.x/2.x,
@@ -95,19 +94,13 @@ class ImagePipeline:
     for other latent layouts (e.g. FLUX's packed latents).
     """
 
+    diffusers_class = "AutoPipelineForText2Image"
+
     def __init__(self, pipe: Any) -> None:
         self._txt2img = pipe
         self._img2img: Any | None = None
         self._scheduler_config = pipe.scheduler.config
         self._lock = threading.Lock()
-
-    @classmethod
-    def from_pretrained(cls, directory: Path | str, *, device: str = "cpu",
-                        torch_dtype: torch.dtype | None = None) -> ImagePipeline:
-        from diffusers import AutoPipelineForText2Image
-
-        return cls(load_diffusers(AutoPipelineForText2Image, directory, device=device,
-                                  torch_dtype=torch_dtype))
 
     @property
     def device(self) -> torch.device:

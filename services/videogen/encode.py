@@ -3,20 +3,18 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 from PIL import Image
+
+from genmesh.worker.media import EncodedMedia
 
 CONTENT_TYPES = {"mp4": "video/mp4", "gif": "image/gif", "webp": "image/webp"}
 
 
 @dataclass(frozen=True)
-class EncodedVideo:
-    data: bytes = field(repr=False)
-    content_type: str
-    width: int
-    height: int
+class EncodedVideo(EncodedMedia):
     num_frames: int
     fps: float
     duration_seconds: float

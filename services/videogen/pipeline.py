@@ -10,14 +10,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
 from genmesh.errors import Cancelled
-from genmesh.worker.diffusion import (StepCallback, StepEvent, load_diffusers, load_init_image,
+from genmesh.worker.diffusion import (DiffusersModel, StepCallback, StepEvent, load_init_image,
                                       num_timesteps)
 from genmesh.worker.preview import latents_to_png, scheduler_noise_scale, should_preview
 
@@ -44,9 +43,11 @@ class VideoResult:
     inference_time_seconds: float  # denoising and decoding, not encoding
 
 
-class VideoPipeline:
+class VideoPipeline(DiffusersModel):
     """A loaded AnimateDiff model: text-to-video, and image-to-video from the same weights
     (video-to-video on a still clip of the init image)."""
+
+    diffusers_class = "AnimateDiffPipeline"
 
     def __init__(self, pipe: Any) -> None:
         self._txt2vid = pipe
@@ -54,14 +55,6 @@ class VideoPipeline:
         self._scheduler_config = pipe.scheduler.config
         self._lock = threading.Lock()
         self._free_noise = False  # whether the shared UNet's motion blocks are FreeNoise ones
-
-    @classmethod
-    def from_pretrained(cls, directory: Path | str, *, device: str = "cpu",
-                        torch_dtype: torch.dtype | None = None) -> VideoPipeline:
-        from diffusers import AnimateDiffPipeline
-
-        return cls(load_diffusers(AnimateDiffPipeline, directory, device=device,
-                                  torch_dtype=torch_dtype))
 
     @property
     def context_frames(self) -> int:
