@@ -83,7 +83,7 @@ class WorkerRegistry:
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(min(1.0, self.dead_after_s / 4))
+            await asyncio.sleep(min(2.0, self.dead_after_s / 4))
             now = time.monotonic()
             for view in [v for v in self.workers.values() if now - v.last_seen > self.dead_after_s]:
                 await self.declare_dead(view.worker_id)

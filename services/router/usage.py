@@ -140,7 +140,9 @@ class UsagePublisher:
         backoff = Backoff(0.1, maximum=5.0)
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.ack_timeout_s / 2)
+                # Records in hand are looked at twice per ack timeout; with none, sleep until woken.
+                await asyncio.wait_for(self._wake.wait(),
+                                       timeout=self.ack_timeout_s / 2 if self.pending else None)
             self._wake.clear()
             if self._backlog and len(self._backlog) < self.batch_max and not self._flushing:
                 # Let the records of concurrent requests gather: every batch costs a JetStream
