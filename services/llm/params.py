@@ -38,6 +38,8 @@ def validate_request(request: Message) -> None:
         validate_embed(request)
     elif isinstance(request, llm_pb2.CountTokensRequest):
         validate_count_tokens(request)
+    elif isinstance(request, llm_pb2.TokenizeRequest):
+        validate_tokenize(request)
 
 
 def validate_chat(request: llm_pb2.ChatCompleteRequest) -> None:
@@ -85,6 +87,16 @@ def _token_input(request: llm_pb2.EmbedRequest) -> None:
 def validate_count_tokens(request: llm_pb2.CountTokensRequest) -> None:
     if bool(request.messages) == bool(request.prompt):
         raise InvalidArgument("give exactly one of messages or prompt", field="messages")
+    if request.messages:
+        _messages(request.messages)
+    for i, tool in enumerate(request.tools):
+        _tool(tool, i)
+
+
+def validate_tokenize(request: llm_pb2.TokenizeRequest) -> None:
+    """A chat to tokenize is rendered like one to answer, so its messages and tools follow the same rules."""
+    if bool(request.messages) == bool(request.prompt):
+        raise InvalidArgument("give exactly one of prompt or messages", field="prompt")
     if request.messages:
         _messages(request.messages)
     for i, tool in enumerate(request.tools):

@@ -110,3 +110,15 @@ def test_a_named_tool_with_a_valid_schema_passes() -> None:
         model_id="m", messages=USER, parallel_tool_calls=False,
         tools=[_tool("get_weather", {"type": "object", "properties": {"city": {"type": "string"}}})],
         tool_choice=llm_pb2.ToolChoice(mode=llm_pb2.TOOL_CHOICE_MODE_FUNCTION, function_name="get_weather")))
+
+
+@pytest.mark.parametrize(("request_fields", "field"), [
+    ({}, "prompt"),
+    ({"prompt": "hi", "messages": USER}, "prompt"),
+    ({"messages": [llm_pb2.ChatMessage(role=llm_pb2.ROLE_TOOL, content="42")]}, "messages[0].tool_call_id"),
+    ({"messages": USER, "tools": [_tool("bad name")]}, "tools[0].function.name"),
+])
+def test_a_chat_to_tokenize_follows_the_chat_rules(request_fields: dict, field: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        validate_request(llm_pb2.TokenizeRequest(model_id="m", **request_fields))
+    assert info.value.field == field
