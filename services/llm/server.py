@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,8 @@ from genmesh.models.language import is_standard_checkpoint
 from genmesh.rpc import servicer_errors
 from genmesh.worker.weights import WeightKind, WeightSource, checkpoint_dir, weights_owner
 from genmesh.settings import Settings
-from genmesh.v1 import common_pb2, llm_pb2, llm_pb2_grpc
-from genmesh.worker import JobContext, WorkerComponent, stream_from_thread
+from genmesh.v1 import llm_pb2, llm_pb2_grpc
+from genmesh.worker import JobContext, WorkerComponent, progress, stream_from_thread
 from genmesh.worker.cache import Entry
 
 from . import convert, tokenize, vllm_engine
@@ -73,30 +72,26 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
                          ) -> AsyncIterator[llm_pb2.ChatCompleteEvent]:
         with self.component.admit(job.model):
             if not self.component.is_resident(job.model):
-                yield llm_pb2.ChatCompleteEvent(progress=_progress("loading"))
-            entry = await self.component.load_model(job.model)
-            try:
-                engine: LLMEngine = entry.value
-                generation = convert.chat_request(request, self.component.sampling_defaults(job.model, engine))
-                builder = CompletionBuilder(generation.request_id, job.model.id, generation.sampling.n)
-                started: set[int] = set()
-                tally = _Tally()
-                # Closing the step stream (the caller went away) cancels the sequence at the next step.
-                async with contextlib.aclosing(engine.generate_steps(generation)) as steps:
-                    async for step in steps:
-                        choices = []
-                        for delta in step:
-                            builder.add(delta)
-                            tally.add(delta)
-                            if convert.is_empty(delta) and delta.index in started:
-                                continue
-                            choices.append(convert.choice_delta(delta, first=delta.index not in started))
-                            started.add(delta.index)
-                        if choices:
-                            yield llm_pb2.ChatCompleteEvent(chunk=llm_pb2.ChatCompleteChunk(
-                                choices=choices, usage_so_far=tally.proto()))
-            finally:
-                self.runtime.cache.release(entry)
+                yield llm_pb2.ChatCompleteEvent(progress=progress("loading"))
+            engine: LLMEngine = await job.load()
+            generation = convert.chat_request(request, self.component.sampling_defaults(job.model, engine))
+            builder = CompletionBuilder(generation.request_id, job.model.id, generation.sampling.n)
+            started: set[int] = set()
+            tally = _Tally()
+            # Closing the step stream (the caller went away) cancels the sequence at the next step.
+            async with contextlib.aclosing(engine.generate_steps(generation)) as steps:
+                async for step in steps:
+                    choices = []
+                    for delta in step:
+                        builder.add(delta)
+                        tally.add(delta)
+                        if convert.is_empty(delta) and delta.index in started:
+                            continue
+                        choices.append(convert.choice_delta(delta, first=delta.index not in started))
+                        started.add(delta.index)
+                    if choices:
+                        yield llm_pb2.ChatCompleteEvent(chunk=llm_pb2.ChatCompleteChunk(
+                            choices=choices, usage_so_far=tally.proto()))
         completion = builder.result()
         _log_done(job, completion.usage, [c.finish_reason for c in completion.choices])
         yield llm_pb2.ChatCompleteEvent(usage=convert.usage_proto(completion.usage))
@@ -108,26 +103,22 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
         params = convert.sampling_params(request)
         messages = convert.vision_messages(request.messages, await self._fetch_images(request.messages))
         if not self.component.is_resident(job.model):
-            yield llm_pb2.ChatCompleteEvent(progress=_progress("loading"))
-        entry = await self.component.load_model(job.model)
-        try:
-            model: VisionChatModel = entry.value
+            yield llm_pb2.ChatCompleteEvent(progress=progress("loading"))
+        model: VisionChatModel = await job.load()
 
-            def work(emit: Callable[[Any], None], cancel: threading.Event) -> VisionResult:
-                return model.generate(messages, max_tokens=params.max_tokens, temperature=params.temperature,
-                                      top_p=params.top_p, seed=params.seed, stop=list(params.stop),
-                                      on_delta=emit, cancel=cancel)
+        def work(emit: Callable[[Any], None], cancel: threading.Event) -> VisionResult:
+            return model.generate(messages, max_tokens=params.max_tokens, temperature=params.temperature,
+                                  top_p=params.top_p, seed=params.seed, stop=list(params.stop),
+                                  on_delta=emit, cancel=cancel)
 
-            result: VisionResult | None = None
-            first = True
-            async for item in stream_from_thread(work, job.cancel):
-                if isinstance(item, VisionResult):
-                    result = item
-                elif item:
-                    yield _vision_chunk(content=item, first=first)
-                    first = False
-        finally:
-            self.runtime.cache.release(entry)
+        result: VisionResult | None = None
+        first = True
+        async for item in stream_from_thread(work, job.cancel):
+            if isinstance(item, VisionResult):
+                result = item
+            elif item:
+                yield _vision_chunk(content=item, first=first)
+                first = False
         assert result is not None  # the thread returned it or raised
         if result.finish_reason == "cancelled":
             return  # the caller is gone
@@ -160,29 +151,25 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
             _require(job.model, ("completion", "chat"), TEXT_ENGINES, "LLM.Complete")
             with self.component.admit(job.model):
                 if not self.component.is_resident(job.model):
-                    yield llm_pb2.CompleteEvent(progress=_progress("loading"))
-                entry = await self.component.load_model(job.model)
-                try:
-                    engine: LLMEngine = entry.value
-                    generation = convert.complete_request(request, self.component.sampling_defaults(job.model, engine))
-                    n = generation.sampling.n
-                    builder = CompletionBuilder(generation.request_id, job.model.id, n)
-                    echo = request.prompt if request.echo else ""
-                    if echo:
-                        yield llm_pb2.CompleteEvent(chunk=llm_pb2.CompleteChunk(choices=[
-                            llm_pb2.CompletionDelta(index=i, text=echo) for i in range(n)]))
-                    tally = _Tally()
-                    async with contextlib.aclosing(engine.generate_steps(generation)) as steps:
-                        async for step in steps:
-                            for delta in step:
-                                builder.add(delta)
-                                tally.add(delta)
-                            choices = [convert.completion_delta(d) for d in step if not convert.is_empty(d)]
-                            if choices:
-                                yield llm_pb2.CompleteEvent(chunk=llm_pb2.CompleteChunk(
-                                    choices=choices, usage_so_far=tally.proto()))
-                finally:
-                    self.runtime.cache.release(entry)
+                    yield llm_pb2.CompleteEvent(progress=progress("loading"))
+                engine: LLMEngine = await job.load()
+                generation = convert.complete_request(request, self.component.sampling_defaults(job.model, engine))
+                n = generation.sampling.n
+                builder = CompletionBuilder(generation.request_id, job.model.id, n)
+                echo = request.prompt if request.echo else ""
+                if echo:
+                    yield llm_pb2.CompleteEvent(chunk=llm_pb2.CompleteChunk(choices=[
+                        llm_pb2.CompletionDelta(index=i, text=echo) for i in range(n)]))
+                tally = _Tally()
+                async with contextlib.aclosing(engine.generate_steps(generation)) as steps:
+                    async for step in steps:
+                        for delta in step:
+                            builder.add(delta)
+                            tally.add(delta)
+                        choices = [convert.completion_delta(d) for d in step if not convert.is_empty(d)]
+                        if choices:
+                            yield llm_pb2.CompleteEvent(chunk=llm_pb2.CompleteChunk(
+                                choices=choices, usage_so_far=tally.proto()))
                 completion = builder.result()
                 _log_done(job, completion.usage, [c.finish_reason for c in completion.choices])
                 yield llm_pb2.CompleteEvent(usage=convert.usage_proto(completion.usage))
@@ -195,13 +182,9 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
         async with self.runtime.job(context, model_id) as job:
             _require(job.model, ("embeddings",), (EMBEDDING_ENGINE,), "LLM.Embed")
             dimensions = request.dimensions if request.HasField("dimensions") else None
-            entry = await self.component.load_model(job.model)
-            try:
-                model: EmbeddingModel = entry.value
-                inputs = [list(t.ids) for t in request.token_input] or list(request.input)
-                result = await asyncio.to_thread(model.embed, inputs, dimensions=dimensions)
-            finally:
-                self.runtime.cache.release(entry)
+            model: EmbeddingModel = await job.load()
+            inputs = [list(t.ids) for t in request.token_input] or list(request.input)
+            result = await asyncio.to_thread(model.embed, inputs, dimensions=dimensions)
             _log_done(job, Usage(result.prompt_tokens, 0), [])
             return llm_pb2.EmbedResponse(
                 model=job.model.id, data=[llm_pb2.Embedding(index=i, embedding=row.tolist())
@@ -217,13 +200,9 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
             if job.model.engine == VISION_ENGINE:
                 return await self._count_vision_tokens(job, request)
             generation = convert.count_request(request)
-            entry = await self.component.load_model(job.model)
-            try:
-                engine: LLMEngine = entry.value
-                tokens = await asyncio.to_thread(engine.count_tokens, generation)
-                return llm_pb2.CountTokensResponse(tokens=tokens, max_context=engine.max_context)
-            finally:
-                self.runtime.cache.release(entry)
+            engine: LLMEngine = await job.load()
+            tokens = await asyncio.to_thread(engine.count_tokens, generation)
+            return llm_pb2.CountTokensResponse(tokens=tokens, max_context=engine.max_context)
 
     @servicer_errors
     async def Tokenize(self, request: llm_pb2.TokenizeRequest,
@@ -240,11 +219,8 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
                                 work: Callable[[LLMEngine, Any], Any], request: Any) -> Any:
         async with self.runtime.job(context, self.component.resolve_model(model_id)) as job:
             _require(job.model, ("chat", "completion"), TEXT_ENGINES, rpc)
-            entry = await self.component.load_model(job.model)
-            try:
-                return await asyncio.to_thread(work, entry.value, request)
-            finally:
-                self.runtime.cache.release(entry)
+            engine = await job.load()
+            return await asyncio.to_thread(work, engine, request)
 
     async def _count_vision_tokens(self, job: JobContext, request: llm_pb2.CountTokensRequest
                                    ) -> llm_pb2.CountTokensResponse:
@@ -252,13 +228,9 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
         if not request.messages:
             raise InvalidArgument(f"model '{job.model.id}' counts chat messages only", field="messages")
         messages = convert.vision_messages(request.messages, await self._fetch_images(request.messages))
-        entry = await self.component.load_model(job.model)
-        try:
-            model: VisionChatModel = entry.value
-            prompt = await asyncio.to_thread(model.prepare, messages)
-            return llm_pb2.CountTokensResponse(tokens=prompt.prompt_tokens, max_context=model.context_length)
-        finally:
-            self.runtime.cache.release(entry)
+        model: VisionChatModel = await job.load()
+        prompt = await asyncio.to_thread(model.prepare, messages)
+        return llm_pb2.CountTokensResponse(tokens=prompt.prompt_tokens, max_context=model.context_length)
 
 
 class LLMComponent(WorkerComponent):
@@ -424,13 +396,6 @@ class _Tally:
                                   total_tokens=self.prompt_tokens + self.completion_tokens)
 
 
-def _progress(stage: str) -> common_pb2.Progress:
-    return common_pb2.Progress(stage=stage)
-
-
 def _log_done(job: JobContext, usage: Usage, finish_reasons: list[str]) -> None:
-    log.info("completed", extra={"request_id": job.request_id, "model_id": job.model_id,
-                                 "prompt_tokens": usage.prompt_tokens,
-                                 "completion_tokens": usage.completion_tokens,
-                                 "finish_reasons": finish_reasons,
-                                 "seconds": round(time.perf_counter() - job.started, 3)})
+    job.log_done("completed", prompt_tokens=usage.prompt_tokens,
+                 completion_tokens=usage.completion_tokens, finish_reasons=finish_reasons)
