@@ -63,8 +63,11 @@ def _dependency_errors() -> tuple[type[BaseException], ...]:
     try:
         import asyncpg
 
+        # InternalClientError: a connection cut mid-statement can leave asyncpg's protocol
+        # half-way ("cannot switch to state ..."), seen when Postgres restarts under load.
         types += [asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                  asyncpg.OperatorInterventionError, asyncpg.TooManyConnectionsError]
+                  asyncpg.OperatorInterventionError, asyncpg.TooManyConnectionsError,
+                  asyncpg.InternalClientError]
     except ImportError:
         pass
     try:
