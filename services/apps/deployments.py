@@ -162,7 +162,9 @@ class Deployments:
 
     async def _maintain_loop(self) -> None:
         while True:
-            await asyncio.sleep(0.1)
+            # Changes maintain their pool at once; this loop times keep-alive expiry, so with no
+            # app deployed it need not wake an idle worker ten times a second.
+            await asyncio.sleep(0.1 if self.pools else 1.0)
             for app_id, pool in list(self.pools.items()):
                 try:
                     pool.maintain()
