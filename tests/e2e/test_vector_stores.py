@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import time
-from pathlib import Path
 from typing import AsyncIterator
 
 import grpc
@@ -19,10 +18,9 @@ import httpx
 import nats
 import openai
 import pytest
-import pytest_asyncio
 
-from tests.conftest import Infra, Mesh
-from tests.e2e.smollm2 import SMOLLM2, smollm2_mesh
+from tests.conftest import Mesh
+from tests.e2e.smollm2 import SMOLLM2
 
 DOCS = {
     "volcano.txt": ("The Zorblat volcano on the island of Kelvara last erupted in 1821 and its lava "
@@ -32,10 +30,10 @@ DOCS = {
 }
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> AsyncIterator[Mesh]:
-    async with smollm2_mesh(infra, tmp_path_factory.mktemp("vector-stores"), models_dir) as m:
-        yield m
+@pytest.fixture(scope="module")
+def mesh(smollm2: Mesh) -> Mesh:
+    """The session's SmolLM2 mesh (tests/e2e/conftest.py) under this module's own admin key."""
+    return smollm2
 
 
 def sdk(mesh: Mesh, key: str | None = None) -> openai.OpenAI:
