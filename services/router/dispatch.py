@@ -99,13 +99,13 @@ class Dispatcher:
         with contextlib.suppress(grpc.RpcError):
             await stub.EvictModel(worker_pb2.EvictModelRequest(model_id=model_id), timeout=10)
 
-    async def call(self, spec: ModelSpec, task: Task, request: Message, *, request_id: str,
+    async def call(self, spec: ModelSpec, task: Task, request: Message | bytes, *, request_id: str,
                    wait_s: float, timeout_s: float | None = None, key_id: str = "") -> AsyncIterator[Message]:
         """Streams the typed events of one attempt on one worker (unary calls yield once)."""
         view = await self.place(spec, task.service, wait_s)
         method = self.channels.method(view.state.address, view.state.service, task.path,
                                       streaming=task.streaming,
-                                      request_serializer=type(request).SerializeToString,
+                                      request_serializer=wire_bytes,
                                       response_deserializer=task.response_cls.FromString)
         metadata = ((REQUEST_ID_KEY, request_id), (KEY_ID_KEY, key_id))
         call = method(request, metadata=metadata, timeout=timeout_s)
@@ -138,6 +138,11 @@ class Dispatcher:
             self._lost.discard(id(call))
             view.local_in_flight = max(0, view.local_in_flight - 1)
             await self.registry.notify()
+
+
+def wire_bytes(request: Message | bytes) -> bytes:
+    """A request's wire form: a queued job's stored request already is its bytes and goes as it is."""
+    return request if isinstance(request, bytes) else request.SerializeToString()
 
 
 def retryable(error: GenmeshError) -> bool:

@@ -36,7 +36,8 @@ class Job:
     api_key_id: str
     status: str
     priority: str
-    input: dict[str, Any]
+    # The JSON input: an app job's body, or any job stored before typed requests (migration 0009).
+    input: dict[str, Any] | None
     output: dict[str, Any] | None
     usage: list[dict[str, Any]] | None
     error: str | None
@@ -53,6 +54,9 @@ class Job:
     finished_at: dt.datetime | None
     claimed_by: str | None = None
     lease_until: dt.datetime | None = None
+    # The validated request as its typed message's bytes, and that message's full name.
+    request: bytes | None = None
+    request_type: str | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> "Job":
@@ -102,18 +106,22 @@ class JobStore:
         self.retention = dt.timedelta(days=retention_days)
 
     async def create(self, *, request_id: str, model_id: str, service: str, api_key_id: str,
-                     input: dict[str, Any], priority: str, webhook_url: str | None,
-                     idempotency_key: str | None, start_timeout_s: float | None,
-                     run_timeout_s: float | None) -> tuple[Job, bool]:
-        """Inserts a queued job; with an idempotency key already used, returns that job instead."""
+                     priority: str, webhook_url: str | None, idempotency_key: str | None,
+                     start_timeout_s: float | None, run_timeout_s: float | None,
+                     input: dict[str, Any] | None = None, request: bytes | None = None,
+                     request_type: str | None = None) -> tuple[Job, bool]:
+        """Inserts a queued job (its typed `request` bytes, or its JSON `input`); with an
+        idempotency key already used, returns that job instead."""
+        if input is None and (request is None or not request_type):
+            raise ValueError("a job needs its typed request (and its type) or its JSON input")
         row = await self.pool.fetchrow(
-            "INSERT INTO jobs(id, model_id, service, api_key_id, status, priority, input, webhook_url,"
-            " idempotency_key, start_timeout_s, run_timeout_s, expires_at)"
-            " VALUES ($1,$2,$3,$4,'IN_QUEUE',$5,$6,$7,$8,$9,$10, now() + $11::interval)"
+            "INSERT INTO jobs(id, model_id, service, api_key_id, status, priority, input, request,"
+            " request_type, webhook_url, idempotency_key, start_timeout_s, run_timeout_s, expires_at)"
+            " VALUES ($1,$2,$3,$4,'IN_QUEUE',$5,$6,$7,$8,$9,$10,$11,$12, now() + $13::interval)"
             " ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
             " RETURNING *",
-            request_id, model_id, service, api_key_id, priority, input, webhook_url, idempotency_key,
-            start_timeout_s, run_timeout_s, self.retention)
+            request_id, model_id, service, api_key_id, priority, input, request, request_type,
+            webhook_url, idempotency_key, start_timeout_s, run_timeout_s, self.retention)
         if row is not None:
             return Job.from_row(row), True
         existing = await self.pool.fetchrow(

@@ -78,10 +78,15 @@ class JobQueue:
         if req.webhook_url:
             await self.webhooks.check_target(req.webhook_url, "webhook_url")
         check_runnable(self.registry, prep.spec, prep.task.service)
-        stored_input = prep.stored_input()
+        # Validated once (in prepare_*), stored typed; an app job keeps its JSON body instead.
+        if prep.stores_json:
+            stored: dict[str, Any] = {"input": prep.stored_input()}
+        else:
+            request_type, request = prep.stored_request()
+            stored = {"request": request, "request_type": request_type}
         job, created = await self.store.create(
             request_id=uuid.uuid4().hex, model_id=prep.model_id, service=prep.task.service,
-            api_key_id=identity.key_id, input=stored_input, priority=priority_name(req.priority),
+            api_key_id=identity.key_id, **stored, priority=priority_name(req.priority),
             webhook_url=req.webhook_url or None, idempotency_key=req.idempotency_key or None,
             start_timeout_s=req.start_timeout.ToNanoseconds() / 1e9 or None,
             run_timeout_s=req.run_timeout.ToNanoseconds() / 1e9 or None)
@@ -262,11 +267,19 @@ class JobQueue:
                             error_type="start_timeout")
             return
         try:
-            prep = self.runner.prepare_json(job.model_id, job.input)
+            if job.request is not None and job.request_type:
+                # Validated at submit: its bytes go to the worker as stored.
+                prep = self.runner.prepare_stored(job.model_id, job.request_type, job.request)
+            else:
+                # An app job, or one stored before typed requests (migration 0009): rebuilt from
+                # its JSON and validated here, as it was then.
+                assert job.input is not None  # the table's check: input or request
+                prep = self.runner.prepare_json(job.model_id, job.input)
+                assert prep.request is not None
+                without_partials(prep.request)  # nobody streams a queued job: no per-step previews
         except GenmeshError as exc:
             await self._end(job, "FAILED", error=exc.message, error_type=exc.error_type)
             return
-        without_partials(prep.request)  # nobody streams a queued job: no per-step previews
         outcome = Outcome(usage=common_pb2.Usage())
         run_timeout = job.run_timeout_s or self.default_run_timeout_s
         last_progress = 0.0

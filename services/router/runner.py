@@ -15,7 +15,7 @@ from genmesh import jsonpb
 from genmesh.apps import spec as app_spec
 from genmesh.catalog import Catalog, ModelSpec
 from genmesh.errors import GenmeshError, InvalidArgument
-from genmesh.tasks import Task
+from genmesh.tasks import Task, without_partials
 from genmesh.v1 import common_pb2
 from genmesh.services.router.convert import case_of
 from genmesh.services.router.dispatch import Dispatcher, retryable
@@ -27,16 +27,40 @@ log = logging.getLogger("genmesh.router.runner")
 class Prepared:
     spec: ModelSpec
     task: Task
-    request: Message
+    # The validated request; None for a queued job run from its stored bytes (`encoded`).
+    request: Message | None
     model_id: str  # as the caller named it (apps keep their sub-path)
+    # The request already encoded (a queued job's stored bytes): sent to the worker as they are.
+    encoded: bytes | None = None
+
+    @property
+    def stores_json(self) -> bool:
+        """An app job keeps its JSON body: it is checked against the schema of the app version
+        that runs it, which a redeploy between submit and run may change."""
+        return self.spec.task == "app"
 
     def stored_input(self) -> dict[str, Any]:
-        """The JSON input a queued job keeps; `prepare_json` of it rebuilds this request."""
+        """The JSON input a queued app job keeps; `prepare_json` of it rebuilds this request."""
+        assert self.request is not None
         if self.spec.task == "app":
             return app_spec.stored_input(self.request)  # type: ignore[arg-type]
         data = jsonpb.to_dict(self.request)
         data.pop("model_id", None)
         return data
+
+    def stored_request(self) -> tuple[str, bytes]:
+        """(message type, bytes) a queued job keeps: the validated request with what only a
+        streaming caller would see switched off (nobody streams a queued job)."""
+        assert self.request is not None
+        without_partials(self.request)
+        return self.request.DESCRIPTOR.full_name, self.request.SerializeToString()
+
+    def wire(self) -> Message | bytes:
+        """What goes to the worker: the stored bytes when there are some, else the request."""
+        if self.encoded is not None:
+            return self.encoded
+        assert self.request is not None
+        return self.request
 
 
 @dataclass
@@ -73,6 +97,17 @@ class Runner:
             request = jsonpb.parse_input(data, task.request_cls)
         return self._finish(spec, task, request, model_id)
 
+    def prepare_stored(self, model_id: str, request_type: str, data: bytes) -> Prepared:
+        """A queued job's request, validated at submit and stored as its message's bytes: it is
+        neither parsed nor validated again, only checked to still be the model's request type."""
+        spec = self.catalog.get(model_id)
+        task = spec.task_spec
+        expected = task.request_cls.DESCRIPTOR.full_name
+        if request_type != expected:
+            raise InvalidArgument(f"the job's stored request is a {request_type}, but model "
+                                  f"'{model_id}' now takes a {expected}", field="model_id")
+        return Prepared(spec, task, None, model_id, encoded=data)
+
     def prepare_typed(self, task: Task, request: Message) -> Prepared:
         model_id = getattr(request, "model_id", "")
         if not model_id:
@@ -107,7 +142,7 @@ class Runner:
             try:
                 outcome.started = outcome.started or time.time()
                 async for event in self.dispatcher.call(
-                        prep.spec, prep.task, prep.request, request_id=request_id,
+                        prep.spec, prep.task, prep.wire(), request_id=request_id,
                         wait_s=self.default_wait_s if wait_s is None else wait_s, timeout_s=timeout_s,
                         key_id=key_id):
                     case, payload = case_of(event)
