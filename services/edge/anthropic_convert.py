@@ -123,6 +123,8 @@ def _tools(body: _Conversation, req: Any) -> None:
         req.tool_choice.mode = llm_pb2.TOOL_CHOICE_MODE_REQUIRED
     else:
         req.tool_choice.mode = TOOL_CHOICE_MODES[choice.type]
+    if choice.disable_parallel_tool_use is not None and hasattr(req, "parallel_tool_calls"):
+        req.parallel_tool_calls = not choice.disable_parallel_tool_use
 
 
 def chat_request(body: MessagesRequest, model_id: str,

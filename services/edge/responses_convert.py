@@ -150,6 +150,8 @@ def chat_request(body: ResponsesRequest, model_id: str, messages: list[llm_pb2.C
         if choice == "required" and not names:
             raise InvalidArgument("'required' needs at least one function tool", field="tool_choice")
         req.tool_choice.mode = TOOL_CHOICE_MODES[choice]
+    if body.parallel_tool_calls is not None:
+        req.parallel_tool_calls = body.parallel_tool_calls
     fmt = body.text.format if body.text else None
     if fmt is not None and fmt.type != "text":
         req.response_format.type = fmt.type

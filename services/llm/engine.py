@@ -278,7 +278,8 @@ class LLMEngine:
                 group=group, index=i, sampler=base.clone(params.generator(i)),
                 matcher=(matcher if i == 0 else matcher.deep_copy()) if matcher is not None else None,
                 detokenizer=IncrementalDetokenizer(self._decoder), stops=StopStrings(params.stop),
-                parser=ToolCallParser() if parse_tools else None))
+                parser=ToolCallParser(parallel=request.parallel_tool_calls is not False)
+                if parse_tools else None))
         return group
 
     def _submit(self, group: _Group) -> None:

@@ -112,10 +112,13 @@ class ToolCallParser:
     Outside a call, text is content (a possible start of `<tool_call>` and trailing whitespace are
     held back). Inside, the call's id, type and name go out as soon as the name is complete, then
     the arguments JSON in fragments as it is generated; the closing brace and tag are swallowed.
+    With `parallel` False (the request's parallel_tool_calls), the first call is the answer: what
+    the model writes after it closes is dropped, since an auto-mode model may write several.
     """
 
-    def __init__(self, new_id: Callable[[], str] = new_tool_call_id) -> None:
+    def __init__(self, new_id: Callable[[], str] = new_tool_call_id, *, parallel: bool = True) -> None:
         self._new_id = new_id
+        self._parallel = parallel
         self._buffer = ""
         self._state = "text"  # text | head | args | tail
         self._calls: list[dict[str, Any]] = []
@@ -158,6 +161,9 @@ class ToolCallParser:
 
     def _step(self, content: list[str], deltas: list[ToolCallDelta]) -> bool:
         buf = self._buffer
+        if self._state == "text" and self._calls and not self._parallel:
+            self._buffer = ""
+            return False
         if self._state == "text":
             at = buf.find(OPEN)
             if at >= 0:

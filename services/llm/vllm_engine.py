@@ -161,7 +161,8 @@ class VLLMEngine:
         max_tokens = self._chat.budget(len(prompt_ids), request.sampling.max_tokens, prompt_field=prompt_field)
         params = self._sampling(request, max_tokens, choice.mode)
         parse_tools = bool(request.tools) and choice.mode != "none"
-        parsers = [ToolCallParser() for _ in range(request.sampling.n)] if parse_tools else []
+        parsers = ([ToolCallParser(parallel=request.parallel_tool_calls is not False)
+                    for _ in range(request.sampling.n)] if parse_tools else [])
         produced = 0
         first = True
         finished = False
