@@ -4,13 +4,24 @@ shape of edge -> router) under each channel/server option set genmesh could use.
 
 The server runs in its own process (as a worker does), the client drives 16 concurrent calls for
 a fixed time; both processes' CPU is read around the run, so each variant reports requests/s and
-CPU microseconds per call on each side. Run: `.venv/bin/python -m bench.grpc_transport [seconds]`.
+CPU microseconds per call on each side. Run: `.venv/bin/python -m bench.grpc_transport [seconds]
+[variant ...]`; GRPC_POLL_STRATEGY set for the run applies to both processes.
+
+Found on 2 shared cores (load 2-4), 2026-12-02, repeated runs:
+- unary-unary costs about half of unary-stream per side (client ~150-230 us vs ~330-470 us, server
+  ~200-290 us vs ~330-530 us). Edge -> router (Router.Run) is already unary; router -> worker is
+  unary-stream because every worker RPC streams: a unary worker RPC for calls whose partials never
+  reach the caller (a sync run) is the one transport change here worth its contract change.
+- A unix socket was 10-20% cheaper per call than loopback TCP in isolation, but in the whole mesh
+  (echo advertising `unix:` under `genmesh up`, measured A/B twice in one run beside Ray Serve) REST
+  echo did fewer requests/s (395 vs 526, 628 vs 799), so genmesh keeps TCP.
+- BDP probe off, optimization_target latency/throughput, GRPC_POLL_STRATEGY=poll: no difference
+  above run-to-run noise (which is +-50% on this machine); none adopted.
 """
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -43,13 +54,9 @@ VARIANTS: dict[str, tuple[list[tuple[str, Any]], list[tuple[str, Any]], str]] = 
 
 def _creds(tls_dir: Path) -> tuple[meshtls.MeshCredentials, meshtls.MeshCredentials]:
     made = meshtls.ensure(tls_dir, ["router", "echo"])
-    server = MeshCredentialsFor(made["echo"])
-    client = MeshCredentialsFor(made["router"])
-    return server, client
-
-
-def MeshCredentialsFor(cert: meshtls.ServiceCert) -> meshtls.MeshCredentials:
-    return meshtls.MeshCredentials.from_files(cert.ca_file, cert.cert_file, cert.key_file)
+    server, client = made["echo"], made["router"]
+    return (meshtls.MeshCredentials.from_files(server.ca_file, server.cert_file, server.key_file),
+            meshtls.MeshCredentials.from_files(client.ca_file, client.cert_file, client.key_file))
 
 
 async def serve(address: str, tls_dir: Path, extra: list[tuple[str, Any]]) -> None:
@@ -73,7 +80,7 @@ async def serve(address: str, tls_dir: Path, extra: list[tuple[str, Any]]) -> No
 
 
 async def drive(address: str, tls_dir: Path, extra: list[tuple[str, Any]], method: str,
-                seconds: float) -> tuple[int, float, float]:
+                seconds: float) -> tuple[int, float, float, float]:
     _, client_creds = _creds(tls_dir)
     channel = meshtls.channel(address, client_creds, "echo", [*CHANNEL_OPTIONS, *extra])
     if method == METHOD_STREAM:
@@ -115,7 +122,7 @@ async def drive(address: str, tls_dir: Path, extra: list[tuple[str, Any]], metho
     elapsed = time.perf_counter() - t0
     cpu = sum(me.cpu_times()[:2]) - cpu0
     await channel.close()
-    return done, elapsed, cpu, seq  # type: ignore[return-value]
+    return done, elapsed, cpu, seq
 
 
 def run_variant(name: str, method: str, seconds: float, scratch: Path) -> dict[str, Any]:
