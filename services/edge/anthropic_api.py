@@ -79,13 +79,12 @@ async def messages(request: Request) -> Response:
     found = await catalog(request).for_task(body.model, ("chat",), auth, route="/v1/messages")
     req = convert.chat_request(body, found.model.id, accepted_url(request))
     client = mesh(request)
-    message_id = convert.new_id("msg")
     events = client.stream(client.llm.ChatComplete, req, auth)
     if not body.stream:
         result = await final_result(events)
-        return JSON(convert.message_json(result, model=body.model, message_id=message_id))
-    state = convert.MessageStream(model=body.model, message_id=message_id)
+        return JSON(convert.message_json(result, model=body.model, message_id=convert.message_id()))
     first = await prime(events, ("chunk", "result"))
+    state = convert.MessageStream(model=body.model, message_id=convert.message_id())
 
     async def chunks() -> AsyncIterator[ServerSentEvent]:
         try:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from genmesh.errors import GenmeshError, InvalidArgument
 from genmesh.v1 import llm_pb2
-from genmesh.services.edge.openai_convert import TOOL_CHOICE_MODES, finish_name, role
+from genmesh.services.edge.openai_convert import TOOL_CHOICE_MODES, finish_name, response_id, role
 from genmesh.services.edge.result_replay import ResultReplay
 from genmesh.services.edge.anthropic_protocol import (CountTokensRequest, ImageBlock, MessagesRequest,
                                                       TextBlock, ToolResultBlock, ToolUseBlock,
@@ -31,6 +31,12 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def message_id() -> str:
+    """A message's id, `msg_<the router's request id>` (see `response_id`): ask once the first
+    event (or the result) is in."""
+    return response_id("msg", "_")
 
 
 def error_body(error: GenmeshError) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from google.protobuf import struct_pb2
 from genmesh.errors import InvalidArgument
 from genmesh.jsonpb import enum_from_short_name, enum_short_name
 from genmesh.v1 import audio_pb2, llm_pb2
+from genmesh.services.edge.mesh_client import current_request_id
 from genmesh.services.edge.openai_protocol import (ChatCompletionRequest, CompletionRequest,
                                                    EmbeddingRequest, NamedToolChoice)
 
@@ -27,6 +28,14 @@ _SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def response_id(prefix: str, sep: str = "-") -> str:
+    """A response body's id: the router's id for this request (the `x-request-id` header, the
+    id of billing's request log), so a client can quote either; random only where no mesh call
+    has named one. A stream reads it at its first chunk, after the router's initial metadata."""
+    request_id = current_request_id()
+    return f"{prefix}{sep}{request_id}" if request_id else f"{prefix}{sep}{secrets.token_hex(12)}"
 
 
 def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
@@ -243,7 +252,7 @@ def chat_completion_json(result: llm_pb2.ChatCompleteResult, *, model: str, crea
         choices.append({"index": c.index, "message": message,
                         "logprobs": {"content": chat_logprobs(c.logprobs), "refusal": None} if logprobs else None,
                         "finish_reason": finish_reason(c.finish_reason, named_tool)})
-    return {"id": result.id if result.id.startswith("chatcmpl") else new_id("chatcmpl"),
+    return {"id": response_id("chatcmpl"),
             "object": "chat.completion", "created": created, "model": result.model or model,
             "choices": choices, "usage": usage_json(result.usage), "system_fingerprint": None}
 
@@ -253,7 +262,7 @@ class ChatStream:
 
     def __init__(self, *, model: str, created: int, n: int, logprobs: bool, named_tool: bool,
                  include_usage: bool) -> None:
-        self.id = new_id("chatcmpl")
+        self._id: str | None = None
         self.model = model
         self.created = created
         self.n = n
@@ -263,6 +272,13 @@ class ChatStream:
         self.started: set[int] = set()
         self.streamed: set[int] = set()
         self.finished: set[int] = set()
+
+    @property
+    def id(self) -> str:
+        """Fixed at the first chunk, when the router has named the request (see `response_id`)."""
+        if self._id is None:
+            self._id = response_id("chatcmpl")
+        return self._id
 
     def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -353,7 +369,7 @@ def completion_json(results: list[llm_pb2.CompleteResult], *, model: str, create
                             "finish_reason": finish_name(c.finish_reason)})
         usage = add_usage(usage, usage_json(result.usage))
     model_name = (results[0].model if results else "") or model
-    return {"id": new_id("cmpl"), "object": "text_completion", "created": created, "model": model_name,
+    return {"id": response_id("cmpl"), "object": "text_completion", "created": created, "model": model_name,
             "choices": choices, "usage": usage or usage_json(llm_pb2.TokenUsage()),
             "system_fingerprint": None}
 
@@ -362,7 +378,7 @@ class CompletionStream:
     """Folds LLM.Complete events of one prompt (of several) into OpenAI completion chunks."""
 
     def __init__(self, *, model: str, created: int, n: int, logprobs: bool) -> None:
-        self.id = new_id("cmpl")
+        self._id: str | None = None
         self.model = model
         self.created = created
         self.n = n
@@ -372,6 +388,13 @@ class CompletionStream:
         self.finished: set[int] = set()
         self.offsets: dict[int, int] = {}
         self.usage: dict[str, int] | None = None
+
+    @property
+    def id(self) -> str:
+        """Fixed at the first chunk, when the router has named the request (see `response_id`)."""
+        if self._id is None:
+            self._id = response_id("cmpl")
+        return self._id
 
     def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "object": "text_completion", "created": self.created,

@@ -220,10 +220,12 @@ async def test_chat_request_reaches_the_worker_fully_translated(client: openai.A
 
 
 async def test_chat_completion_with_logprobs(client: openai.AsyncOpenAI) -> None:
-    out = await client.chat.completions.create(model=CHAT, messages=user("hi"), n=2, logprobs=True,
-                                               top_logprobs=2)
+    raw = await client.chat.completions.with_raw_response.create(model=CHAT, messages=user("hi"), n=2,
+                                                                 logprobs=True, top_logprobs=2)
+    out = raw.parse()
     assert [c.message.content for c in out.choices] == ["Hello", "Hello"]
-    assert out.choices[0].finish_reason == "length" and out.id == "chatcmpl-scripted"
+    # the body's id is the router's request id, not the worker's
+    assert out.choices[0].finish_reason == "length" and out.id == "chatcmpl-" + raw.headers["x-request-id"]
     assert [e.token for e in out.choices[0].logprobs.content] == ["Hel", "lo"]
     assert len(out.choices[0].logprobs.content[0].top_logprobs) == 2
     assert out.usage.total_tokens == 11

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from typing import Any, AsyncIterator
 
@@ -44,6 +45,18 @@ class NotingLLM(llm_pb2_grpc.LLMServicer):
                 prompt_tokens=3, completion_tokens=1, total_tokens=4))
             result.choices.add(index=0, message=llm_pb2.ChatMessage(content="Hi"))
             yield llm_pb2.ChatCompleteEvent(result=result)
+
+    @servicer_errors
+    async def Complete(self, request: llm_pb2.CompleteRequest,
+                       context: Any) -> AsyncIterator[llm_pb2.CompleteEvent]:
+        async with self.runtime.job(context, request.model_id) as job:
+            self.ids.append(job.request_id)
+            yield llm_pb2.CompleteEvent(chunk=llm_pb2.CompleteChunk(
+                choices=[llm_pb2.CompletionDelta(index=0, text="Hi")]))
+            result = llm_pb2.CompleteResult(id="cmpl-worker", model=request.model_id, usage=llm_pb2.TokenUsage(
+                prompt_tokens=3, completion_tokens=1, total_tokens=4))
+            result.choices.add(index=0, text="Hi", finish_reason=llm_pb2.FINISH_REASON_STOP)
+            yield llm_pb2.CompleteEvent(result=result)
 
     @servicer_errors
     async def Embed(self, request: llm_pb2.EmbedRequest, context: Any) -> llm_pb2.EmbedResponse:
@@ -98,3 +111,32 @@ async def test_openai_routes_return_the_id_the_worker_ran_and_billing_logged(
                 break
             assert time.monotonic() < deadline, (returned, logs)
             await asyncio.sleep(0.1)
+
+
+def sse_ids(resp: httpx.Response) -> set[str]:
+    """The ids every data event of a streamed body carries (Anthropic's nest it in `message`)."""
+    ids = set()
+    for line in resp.text.splitlines():
+        if line.startswith("data:") and line[5:].strip() != "[DONE]":
+            event = json.loads(line[5:])
+            if "id" in event or "message" in event:
+                ids.add(event.get("id") or event["message"]["id"])
+    return ids
+
+
+async def test_response_bodies_carry_the_request_id_plain_and_streamed(mesh: tuple[Mesh, NotingLLM]) -> None:
+    m, worker = mesh
+    chat = {"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    completion = {"model": CHAT, "prompt": "hi", "max_tokens": 4}
+    async with httpx.AsyncClient(base_url=m.edge_url, timeout=30,
+                                 headers={"authorization": f"Bearer {m.api_key}"}) as http:
+        calls = [("/v1/chat/completions", chat, "chatcmpl-"), ("/v1/completions", completion, "cmpl-"),
+                 ("/v1/messages", chat, "msg_")]
+        for path, body, prefix in calls:
+            for stream in (False, True):
+                resp = await http.post(path, json={**body, "stream": stream})
+                assert resp.status_code == 200, (path, resp.text)
+                request_id = resp.headers["x-request-id"]
+                assert request_id == worker.ids[-1]
+                ids = sse_ids(resp) if stream else {resp.json()["id"]}
+                assert ids == {prefix + request_id}, (path, stream, ids)
