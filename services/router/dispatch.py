@@ -3,7 +3,9 @@
 Waits (bounded) when every able worker is busy, fails at once (FAILED_PRECONDITION, with the
 reason) when no worker could ever run the model (weights missing, hardware short), tells a worker
 to evict before a cold load, and turns a worker's death into a retryable UNAVAILABLE so the caller
-can re-place.
+can re-place. A worker that answers RESOURCE_EXHAUSTED (its capacity) before streaming anything
+still runs a call this router stopped counting (one whose client went away, still winding down):
+the call is re-placed, on another worker or on that one once it has room, within the same bound.
 """
 from __future__ import annotations
 
@@ -70,14 +72,18 @@ class Dispatcher:
             call.cancel()
         await self.channels.drop(view.state.address)
 
-    async def place(self, spec: ModelSpec, service: str, wait_s: float) -> WorkerView:
-        """A worker for the model, waiting up to `wait_s` for one to fit."""
+    async def place(self, spec: ModelSpec, service: str, wait_s: float,
+                    refused: set[str] | None = None) -> WorkerView:
+        """A worker for the model, waiting up to `wait_s` for one to fit. Workers in `refused`
+        (they just answered "at capacity") are passed over until the registry next changes (a
+        heartbeat, a call ending here) or half a second has gone by; then they are asked again."""
         deadline = time.monotonic() + wait_s
         needs = needs_of(spec, spec.id)
+        refused = refused if refused is not None else set()
         while True:
             views = {v.worker_id: v for v in self.registry.for_service(service)}
             infos = [v.info() for v in views.values()]
-            decision = self.policy.place(needs, infos)
+            decision = self.policy.place(needs, [i for i in infos if i.worker_id not in refused])
             if decision.worker_id is None:
                 refuse_unrunnable(spec, needs, infos)
             if decision.worker_id is not None:
@@ -93,6 +99,7 @@ class Dispatcher:
                 raise RateLimited(f"every {service} worker able to serve '{spec.id}' is busy "
                                   f"({decision.reason}); retry later or use the queue", retry_after=1.0)
             await self.registry.wait_changed(min(remaining, 0.5))
+            refused.clear()
 
     async def _evict(self, view: WorkerView, model_id: str) -> None:
         stub = worker_pb2_grpc.WorkerStub(self.channels.get(view.state.address, view.state.service))
@@ -101,8 +108,24 @@ class Dispatcher:
 
     async def call(self, spec: ModelSpec, task: Task, request: Message | bytes, *, request_id: str,
                    wait_s: float, timeout_s: float | None = None, key_id: str = "") -> AsyncIterator[Message]:
-        """Streams the typed events of one attempt on one worker (unary calls yield once)."""
-        view = await self.place(spec, task.service, wait_s)
+        """Streams the typed events of one call (unary calls yield once), placed again while a
+        worker refuses it for capacity (`_attempt` is one try on one worker)."""
+        deadline = time.monotonic() + wait_s
+        refused: set[str] = set()
+        while True:
+            view = await self.place(spec, task.service, max(0.0, deadline - time.monotonic()), refused)
+            try:
+                async for event in self._attempt(view, task, request, request_id=request_id,
+                                                 timeout_s=timeout_s, key_id=key_id):
+                    yield event
+                return
+            except _SlotNotFree:
+                refused.add(view.worker_id)
+                log.info("worker at capacity; re-placing", extra={
+                    "request_id": request_id, "model_id": spec.id, "worker_id": view.worker_id})
+
+    async def _attempt(self, view: WorkerView, task: Task, request: Message | bytes, *, request_id: str,
+                       timeout_s: float | None, key_id: str) -> AsyncIterator[Message]:
         method = self.channels.method(view.state.address, view.state.service, task.path,
                                       streaming=task.streaming,
                                       request_serializer=wire_bytes,
@@ -112,9 +135,11 @@ class Dispatcher:
         view.local_in_flight += 1
         calls = self._calls.setdefault(view.worker_id, set())
         calls.add(call)
+        streamed = False
         try:
             if task.streaming:
                 async for event in call:
+                    streamed = True
                     yield event
             else:
                 yield await call
@@ -131,7 +156,12 @@ class Dispatcher:
                     calls.discard(call)
                     await self.registry.declare_dead(view.worker_id)
                 raise WorkerLost(f"worker {view.worker_id} became unavailable: {exc.details()}") from None
-            raise from_rpc_error(exc) from None
+            error = from_rpc_error(exc)
+            # Only the capacity refusal (RateLimited; not a full model cache or a spent budget),
+            # and only while nothing went out: nothing ran, so placing it again is safe.
+            if type(error) is RateLimited and not streamed:
+                raise _SlotNotFree() from None
+            raise error from None
         finally:
             call.cancel()  # the caller closed this stream (client gone): the worker stops at once
             calls.discard(call)
@@ -143,6 +173,10 @@ class Dispatcher:
 def wire_bytes(request: Message | bytes) -> bytes:
     """A request's wire form: a queued job's stored request already is its bytes and goes as it is."""
     return request if isinstance(request, bytes) else request.SerializeToString()
+
+
+class _SlotNotFree(Exception):
+    """A worker refused a call for capacity before any event: `Dispatcher.call` re-places it."""
 
 
 def retryable(error: GenmeshError) -> bool:
