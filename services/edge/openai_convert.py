@@ -30,12 +30,15 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
 
 
-def response_id(prefix: str, sep: str = "-") -> str:
+def response_id(prefix: str, sep: str = "-", fallback: str = "") -> str:
     """A response body's id: the router's id for this request (the `x-request-id` header, the
-    id of billing's request log), so a client can quote either; random only where no mesh call
-    has named one. A stream reads it at its first chunk, after the router's initial metadata."""
+    id of billing's request log), so a client can quote either. Outside a request a mesh call
+    has named (a batch, a deferred result read back later) `fallback` or a random one. A stream
+    reads it at its first chunk, after the router's initial metadata."""
     request_id = current_request_id()
-    return f"{prefix}{sep}{request_id}" if request_id else f"{prefix}{sep}{secrets.token_hex(12)}"
+    if request_id:
+        return f"{prefix}{sep}{request_id}"
+    return fallback or f"{prefix}{sep}{secrets.token_hex(12)}"
 
 
 def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
@@ -252,7 +255,7 @@ def chat_completion_json(result: llm_pb2.ChatCompleteResult, *, model: str, crea
         choices.append({"index": c.index, "message": message,
                         "logprobs": {"content": chat_logprobs(c.logprobs), "refusal": None} if logprobs else None,
                         "finish_reason": finish_reason(c.finish_reason, named_tool)})
-    return {"id": response_id("chatcmpl"),
+    return {"id": response_id("chatcmpl", fallback=result.id if result.id.startswith("chatcmpl") else ""),
             "object": "chat.completion", "created": created, "model": result.model or model,
             "choices": choices, "usage": usage_json(result.usage), "system_fingerprint": None}
 
