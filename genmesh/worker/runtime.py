@@ -38,6 +38,7 @@ def _ts(seconds: float) -> Timestamp:
 
 
 Loader = Callable[[ModelSpec], Awaitable[Entry]]
+LOADING_LABEL = "loading/"  # heartbeat label prefix of a model this worker is loading
 
 
 def progress(stage: str, fraction: float = 0.0, step: int = 0,
@@ -98,6 +99,7 @@ class WorkerRuntime:
         budget = settings.memory_budget_gb * GB if settings.memory_budget_gb else int(
             self.devices[0].memory_total_bytes * 0.8)
         self.cache = ModelCache(int(budget))
+        self.cache.on_change = self._state_changed
         self.capacity = settings.worker_capacity
         self.running: dict[str, JobContext] = {}
         self.address = ""
@@ -105,6 +107,7 @@ class WorkerRuntime:
         self.started_at = time.time()
         self._nc: Any = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # out-of-turn heartbeats in flight
         # With mesh certificates configured, key ids are believed only from the router.
         self._verify_caller = bool(settings.tls_ca_file)
 
@@ -133,6 +136,10 @@ class WorkerRuntime:
             running_requests=sorted(self.running))
         if self.settings.zone:
             state.labels["zone"] = self.settings.zone
+        # Models loading now (label loading/<model id> = when the load began, unix seconds): a
+        # worker minutes into an engine start is alive and busy, not silent.
+        for model_id, since in list(self.cache.loading_since.items()):
+            state.labels[f"{LOADING_LABEL}{model_id}"] = f"{since:.0f}"
         # Which of its models this worker cannot run, and why (weights or engine missing).
         if self.loads_weights:
             state.unavailable.update(availability.weights_reasons(
@@ -154,6 +161,17 @@ class WorkerRuntime:
     async def publish_state(self) -> None:
         if self._nc is not None and self._nc.is_connected:
             await self._nc.publish(bus.HEARTBEAT_SUBJECT, self.state().SerializeToString())
+
+    def _state_changed(self) -> None:
+        """A load began or ended: heartbeat now rather than at the next interval."""
+        if self._nc is not None:
+            task = asyncio.get_running_loop().create_task(self._publish_quietly())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _publish_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.publish_state()
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -282,15 +282,18 @@ class LLMComponent(WorkerComponent):
             raise ModelUnavailable(f"model '{spec.id}' names engine {spec.engine!r}, which this llm worker "
                                    f"does not have ({', '.join(ENGINES)})")
         owner = weights_owner(spec, self.runtime.models.values())
-        models_dir = self.settings.resolved_models_dir()
-        device = self.runtime.device
-
-        settings = self.settings
 
         async def loader() -> Any:
-            return await asyncio.to_thread(load_engine, spec, owner, models_dir, device, settings)
+            # Off the event loop: an engine start takes minutes on a busy CPU, and the loop must
+            # keep heartbeating (a silent worker is declared dead and its calls re-sent). The
+            # cache runs one such load per model, whoever asks and whoever goes away meanwhile.
+            return await asyncio.to_thread(self.build_engine, spec, owner)
 
-        return await self.runtime.cache.acquire(owner.id, loader, spec.memory_bytes, device)
+        return await self.runtime.cache.acquire(owner.id, loader, spec.memory_bytes, self.runtime.device)
+
+    def build_engine(self, spec: ModelSpec, owner: ModelSpec) -> Any:
+        """Loads `spec`'s engine (blocking: runs in a thread)."""
+        return load_engine(spec, owner, self.settings.resolved_models_dir(), self.runtime.device, self.settings)
 
     async def start(self, port: int) -> None:
         await super().start(port)
