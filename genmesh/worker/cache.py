@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from genmesh.errors import ResourceExhausted
+from genmesh.errors import ModelUnavailable, ResourceExhausted
 
 log = logging.getLogger("genmesh.cache")
 
@@ -38,6 +38,7 @@ class ModelCache:
         self.loading_since: dict[str, float] = {}  # model id -> wall time its load began
         # Called when a load begins or ends (the worker tells the routers at once).
         self.on_change: Callable[[], None] | None = None
+        self._closed = False
 
     @property
     def used_bytes(self) -> int:
@@ -82,6 +83,11 @@ class ModelCache:
         await self._make_room(size_bytes, keep=model_id)
         started = time.perf_counter()
         value = await loader()
+        if self._closed:
+            # The worker stopped while this loaded (a load in a thread cannot be interrupted):
+            # close what it started (a vLLM engine's processes) rather than leave it behind.
+            _close(value)
+            raise ModelUnavailable(f"this worker stopped while '{model_id}' loaded")
         entry = Entry(model_id, value, size_bytes, device, time.perf_counter() - started)
         self.entries[model_id] = entry
         log.info("model loaded", extra={"model_id": model_id,
@@ -118,13 +124,24 @@ class ModelCache:
             victim = min(idle, key=lambda e: e.last_used)
             self.evict(victim.model_id)
 
+    def close(self) -> None:
+        """The worker is stopping: evicts every idle model now, and closes any model still
+        loading when its load finishes."""
+        self._closed = True
+        for model_id in list(self.entries):
+            self.evict(model_id)
+
     def evict(self, model_id: str) -> bool:
         entry = self.entries.get(model_id)
         if entry is None or entry.in_flight:
             return False
         del self.entries[model_id]
-        close = getattr(entry.value, "close", None)
-        if callable(close):
-            close()
+        _close(entry.value)
         log.info("model evicted", extra={"model_id": model_id})
         return True
+
+
+def _close(value: Any) -> None:
+    close = getattr(value, "close", None)
+    if callable(close):
+        close()

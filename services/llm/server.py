@@ -305,8 +305,7 @@ class LLMComponent(WorkerComponent):
             threading.Thread(target=vllm_engine.preload, name="vllm-import", daemon=True).start()
 
     async def stop(self) -> None:
-        for model_id in list(self.runtime.cache.entries):
-            self.runtime.cache.evict(model_id)  # closes each engine's thread
+        self.runtime.cache.close()  # closes each engine (and any still loading, once loaded)
         await super().stop()
 
 

@@ -68,3 +68,26 @@ async def test_a_failed_load_reaches_every_waiter_and_the_next_call_retries() ->
     load.fail = False
     entry = await cache.acquire("m", load, 1)
     assert load.calls == 2 and cache.entries["m"] is entry
+
+
+async def test_a_model_that_finishes_loading_after_close_is_closed_not_kept() -> None:
+    closed: list[bool] = []
+
+    class Engine:
+        def close(self) -> None:
+            closed.append(True)
+
+    cache, gate = ModelCache(10), asyncio.Event()
+
+    async def load() -> Engine:
+        await gate.wait()
+        return Engine()
+
+    caller = asyncio.create_task(cache.acquire("m", load, 1))
+    while not cache.loading:
+        await asyncio.sleep(0)
+    cache.close()  # the worker stops mid-load
+    gate.set()
+    with pytest.raises(Exception, match="stopped while 'm' loaded"):
+        await caller
+    assert closed == [True] and cache.entries == {}
