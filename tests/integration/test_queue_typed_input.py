@@ -35,6 +35,12 @@ async def test_a_submitted_job_is_stored_as_its_typed_request_and_completes(
                     metadata=mesh.metadata)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert ("genmesh-field", "num_events") in tuple(err.value.trailing_metadata())
+            # The router alone checks what workers now trust, model_id included.
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Submit(router_pb2.SubmitRequest(model_id="", input=struct({"prompt": "x"})),
+                                  metadata=mesh.metadata)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert ("genmesh-field", "model_id") in tuple(err.value.trailing_metadata())
         db_url = mesh.env["GENMESH_DATABASE_URL"]
         [row] = await wait_all_ended(db_url, [submitted.request_id])
         assert row["status"] == "COMPLETED"
