@@ -11,7 +11,6 @@ import json
 import threading
 from typing import Any, Mapping, Sequence
 
-import jsonschema
 import llguidance
 import llguidance.hf
 import llguidance.torch
@@ -21,6 +20,7 @@ from transformers import PreTrainedTokenizerFast
 
 from genmesh.errors import InvalidArgument
 
+from .params import check_schema
 from .protocol import ResponseFormat
 
 # Whitespace in JSON output: free in kind, bounded in length, so a weak model cannot pad forever.
@@ -48,18 +48,6 @@ def parse_response_format(value: Mapping[str, Any] | None) -> ResponseFormat | N
         raise InvalidArgument("must be an object with a `schema`", field="response_format.json_schema")
     return ResponseFormat(type="json_schema", schema=dict(spec.get("schema") or {}), name=str(spec.get("name", "")),
                           strict=bool(spec.get("strict", False)))
-
-
-def check_schema(schema: Any, field: str) -> dict[str, Any]:
-    """A JSON schema the validator accepts (so bad schemas fail as INVALID_ARGUMENT, not mid-stream)."""
-    if not isinstance(schema, Mapping):
-        raise InvalidArgument("must be a JSON schema object", field=field)
-    schema = dict(schema)
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise InvalidArgument(f"is not a valid JSON schema: {exc.message}", field=field) from None
-    return schema
 
 
 def json_schema_grammar(schema: Mapping[str, Any]) -> str:

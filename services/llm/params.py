@@ -12,7 +12,7 @@ Errors name the field as the caller spelled it: sampling fields by their own nam
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import jsonschema
 from google.protobuf.message import Message
@@ -211,8 +211,15 @@ def _tool(tool: llm_pb2.Tool, index: int) -> None:
 
 
 def _schema(struct: Any, field: str) -> dict[str, Any]:
-    """A JSON schema its validator accepts, so a bad one fails at submit, not mid-stream."""
-    schema = struct_to_json(struct)
+    return check_schema(struct_to_json(struct), field)
+
+
+def check_schema(schema: Any, field: str) -> dict[str, Any]:
+    """A JSON schema its validator accepts, so a bad one fails at submit (INVALID_ARGUMENT), not
+    mid-stream. Defined here, not beside the grammars, so the router needs no torch to use it."""
+    if not isinstance(schema, Mapping):
+        raise InvalidArgument("must be a JSON schema object", field=field)
+    schema = dict(schema)
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:

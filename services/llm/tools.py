@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from genmesh.errors import InvalidArgument
 
-from .constraints import check_schema
+from .params import check_schema
 from .protocol import FunctionCall, FunctionTool, ToolCall, ToolCallDelta, ToolChoice, new_tool_call_id
 
 OPEN = "<tool_call>"
