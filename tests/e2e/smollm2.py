@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import httpx
+import openai
 
 from genmesh.models import build
 from tests.conftest import Infra, Mesh, start_mesh
@@ -45,3 +46,10 @@ async def smollm2_mesh(infra: Infra, tmp: Path, models_dir: Path) -> AsyncIterat
         yield mesh
     finally:
         await mesh.supervisor.stop()
+
+
+def strict_sdk(mesh: Mesh, key: str | None = None, timeout: float = 120) -> openai.OpenAI:
+    """The official openai client on the mesh's edge, validating every response against its
+    types (so a field genmesh shapes wrongly fails the test), and never retrying on its own."""
+    return openai.OpenAI(base_url=f"{mesh.edge_url}/v1", api_key=key or mesh.api_key, max_retries=0,
+                         _strict_response_validation=True, timeout=timeout)

@@ -21,6 +21,7 @@ import pytest_asyncio
 
 from genmesh.models import build
 from tests.conftest import Infra, Mesh, start_mesh
+from tests.e2e.smollm2 import strict_sdk
 
 CHAT = "genmesh/tiny-llama"
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -58,8 +59,7 @@ async def modality_mesh(infra: Infra, tmp: Path, models_dir: Path, services: lis
 
 
 def sdk(mesh: Mesh) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{mesh.edge_url}/v1", api_key=mesh.api_key, max_retries=0,
-                         _strict_response_validation=True, timeout=120)
+    return strict_sdk(mesh)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import Mesh
 from tests.e2e.smollm2 import SMOLLM2
+from tests.e2e.smollm2 import strict_sdk as sdk
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Get the current weather in a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -25,11 +26,6 @@ QUESTION = "What is the weather like in Paris right now?"
 def mesh(smollm2: Mesh) -> Mesh:
     """The session's SmolLM2 mesh, with this module's own key (tests/e2e/conftest.py)."""
     return smollm2
-
-
-def sdk(mesh: Mesh, key: str | None = None) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{mesh.edge_url}/v1", api_key=key or mesh.api_key, max_retries=0,
-                         _strict_response_validation=True, timeout=120)
 
 
 @pytest.fixture(scope="module")

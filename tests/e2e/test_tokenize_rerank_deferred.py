@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from genmesh.services.llm.embeddings import default_minilm_path
 from tests.conftest import Mesh
-from tests.e2e.smollm2 import SMOLLM2
+from tests.e2e.smollm2 import SMOLLM2, strict_sdk
 
 EMBED = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -30,8 +30,7 @@ def http(mesh: Mesh) -> httpx.Client:
 
 @pytest.fixture(scope="module")
 def client(mesh: Mesh) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{mesh.edge_url}/v1", api_key=mesh.api_key, max_retries=0,
-                         _strict_response_validation=True, timeout=120)
+    return strict_sdk(mesh)
 
 
 def other_key(mesh: Mesh, http: httpx.Client) -> httpx.Client:

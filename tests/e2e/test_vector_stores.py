@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import Mesh
 from tests.e2e.smollm2 import SMOLLM2
+from tests.e2e.smollm2 import strict_sdk as sdk
 
 DOCS = {
     "volcano.txt": ("The Zorblat volcano on the island of Kelvara last erupted in 1821 and its lava "
@@ -34,11 +35,6 @@ DOCS = {
 def mesh(smollm2: Mesh) -> Mesh:
     """The session's SmolLM2 mesh (tests/e2e/conftest.py) under this module's own admin key."""
     return smollm2
-
-
-def sdk(mesh: Mesh, key: str | None = None) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{mesh.edge_url}/v1", api_key=key or mesh.api_key, max_retries=0,
-                         _strict_response_validation=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
