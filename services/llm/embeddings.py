@@ -17,9 +17,8 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from genmesh.errors import InvalidArgument, ModelUnavailable
+from genmesh.limits import MAX_EMBED_INPUTS as MAX_INPUTS
 
-# OpenAI's own limit on the number of inputs in one request.
-MAX_INPUTS = 2048
 DEFAULT_BATCH_SIZE = 32
 
 EmbeddingInput = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]]
