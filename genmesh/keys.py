@@ -70,9 +70,11 @@ async def ensure_bootstrap_key(pool: asyncpg.Pool, secret: str) -> str:
 
 # One definition of "a live key", read by billing's Authenticate (which the edge calls) and by
 # the router's cached authenticator alike; its spend so far comes with it.
-LIVE_KEY_COLUMNS = ("k.id, k.name, k.scope, k.prefix, k.created_at, k.revoked_at, k.spend_limit, "
-                    "k.rate_limit_per_minute, "
-                    "COALESCE((SELECT SUM(cost) FROM ledger WHERE api_key_id = k.id), 0) AS spent")
+# Billing's key admin (create, list, revoke) returns the same columns.
+KEY_COLUMNS = ("k.id, k.name, k.scope, k.prefix, k.created_at, k.revoked_at, k.spend_limit, "
+               "k.rate_limit_per_minute")
+SPENT = "COALESCE((SELECT SUM(cost) FROM ledger WHERE api_key_id = k.id), 0) AS spent"
+LIVE_KEY_COLUMNS = f"{KEY_COLUMNS}, {SPENT}"
 
 
 async def live_key(pool: asyncpg.Pool, *, secret: str = "",

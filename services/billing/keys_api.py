@@ -26,9 +26,6 @@ SCOPES = {"user": billing_pb2.API_KEY_SCOPE_USER, "deploy": billing_pb2.API_KEY_
           "admin": billing_pb2.API_KEY_SCOPE_ADMIN}
 SCOPE_NAMES = {v: k for k, v in SCOPES.items()}
 MAX_NAME = 200
-_KEY_COLUMNS = ("k.id, k.name, k.scope, k.prefix, k.created_at, k.revoked_at, k.spend_limit, "
-                "k.rate_limit_per_minute")
-_SPENT = "COALESCE((SELECT SUM(cost) FROM ledger WHERE api_key_id = k.id), 0) AS spent"
 
 
 def to_proto(row: asyncpg.Record) -> billing_pb2.ApiKey:
@@ -87,7 +84,8 @@ class KeysApi:
         secret = keys.new_secret()
         row = await self.pool.fetchrow(
             "INSERT INTO api_keys AS k (id, name, scope, prefix, secret_hash, spend_limit, "
-            f"rate_limit_per_minute) VALUES ($1,$2,$3,$4,$5,$6,$7) RETURNING {_KEY_COLUMNS}, 0 AS spent",
+            "rate_limit_per_minute) VALUES ($1,$2,$3,$4,$5,$6,$7) "
+            f"RETURNING {keys.KEY_COLUMNS}, 0 AS spent",
             keys.new_key_id(), request.name.replace("\x00", ""), scope, secret[:8],
             keys.hash_secret(secret), spend_limit, rate_limit)
         log.info("api key created", extra={"api_key_id": row["id"], "scope": scope,
@@ -97,7 +95,7 @@ class KeysApi:
     async def list(self, identity: Identity) -> billing_pb2.ListApiKeysResponse:
         require_admin(identity, "ListApiKeys")
         rows = await self.pool.fetch(
-            f"SELECT {_KEY_COLUMNS}, {_SPENT} FROM api_keys k ORDER BY k.created_at, k.id")
+            f"SELECT {keys.KEY_COLUMNS}, {keys.SPENT} FROM api_keys k ORDER BY k.created_at, k.id")
         return billing_pb2.ListApiKeysResponse(keys=[to_proto(r) for r in rows])
 
     async def revoke(self, identity: Identity, key_id: str) -> billing_pb2.RevokeApiKeyResponse:
@@ -107,7 +105,7 @@ class KeysApi:
             raise InvalidArgument("is required", field="id")
         row = await self.pool.fetchrow(
             "UPDATE api_keys AS k SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 "
-            f"RETURNING {_KEY_COLUMNS}, {_SPENT}", key_id)
+            f"RETURNING {keys.KEY_COLUMNS}, {keys.SPENT}", key_id)
         if row is None:
             raise NotFound(f"api key '{key_id}' not found")
         if self.nc is not None:
