@@ -17,7 +17,7 @@ from transformers import (AutoModelForImageTextToText, AutoProcessor, Generation
                           LogitsProcessorList, StoppingCriteria, StoppingCriteriaList)
 
 from genmesh.errors import InvalidArgument, ModelUnavailable
-from genmesh.limits import MAX_STOP_SEQUENCES
+from genmesh.limits import MAX_STOP_SEQUENCES, SAMPLING_RANGES
 
 from .images import ImageLimits, UrlResolver, decode_image
 
@@ -202,10 +202,10 @@ def _part(part: Any, *, field: str, role: str, limits: ImageLimits,
 
 def _check_sampling(*, temperature: float, top_p: float, seed: int | None,
                     stop: str | Sequence[str] | None) -> list[str]:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
-        raise InvalidArgument(f"must be between 0 and 2, got {temperature!r}", field="temperature")
-    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-        raise InvalidArgument(f"must be in (0, 1], got {top_p!r}", field="top_p")
+    for name, value in (("temperature", temperature), ("top_p", top_p)):
+        allowed = SAMPLING_RANGES[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in allowed:
+            raise InvalidArgument(f"must be in {allowed}, got {value!r}", field=name)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise InvalidArgument(f"must be an integer, got {seed!r}", field="seed")
     stops = [stop] if isinstance(stop, str) else list(stop or [])
