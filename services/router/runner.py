@@ -40,13 +40,10 @@ class Prepared:
         return self.spec.task == "app"
 
     def stored_input(self) -> dict[str, Any]:
-        """The JSON input a queued app job keeps; `prepare_json` of it rebuilds this request."""
+        """The JSON input a queued app job keeps (`stores_json`); `prepare_json` of it rebuilds
+        this request. Every other job keeps its typed request (`stored_request`)."""
         assert self.request is not None
-        if self.spec.task == "app":
-            return app_spec.stored_input(self.request)  # type: ignore[arg-type]
-        data = jsonpb.to_dict(self.request)
-        data.pop("model_id", None)
-        return data
+        return app_spec.stored_input(self.request)  # type: ignore[arg-type]
 
     def stored_request(self) -> tuple[str, bytes]:
         """(message type, bytes) a queued job keeps: the validated request with what only a
