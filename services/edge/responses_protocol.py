@@ -10,6 +10,10 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from genmesh.limits import INT32_MAX, SAMPLING_RANGES
+
+_TEMPERATURE, _TOP_P = SAMPLING_RANGES["temperature"], SAMPLING_RANGES["top_p"]
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -129,9 +133,11 @@ class ResponsesRequest(_Body):
     tools: Optional[list[ToolParam]] = None
     tool_choice: Union[Literal["none", "auto", "required"], NamedFunction, None] = None
     text: Optional[TextConfig] = None
-    max_output_tokens: Optional[int] = Field(default=None, ge=1, le=2 ** 31 - 1)
-    temperature: Optional[float] = Field(default=None, ge=0, le=2)
-    top_p: Optional[float] = Field(default=None, gt=0, le=1)
+    # Checked here as well as by the router (the same genmesh/limits.py ranges): file_search runs
+    # at the edge before the router sees the request, and a bad body should fail before that work.
+    max_output_tokens: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
+    temperature: Optional[float] = Field(default=None, ge=_TEMPERATURE.low, le=_TEMPERATURE.high)
+    top_p: Optional[float] = Field(default=None, gt=_TOP_P.low, le=_TOP_P.high)
     stream: Optional[bool] = False
     background: Optional[bool] = False
     store: Optional[bool] = True
