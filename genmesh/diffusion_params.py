@@ -232,20 +232,7 @@ class DiffusionParams:
                                     [f.name for f in fields(defaults)]))
 
 
-class GenerationFields(Protocol):
-    prompt: Any
-    negative_prompt: Any
-    width: Any
-    height: Any
-    num_inference_steps: Any
-    guidance_scale: Any
-    seed: Any
-    preview_every: Any
-    image: Any
-    strength: Any
-
-
-def checked_shared_fields(p: GenerationFields) -> dict[str, Any]:
+def checked_shared_fields(p: DiffusionParams) -> dict[str, Any]:
     """The shared fields of a params dataclass, checked and normalised (for set_fields)."""
     return dict(
         prompt=check_prompt(p.prompt),
