@@ -15,14 +15,14 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genmesh import blobstore
-from genmesh.errors import GenmeshError, InvalidArgument
+from genmesh.errors import GenmeshError
 from genmesh.settings import Settings
 from genmesh.services.edge import errors, fal, jsonlimits, mesh_client
 from genmesh.services.edge.auth import IdentityCache
 from genmesh.services.edge.catalog_view import CatalogView
 from genmesh.tokens import TokenSealer
 from genmesh.services.edge.mesh_client import MeshClient
-from genmesh.services.edge.shortcut import EdgeApp
+from genmesh.services.edge.shortcut import EdgeApp, depth_error, too_large
 
 
 class BodyLimit:
@@ -57,12 +57,9 @@ class BodyLimit:
             await self._too_large(scope, send)
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
-        from genmesh.errors import InvalidArgument
         from starlette.requests import Request
 
-        error = InvalidArgument(f"request body larger than {self.max_bytes} bytes", field="body")
-        error.http_status = 413
-        response = errors.render(Request(scope), error)
+        response = errors.render(Request(scope), too_large(self.max_bytes))
         await response(scope, None, send)  # type: ignore[arg-type]
 
 
@@ -92,9 +89,7 @@ class JsonDepthLimit:
         if jsonlimits.too_deep(bytes(body)):
             from starlette.requests import Request
 
-            error = InvalidArgument(f"JSON nested deeper than {jsonlimits.MAX_JSON_DEPTH} levels",
-                                    field="body")
-            await errors.render(Request(scope), error)(scope, receive, send)
+            await errors.render(Request(scope), depth_error())(scope, receive, send)
             return
         replay = iter(messages)
 
@@ -151,7 +146,8 @@ class CatchAll:
 class RequestIdHeader:
     """`x-request-id` on every response that concerns a request the router ran: the router's
     own id (the one its logs, the worker's and billing's request log use), as the router's
-    typed calls named it or as a FAL route already sent it (`x-fal-request-id`)."""
+    typed calls named it. FAL routes know their id from the router's answer and send the header
+    themselves (`fal.id_headers`; the run shortcut bypasses this middleware)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -164,14 +160,11 @@ class RequestIdHeader:
         token = mesh_client.REQUEST_IDS.set(noted)
 
         async def with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if noted and message["type"] == "http.response.start":
                 headers = list(message.get("headers", ()))
-                names = {name.lower(): value for name, value in headers}
-                if b"x-request-id" not in names:
-                    value = noted[0].encode() if noted else names.get(b"x-fal-request-id")
-                    if value:
-                        headers.append((b"x-request-id", value))
-                        message = {**message, "headers": headers}
+                if all(name.lower() != b"x-request-id" for name, _ in headers):
+                    headers.append((b"x-request-id", noted[0].encode()))
+                    message = {**message, "headers": headers}
             await send(message)
 
         try:

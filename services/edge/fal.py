@@ -135,6 +135,11 @@ def checked_id(request_id: str) -> str:
     return request_id
 
 
+def id_headers(request_id: str) -> dict[str, str]:
+    """The request's id under FAL's name and the edge's (`x-request-id`, as every route returns it)."""
+    return {"x-fal-request-id": request_id, "x-request-id": request_id}
+
+
 def wants_logs(request: Request) -> bool:
     return request.query_params.get("logs", "0").lower() in ("1", "true", "yes")
 
@@ -169,7 +174,7 @@ async def submit(model_path: str, request: Request) -> JSON:
     return JSON({
         "request_id": resp.request_id, "gateway_request_id": resp.request_id,
         "response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel",
-        "queue_position": resp.queue_position}, headers={"x-fal-request-id": resp.request_id})
+        "queue_position": resp.queue_position}, headers=id_headers(resp.request_id))
 
 
 @router.get(QUEUE_PREFIX + "/{owner}/{alias}/requests/{request_id}/status", tags=["fal"])
@@ -182,7 +187,7 @@ async def status(owner: str, alias: str, request_id: str, request: Request) -> J
     url = f"{base_url(request)}{QUEUE_PREFIX}/{owner}/{alias}/requests/{request_id}"
     code = 202 if resp.job.status in _STATUS else 200
     return JSON(status_json(resp.job, url, logs), status_code=code,
-                          headers={"x-fal-request-id": request_id})
+                          headers=id_headers(request_id))
 
 
 @router.get(QUEUE_PREFIX + "/{owner}/{alias}/requests/{request_id}/status/stream", tags=["fal"])
@@ -200,7 +205,7 @@ async def status_stream(owner: str, alias: str, request_id: str, request: Reques
                                           router_pb2.WatchStatusRequest(request_id=request_id, logs=logs), auth):
             yield {"data": json.dumps(status_json(change.job, url, logs))}
 
-    return EventSourceResponse(events(), headers={"x-fal-request-id": request_id})
+    return EventSourceResponse(events(), headers=id_headers(request_id))
 
 
 @router.get(QUEUE_PREFIX + "/{owner}/{alias}/requests/{request_id}", tags=["fal"])
@@ -210,7 +215,7 @@ async def result(owner: str, alias: str, request_id: str, request: Request) -> J
     resp = await mesh(request).unary(mesh(request).router.Result,
                                      router_pb2.ResultRequest(request_id=request_id), auth)
     job = resp.job
-    headers = {"x-fal-request-id": request_id}
+    headers = id_headers(request_id)
     if job.status in _STATUS:
         return JSON({"detail": "Request is still in progress", "error_type": "request_in_progress",
                                "status": _STATUS[job.status]}, status_code=400, headers=headers)
@@ -233,7 +238,7 @@ async def cancel(owner: str, alias: str, request_id: str, request: Request) -> J
                                      router_pb2.CancelRequest(request_id=request_id), auth)
     outcome = router_pb2.CancelOutcome.Name(resp.outcome).removeprefix("CANCEL_OUTCOME_")
     code = {"CANCELLATION_REQUESTED": 202, "ALREADY_COMPLETED": 400, "NOT_FOUND": 404}.get(outcome, 400)
-    return JSON({"status": outcome}, status_code=code, headers={"x-fal-request-id": request_id})
+    return JSON({"status": outcome}, status_code=code, headers=id_headers(request_id))
 
 
 # --- run and stream -----------------------------------------------------------------------------
@@ -276,7 +281,7 @@ async def stream_model(model_path: str, request: Request, payload: Any) -> Event
             yield {"event": "error", "data": json.dumps({**exc.fal_body(), "status_code": exc.http_status})}
 
     rid = first.request_id if first is not None else ""
-    return EventSourceResponse(events(), headers={"x-fal-request-id": rid, "x-request-id": rid})
+    return EventSourceResponse(events(), headers=id_headers(rid))
 
 
 @router.post("/{model_path:path}", tags=["fal"], summary="Run a model (or stream it: .../stream)",
@@ -297,7 +302,7 @@ async def run_payload(model_path: str, request: Request, payload: Any) -> Any:
     resp = await mesh(request).unary(mesh(request).router.Run, router_pb2.RunRequest(
         model_id=model_path, input=input_struct(payload), timeout=request_timeout(request)), auth)
     return JSON(jsonpb.struct_to_json(resp.output), headers={
-        "x-fal-request-id": resp.request_id, "x-request-id": resp.request_id,
+        **id_headers(resp.request_id),
         "x-genmesh-inference-time": f"{time.perf_counter() - started:.6f}"})
 
 
