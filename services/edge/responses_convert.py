@@ -147,8 +147,6 @@ def chat_request(body: ResponsesRequest, model_id: str, messages: list[llm_pb2.C
         req.tool_choice.CopyFrom(llm_pb2.ToolChoice(mode=llm_pb2.TOOL_CHOICE_MODE_FUNCTION,
                                                     function_name=choice.name))
     elif choice is not None and names:
-        if choice == "required" and not names:
-            raise InvalidArgument("'required' needs at least one function tool", field="tool_choice")
         req.tool_choice.mode = TOOL_CHOICE_MODES[choice]
     if body.parallel_tool_calls is not None:
         req.parallel_tool_calls = body.parallel_tool_calls
