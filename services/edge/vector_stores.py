@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from genmesh import jsonpb
 from genmesh.services.edge.auth import authorization
-from genmesh.services.edge.documents import OpenAIFiles
-from genmesh.services.edge.files import checked_file_id
+from genmesh.services.edge.files import checked_file_id, openai_files
 from genmesh.services.edge.openai_api import mesh
 from genmesh.services.edge.openai_protocol import _Body
 from genmesh.services.edge.responses import JSON
@@ -111,7 +110,7 @@ async def file_document(request: Request, file_id: str) -> pb.FileDocument:
     """A /v1/files object's bytes, read under the caller's key (another key's file is not found)."""
     checked_file_id(file_id)
     owner = (await request.app.state.identities.identify(request)).key_id
-    files = OpenAIFiles(request.app.state.blobs)
+    files = openai_files(request)
     obj = await files.get(owner, file_id)
     blob = await files.content(owner, file_id)
     return pb.FileDocument(file_id=file_id, filename=obj.get("filename", ""),
