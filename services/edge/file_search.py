@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import Request
 
+from genmesh import jsonpb
 from genmesh.errors import InvalidArgument
 from genmesh.services.edge import vector_stores
 from genmesh.services.edge.responses_protocol import FileSearchToolParam, ResponsesRequest
@@ -69,7 +70,7 @@ async def run(request: Request, auth: str, body: ResponsesRequest, items: list[d
                                            filters=tool.filters)
         resp = await vector_stores.call(request, "SearchVectorStore", req)
         results = [{"file_id": r.file_id, "filename": r.filename, "score": r.score,
-                    "text": "\n".join(r.content), "attributes": vector_stores.result_json(r)["attributes"]}
+                    "text": "\n".join(r.content), "attributes": jsonpb.struct_to_json(r.attributes)}
                    for r in resp.data]
         out.output_items.append({"id": f"fs_{suffix}_{k}", "type": "file_search_call", "status": "completed",
                                  "queries": [query], "results": results if with_results else None})
