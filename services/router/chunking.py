@@ -37,6 +37,12 @@ class Chunking:
         return {"type": "static", "static": {"max_chunk_size_tokens": self.max_tokens,
                                              "chunk_overlap_tokens": self.overlap}}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Chunking":
+        """The strategy stored as `to_json` wrote it (a store's or a file's `chunking` column)."""
+        static = data["static"]
+        return cls(static["max_chunk_size_tokens"], static["chunk_overlap_tokens"], "static")
+
 
 def parse_chunking(kind: str, max_tokens: int, overlap: int, *, field: str = "chunking_strategy") -> Chunking:
     """The strategy a request asked for; `kind` "" means auto."""

@@ -183,9 +183,7 @@ class Collections:
                                                 "AND subject <> ''", store_id)
             if row is None:
                 return None
-            static = row["chunking"]["static"]
-            hit = (row["api_key_id"], Chunking(static["max_chunk_size_tokens"], static["chunk_overlap_tokens"],
-                                               "static"))
+            hit = (row["api_key_id"], Chunking.from_json(row["chunking"]))
             self._stores[store_id] = hit
         return hit
 

@@ -351,8 +351,7 @@ class VectorStoreDB:
             raise InvalidArgument(f"files of at most {MAX_DOCUMENT_BYTES} bytes can be indexed", field="file_id")
         checked_attributes(attributes)
         if chunking is None:  # the store's own strategy
-            static = store["chunking"]["static"]
-            chunking = Chunking(static["max_chunk_size_tokens"], static["chunk_overlap_tokens"], "static")
+            chunking = Chunking.from_json(store["chunking"])
         await self._begin_file(store_id, doc.file_id, doc.filename, attributes, chunking)
         task = asyncio.create_task(self._index_file(key_id, store_id, doc, attributes, chunking))
         self._tasks.add(task)
