@@ -242,10 +242,14 @@ class VectorStoreDB:
 
     # --- stores ----------------------------------------------------------------------------------
 
-    async def _store_row(self, key_id: str, store_id: str, field_name: str = "vector_store_id") -> asyncpg.Record:
+    async def _store_row(self, key_id: str, store_id: str, field_name: str = "vector_store_id", *,
+                         counts: bool = False) -> asyncpg.Record:
+        """The caller's store; its file counts and bytes (aggregates over its files) only with
+        `counts`, for the store object itself: an ownership check needs none."""
         row = None
         if STORE_ID.fullmatch(store_id):
-            row = await self.pool.fetchrow(f"SELECT {STORE_COLUMNS}, {_COUNTS} FROM vector_stores s "
+            columns = f"{STORE_COLUMNS}, {_COUNTS}" if counts else STORE_COLUMNS
+            row = await self.pool.fetchrow(f"SELECT {columns} FROM vector_stores s "
                                            "WHERE s.id=$1 AND s.api_key_id=$2", store_id, key_id)
         # Another key's store is missing, not forbidden: ids must not leak.
         if row is None:
@@ -253,7 +257,7 @@ class VectorStoreDB:
         return row
 
     async def get(self, key_id: str, store_id: str) -> pb.VectorStore:
-        return _store_proto(await self._store_row(key_id, store_id, "vector_store_id"))
+        return _store_proto(await self._store_row(key_id, store_id, counts=True))
 
     async def create(self, key_id: str, req: pb.CreateVectorStoreRequest, subject: str) -> pb.VectorStore:
         if len(req.name) > MAX_NAME_CHARS:
