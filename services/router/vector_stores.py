@@ -219,6 +219,13 @@ def _page_args(limit: int, order: str) -> tuple[int, str]:
     return limit, order or "desc"
 
 
+def _past_cursor(row: asyncpg.Record, after: bool, order: str, columns: str, id_key: str,
+                 params: SqlParams) -> str:
+    """The rows past a page cursor, by (created_at, id): descending pages move to older rows after it."""
+    op = ">" if (order == "desc") != after else "<"
+    return f"({columns}) {op} ({params.add(row['created_at'])}::timestamptz, {params.add(row[id_key])})"
+
+
 class VectorStoreDB:
     """The tables, always through the caller's key id."""
 
@@ -288,10 +295,7 @@ class VectorStoreDB:
         for cursor, after in ((req.after, True), (req.before, False)):
             if cursor:
                 row = await self._store_row(key_id, cursor, "after" if after else "before")
-                forward = (order == "desc") != after  # descending pages move to older rows after a cursor
-                op = ">" if forward else "<"
-                where.append(f"(s.created_at, s.id) {op} ({params.add(row['created_at'])}::timestamptz, "
-                             f"{params.add(row['id'])})")
+                where.append(_past_cursor(row, after, order, "s.created_at, s.id", "id", params))
         direction = "DESC" if order == "desc" else "ASC"
         rows = await self.pool.fetch(
             f"SELECT {STORE_COLUMNS}, {_COUNTS} FROM vector_stores s WHERE {' AND '.join(where)} "
@@ -444,9 +448,7 @@ class VectorStoreDB:
         for cursor, after in ((req.after, True), (req.before, False)):
             if cursor:
                 row = await self._file_row(key_id, req.vector_store_id, cursor)
-                op = ">" if (order == "desc") != after else "<"
-                where.append(f"(f.created_at, f.file_id) {op} ({params.add(row['created_at'])}::timestamptz, "
-                             f"{params.add(row['file_id'])})")
+                where.append(_past_cursor(row, after, order, "f.created_at, f.file_id", "file_id", params))
         direction = "DESC" if order == "desc" else "ASC"
         rows = await self.pool.fetch(
             f"SELECT {FILE_COLUMNS} FROM vector_store_files f WHERE {' AND '.join(where)} "
