@@ -42,6 +42,8 @@ DEFAULT_ATTACH_WAIT_S = 5.0
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-ndjson", "application/javascript",
               "application/x-yaml", "application/yaml", "application/x-sh", "application/csv")
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
+# A file whose indexing router went away (its lease ran out): what the file shows, and the sweep records.
+INTERRUPTED = {"code": "server_error", "message": "indexing was interrupted; attach the file again"}
 _EMBED = PROXIED_METHODS["/genmesh.v1.LLM/Embed"]
 
 
@@ -200,7 +202,7 @@ def _file_proto(row: asyncpg.Record) -> pb.VectorStoreFile:
     status, error = row["status"], row["last_error"]
     if status == "in_progress" and row["lease_until"] and row["lease_until"] < dt.datetime.now(dt.timezone.utc):
         # Its router went away mid-indexing (the start-up sweep records this too).
-        status, error = "failed", {"code": "server_error", "message": "indexing was interrupted; attach the file again"}
+        status, error = "failed", INTERRUPTED
     out = pb.VectorStoreFile(id=row["file_id"], vector_store_id=row["vector_store_id"], status=status,
                              created_at=_unix(row["created_at"]), usage_bytes=row["usage_bytes"],
                              filename=row["filename"], chunking_strategy=_chunking_proto(row["chunking"]))
@@ -238,8 +240,7 @@ class VectorStoreDB:
         """Files whose indexing router went away (its lease ran out) are failed, not in progress forever."""
         await self.pool.execute(
             "UPDATE vector_store_files SET status='failed', last_error=$1::jsonb, lease_until=NULL "
-            "WHERE status='in_progress' AND lease_until < now()",
-            {"code": "server_error", "message": "indexing was interrupted; attach the file again"})
+            "WHERE status='in_progress' AND lease_until < now()", INTERRUPTED)
 
     async def close(self) -> None:
         for task in list(self._tasks):
