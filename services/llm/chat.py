@@ -1,7 +1,8 @@
 """Chat messages -> prompt tokens through the tokenizer's chat template, and the context budget.
 
-Owns message validation (OpenAI shapes in, `Message` out), rendering with tools, token counting,
-and the check that prompt + max_tokens fits the model's context.
+Owns rendering with tools, token counting, and the check that prompt + max_tokens fits the
+model's context. The worker gets its `Message`s from the proto (convert.py), validated by the
+router (params.py); `parse_messages` (OpenAI dicts in) serves callers of the engine itself.
 """
 from __future__ import annotations
 
