@@ -81,12 +81,14 @@ def billed(row: asyncpg.Record) -> dict[str, float]:
     return {item["unit"]: item["quantity"] for item in json.loads(row["usage"])}
 
 
-async def ledger_rows(pool: asyncpg.Pool, with_output: int) -> list[asyncpg.Record]:
-    """The ledger's rows for SmolLM2, once `with_output` of them bill output tokens beyond the two
-    completed chats (billing writes in batches)."""
+async def ledger_rows(pool: asyncpg.Pool, with_output: int, completed: set[str]) -> list[asyncpg.Record]:
+    """The ledger's rows for SmolLM2, once the `completed` chats (by request id) are recorded and
+    `with_output` cancelled ones bill output tokens (billing writes in batches, in any order)."""
     for _ in range(600):
-        rows = await pool.fetch("SELECT status, usage FROM ledger WHERE model_id=$1", SMOLLM2)
-        if sum(r["status"] == "CANCELLED" and billed(r).get("output_tokens", 0) > 0 for r in rows) >= with_output:
+        rows = await pool.fetch("SELECT request_id, status, usage FROM ledger WHERE model_id=$1", SMOLLM2)
+        if (completed <= {r["request_id"] for r in rows} and
+                sum(r["status"] == "CANCELLED" and billed(r).get("output_tokens", 0) > 0 for r in rows)
+                >= with_output):
             return rows
         await asyncio.sleep(0.1)
     return rows
@@ -120,7 +122,8 @@ async def test_a_hundred_abandoned_streams_are_freed_billed_and_a_new_chat_compl
     assert component.generations == 0
     pool = await asyncpg.create_pool(mesh.env["GENMESH_DATABASE_URL"], min_size=1, max_size=1)
     try:
-        everything = await ledger_rows(pool, sum(got_content))
+        everything = await ledger_rows(pool, sum(got_content),
+                                       {warm.headers["x-request-id"], answer.headers["x-request-id"]})
     finally:
         await pool.close()
     # The warm-up and the new chat completed; every abandoned stream that reached the router ended
