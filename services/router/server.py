@@ -152,7 +152,9 @@ class Mesh:
         except GenmeshError as exc:
             error = exc
             raise
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # GeneratorExit: the caller left while its servicer sat between two events (a typed
+            # stream cancelled at its own `yield`), so this generator is closed, never resumed.
             status = common_pb2.JOB_STATUS_CANCELLED
             raise
         finally:
