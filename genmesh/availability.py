@@ -14,6 +14,7 @@ from pathlib import Path
 
 from genmesh.catalog import GB, ModelSpec
 from genmesh.models import build, packaged
+from genmesh.weights import WeightKind, WeightSource
 
 FindSpec = Callable[[str], object]
 
@@ -29,8 +30,9 @@ def weights_reason(spec: ModelSpec, models_dir: Path,
     binary = _ENGINE_BINARIES.get(spec.engine)
     if binary is not None and shutil.which(binary[0]) is None:
         return f"the {binary[0]} program is not installed ({binary[1]})"
-    kind, _, ref = spec.weights.partition(":")
-    if kind == "build":
+    source = WeightSource.of(spec)
+    ref = source.ref
+    if source.kind is WeightKind.BUILD:
         if build.is_built(models_dir, ref):
             return None
         needed = build.needs_packages(ref, find_spec)
@@ -38,13 +40,13 @@ def weights_reason(spec: ModelSpec, models_dir: Path,
             return (f"weights missing: built from the {', '.join(needed)} package, which is not "
                     f"installed; run `genmesh models pull {ref}`")
         return f"weights missing: not built yet; run `genmesh models build {ref}`"
-    if kind == "hub":
+    if source.kind is WeightKind.HUB:
         directory = spec.weights_dir(models_dir)
         if any((directory / marker).is_file() for marker in _CHECKPOINT_MARKERS):
             return None
         return (f"weights missing: the {ref} checkpoint is not in {directory}; run `genmesh "
                 f"models pull {spec.id}` (downloads it from the Hugging Face Hub)")
-    if kind == "package":
+    if source.kind is WeightKind.PACKAGE:
         if spec.files:
             return packaged.weights_reason(spec, models_dir, find_spec)
         if any(build.is_built(models_dir, other.id) for other in build.catalog()

