@@ -2,11 +2,10 @@
 
 Owns rendering with tools, token counting, and the check that prompt + max_tokens fits the
 model's context. The worker gets its `Message`s from the proto (convert.py), validated by the
-router (params.py); `parse_messages` (OpenAI dicts in) serves callers of the engine itself.
+router (params.py); callers of the engine itself build `Message`s directly.
 """
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any, Mapping, Sequence
 
@@ -14,63 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from genmesh.errors import InvalidArgument
 
-from .protocol import FunctionCall, FunctionTool, Message, ToolCall
-
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
-
-
-def parse_messages(raw: Sequence[Mapping[str, Any]]) -> tuple[Message, ...]:
-    """OpenAI chat messages (dicts) -> validated `Message`s; errors name e.g. `messages[2].content`."""
-    if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence) or not raw:
-        raise InvalidArgument("must be a non-empty list of messages", field="messages")
-    return tuple(_parse_message(item, f"messages[{i}]") for i, item in enumerate(raw))
-
-
-def _parse_message(item: Any, where: str) -> Message:
-    if not isinstance(item, Mapping):
-        raise InvalidArgument("must be an object", field=where)
-    role = _ROLES.get(item.get("role"))  # type: ignore[arg-type]
-    if role is None:
-        raise InvalidArgument(f"must be one of {sorted(_ROLES)}, got {item.get('role')!r}", field=f"{where}.role")
-    content = _content(item.get("content"), f"{where}.content")
-    calls = tuple(_tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(item.get("tool_calls") or ()))
-    if calls and role != "assistant":
-        raise InvalidArgument("only assistant messages carry tool_calls", field=f"{where}.tool_calls")
-    if content is None and not calls:
-        raise InvalidArgument("is required", field=f"{where}.content")
-    tool_call_id = item.get("tool_call_id")
-    if role == "tool" and not isinstance(tool_call_id, str):
-        raise InvalidArgument("is required on tool messages", field=f"{where}.tool_call_id")
-    name = item.get("name")
-    return Message(role=role, content=content, name=name if isinstance(name, str) else None,  # type: ignore[arg-type]
-                   tool_calls=calls, tool_call_id=tool_call_id if role == "tool" else None)
-
-
-def _content(value: Any, where: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, Sequence):
-        texts = []
-        for j, part in enumerate(value):
-            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise InvalidArgument("this model takes text parts only ({\"type\": \"text\", \"text\": ...}); "
-                                      "send images to a vision model", field=f"{where}[{j}]")
-            texts.append(part["text"])
-        return "\n".join(texts)
-    raise InvalidArgument("must be a string or a list of text parts", field=where)
-
-
-def _tool_call(value: Any, where: str) -> ToolCall:
-    if not isinstance(value, Mapping):
-        raise InvalidArgument("must be an object", field=where)
-    function = value.get("function")
-    if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-        raise InvalidArgument("needs function.name", field=f"{where}.function")
-    arguments = function.get("arguments", "{}")
-    if not isinstance(arguments, str):
-        arguments = json.dumps(arguments)
-    return ToolCall(id=str(value.get("id") or ""), function=FunctionCall(function["name"], arguments))
-
+from .protocol import FunctionTool, Message
 
 def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     """`Message`s in the dict shape chat templates read."""

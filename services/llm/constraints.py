@@ -29,27 +29,6 @@ _DEFAULTS = {"whitespace_pattern": JSON_WHITESPACE}
 _BIT = torch.arange(32, dtype=torch.int32)
 
 
-def parse_response_format(value: Mapping[str, Any] | None) -> ResponseFormat | None:
-    """OpenAI's `response_format` object -> `ResponseFormat` (None or type "text": unconstrained)."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise InvalidArgument("must be an object", field="response_format")
-    kind = value.get("type", "text")
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return ResponseFormat(type="json_object")
-    if kind != "json_schema":
-        raise InvalidArgument(f"type must be text, json_object or json_schema, got {kind!r}",
-                              field="response_format.type")
-    spec = value.get("json_schema")
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("schema", {}), Mapping):
-        raise InvalidArgument("must be an object with a `schema`", field="response_format.json_schema")
-    return ResponseFormat(type="json_schema", schema=dict(spec.get("schema") or {}), name=str(spec.get("name", "")),
-                          strict=bool(spec.get("strict", False)))
-
-
 def json_schema_grammar(schema: Mapping[str, Any]) -> str:
     return LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults=_DEFAULTS)  # type: ignore[arg-type]
 

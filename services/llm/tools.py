@@ -1,4 +1,4 @@
-"""Tool calling: tool definitions and tool_choice, the grammar that forces calls, and the parser
+"""Tool calling: the effective tool_choice, the grammar that forces calls, and the parser
 that turns generated text into OpenAI-style tool-call deltas.
 
 Calls use the Hermes format the chat template renders (`<tool_call>\\n{"name": ..., "arguments":
@@ -11,65 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
-from genmesh.errors import InvalidArgument
-
-from .params import check_schema
 from .protocol import FunctionCall, FunctionTool, ToolCall, ToolCallDelta, ToolChoice, new_tool_call_id
 
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # The JSON layout the template renders; forced calls use it too, so history and output agree.
 _CALL_FORMAT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 _HEADER = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
-
-
-def parse_tools(raw: Sequence[Mapping[str, Any]] | None) -> tuple[FunctionTool, ...]:
-    """OpenAI `tools` -> `FunctionTool`s; names must be unique and parameter schemas valid objects."""
-    if not raw:
-        return ()
-    tools: list[FunctionTool] = []
-    for i, item in enumerate(raw):
-        where = f"tools[{i}]"
-        if not isinstance(item, Mapping) or item.get("type", "function") != "function":
-            raise InvalidArgument('must be {"type": "function", "function": {...}}', field=where)
-        fn = item.get("function")
-        if not isinstance(fn, Mapping):
-            raise InvalidArgument("is required", field=f"{where}.function")
-        tools.append(function_tool(fn.get("name"), description=fn.get("description") or "",
-                                   parameters=fn.get("parameters"), strict=bool(fn.get("strict", False)),
-                                   where=f"{where}.function"))
-    names = [t.name for t in tools]
-    for name in names:
-        if names.count(name) > 1:
-            raise InvalidArgument(f"function name {name!r} appears more than once", field="tools")
-    return tuple(tools)
-
-
-def function_tool(name: Any, *, description: str = "", parameters: Any = None, strict: bool = False,
-                  where: str = "tools[0].function") -> FunctionTool:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidArgument(f"must match {_NAME.pattern}, got {name!r}", field=f"{where}.name")
-    schema = check_schema({"type": "object", "properties": {}} if parameters is None else parameters,
-                          f"{where}.parameters")
-    if schema.get("type", "object") != "object":
-        raise InvalidArgument('must be an object schema ({"type": "object", ...})', field=f"{where}.parameters")
-    return FunctionTool(name=name, description=str(description), parameters=schema, strict=strict)
-
-
-def parse_tool_choice(raw: Any) -> ToolChoice | None:
-    """OpenAI `tool_choice`: "none" | "auto" | "required" | {"type": "function", "function": {"name"}}."""
-    if raw is None:
-        return None
-    if raw in ("none", "auto", "required"):
-        return ToolChoice(mode=raw)
-    if isinstance(raw, Mapping) and raw.get("type") == "function" and isinstance(raw.get("function"), Mapping) \
-            and isinstance(raw["function"].get("name"), str):
-        return ToolChoice(mode="function", function_name=raw["function"]["name"])
-    raise InvalidArgument('must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}',
-                          field="tool_choice")
 
 
 def resolve_tool_choice(tools: Sequence[FunctionTool], choice: ToolChoice | None) -> ToolChoice:

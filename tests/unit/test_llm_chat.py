@@ -1,4 +1,4 @@
-"""Chat messages: validation, rendering through the chat template (tools and tool results), token
+"""Chat messages: rendering through the chat template (tools and tool results), token
 counting and the context budget, on the tiny Llama's tokenizer."""
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from genmesh.errors import InvalidArgument
 from genmesh.models.language import BUILDERS, SMOLLM2_SYSTEM, TINY_CONTEXT, chat_template
-from genmesh.services.llm.chat import ChatFormatter, parse_messages
-from genmesh.services.llm.protocol import Message
-from genmesh.services.llm.tools import parse_tools
+from genmesh.services.llm.chat import ChatFormatter
+from genmesh.services.llm.protocol import FunctionCall, FunctionTool, Message, ToolCall
 
 
 @pytest.fixture(scope="module")
@@ -30,35 +29,6 @@ def text_of(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
     return tokenizer.decode(ids)
 
 
-def test_openai_messages_parse_with_parts_tool_calls_and_results() -> None:
-    messages = parse_messages([
-        {"role": "developer", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": "there"}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
-    ])
-    assert messages[0] == Message(role="system", content="Be brief.")
-    assert messages[1].content == "Hello\nthere"
-    assert messages[2].tool_calls[0].function.arguments == '{"x": 1}'
-    assert messages[3].tool_call_id == "call_1"
-
-
-@pytest.mark.parametrize(("raw", "field"), [
-    ([], "messages"),
-    ([{"role": "wizard", "content": "hi"}], "messages[0].role"),
-    ([{"role": "user"}], "messages[0].content"),
-    ([{"role": "user", "content": 5}], "messages[0].content"),
-    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "messages[0].content[0]"),
-    ([{"role": "user", "content": "a"}, {"role": "tool", "content": "r"}], "messages[1].tool_call_id"),
-    ([{"role": "user", "content": "a", "tool_calls": [{"function": {"name": "f"}}]}], "messages[0].tool_calls"),
-])
-def test_bad_messages_name_the_field(raw: list, field: str) -> None:
-    with pytest.raises(InvalidArgument) as info:
-        parse_messages(raw)
-    assert info.value.field == field
-
-
 def test_default_system_prompt_and_generation_prompt(tokenizer: PreTrainedTokenizerBase,
                                                      formatter: ChatFormatter) -> None:
     text = text_of(tokenizer, formatter.render([Message(role="user", content="Hi")]))
@@ -67,7 +37,7 @@ def test_default_system_prompt_and_generation_prompt(tokenizer: PreTrainedTokeni
 
 
 def test_tools_are_listed_in_the_system_prompt(tokenizer: PreTrainedTokenizerBase, formatter: ChatFormatter) -> None:
-    tools = parse_tools([{"type": "function", "function": {"name": "get_weather", "description": "Weather."}}])
+    tools = [FunctionTool(name="get_weather", description="Weather.")]
     text = text_of(tokenizer, formatter.render([Message(role="system", content="Be brief."),
                                                 Message(role="user", content="Hi")], tools))
     assert text.startswith("<|im_start|>system\nBe brief.\n\n# Tools\n")
@@ -76,14 +46,14 @@ def test_tools_are_listed_in_the_system_prompt(tokenizer: PreTrainedTokenizerBas
 
 def test_consecutive_tool_results_share_one_user_turn(tokenizer: PreTrainedTokenizerBase,
                                                       formatter: ChatFormatter) -> None:
-    messages = parse_messages([
-        {"role": "user", "content": "Weather in Paris and Rome?"},
-        {"role": "assistant", "content": "Checking.", "tool_calls": [
-            {"id": "a", "function": {"name": "w", "arguments": '{"city": "Paris"}'}},
-            {"id": "b", "function": {"name": "w", "arguments": '{"city": "Rome"}'}}]},
-        {"role": "tool", "tool_call_id": "a", "content": "sunny"},
-        {"role": "tool", "tool_call_id": "b", "content": "rain"},
-    ])
+    messages = [
+        Message(role="user", content="Weather in Paris and Rome?"),
+        Message(role="assistant", content="Checking.", tool_calls=(
+            ToolCall(id="a", function=FunctionCall("w", '{"city": "Paris"}')),
+            ToolCall(id="b", function=FunctionCall("w", '{"city": "Rome"}')))),
+        Message(role="tool", tool_call_id="a", content="sunny"),
+        Message(role="tool", tool_call_id="b", content="rain"),
+    ]
     text = text_of(tokenizer, formatter.render(messages))
     assert ('<|im_start|>assistant\nChecking.\n<tool_call>\n{"name": "w", "arguments": {"city": "Paris"}}\n'
             '</tool_call>\n<tool_call>\n{"name": "w", "arguments": {"city": "Rome"}}\n</tool_call><|im_end|>\n'

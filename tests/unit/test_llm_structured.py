@@ -13,7 +13,6 @@ import pytest
 
 from genmesh.errors import InvalidArgument
 from genmesh.models.language import BUILDERS
-from genmesh.services.llm.constraints import parse_response_format
 from genmesh.services.llm.engine import EngineConfig, LLMEngine
 from genmesh.services.llm.protocol import GenerationRequest, Message, ResponseFormat
 from genmesh.services.llm.sampling import SamplingParams
@@ -109,14 +108,3 @@ async def test_an_invalid_schema_is_rejected_before_generation(engine: LLMEngine
     with pytest.raises(InvalidArgument) as info:
         await engine.complete(ask_json(bad, seed=1))
     assert info.value.field == "response_format.json_schema.schema"
-
-
-def test_openai_response_format_shapes_parse() -> None:
-    assert parse_response_format({"type": "text"}) is None
-    assert parse_response_format({"type": "json_object"}) == ResponseFormat(type="json_object")
-    fmt = parse_response_format({"type": "json_schema", "json_schema": {"name": "x", "strict": True,
-                                                                        "schema": {"type": "object"}}})
-    assert fmt == ResponseFormat(type="json_schema", schema={"type": "object"}, name="x", strict=True)
-    with pytest.raises(InvalidArgument) as info:
-        parse_response_format({"type": "xml"})
-    assert info.value.field == "response_format.type"

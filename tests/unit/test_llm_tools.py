@@ -11,11 +11,11 @@ import jsonschema
 import pytest
 
 from genmesh.models.language import BUILDERS
-from genmesh.services.llm.chat import ChatFormatter, parse_messages
+from genmesh.services.llm.chat import ChatFormatter
 from genmesh.services.llm.engine import EngineConfig, LLMEngine
-from genmesh.services.llm.protocol import GenerationRequest, Message
+from genmesh.services.llm.protocol import FunctionTool, GenerationRequest, Message, ToolChoice
 from genmesh.services.llm.sampling import SamplingParams
-from genmesh.services.llm.tools import ToolCallParser, parse_tool_choice, parse_tools
+from genmesh.services.llm.tools import ToolCallParser
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city.",
@@ -29,7 +29,8 @@ SEARCH = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"query": {"type": "string", "maxLength": 20},
                                                     "limit": {"type": "integer", "minimum": 1, "maximum": 5}},
                    "required": ["query"], "additionalProperties": False}}}
-TOOLS = parse_tools([WEATHER, SEARCH])
+TOOLS = tuple(FunctionTool(name=t["function"]["name"], description=t["function"]["description"],
+                           parameters=t["function"]["parameters"]) for t in (WEATHER, SEARCH))
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in (WEATHER, SEARCH)}
 
 
@@ -42,16 +43,19 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LLMEngine]:
     engine.close()
 
 
-def ask(choice: Any, seed: int, **sampling: Any) -> GenerationRequest:
+def named(function: str) -> ToolChoice:
+    return ToolChoice(mode="function", function_name=function)
+
+
+def ask(choice: ToolChoice, seed: int, **sampling: Any) -> GenerationRequest:
     return GenerationRequest(messages=(Message(role="user", content="What is the weather in Paris?"),),
-                             tools=TOOLS, tool_choice=parse_tool_choice(choice),
+                             tools=TOOLS, tool_choice=choice,
                              sampling=SamplingParams(seed=seed, **sampling))
 
 
 @pytest.mark.parametrize("seed", range(5))
 async def test_named_tool_call_arguments_validate_against_the_function_schema(engine: LLMEngine, seed: int) -> None:
-    named = {"type": "function", "function": {"name": "get_weather"}}
-    completion = await engine.complete(ask(named, seed))
+    completion = await engine.complete(ask(named("get_weather"), seed))
     choice = completion.choices[0]
     assert choice.finish_reason == "stop"  # as OpenAI, for a named tool_choice
     assert choice.text == ""
@@ -63,7 +67,7 @@ async def test_named_tool_call_arguments_validate_against_the_function_schema(en
 
 async def test_required_tool_choice_calls_one_of_the_tools(engine: LLMEngine) -> None:
     for seed in range(3):
-        choice = (await engine.complete(ask("required", seed))).choices[0]
+        choice = (await engine.complete(ask(ToolChoice(mode="required"), seed))).choices[0]
         assert choice.finish_reason == "tool_calls"
         assert len(choice.tool_calls) == 1 and choice.text == ""
         call = choice.tool_calls[0]
@@ -71,7 +75,7 @@ async def test_required_tool_choice_calls_one_of_the_tools(engine: LLMEngine) ->
 
 
 async def test_required_with_parallel_calls_allows_several_valid_calls(engine: LLMEngine) -> None:
-    request = replace(ask("required", seed=0), parallel_tool_calls=True)
+    request = replace(ask(ToolChoice(mode="required"), seed=0), parallel_tool_calls=True)
     choice = (await engine.complete(request)).choices[0]
     assert choice.finish_reason == "tool_calls"
     assert len(choice.tool_calls) > 1
@@ -81,7 +85,7 @@ async def test_required_with_parallel_calls_allows_several_valid_calls(engine: L
 
 
 async def test_streamed_tool_call_deltas_rebuild_the_call(engine: LLMEngine) -> None:
-    request = ask({"type": "function", "function": {"name": "search"}}, seed=3)
+    request = ask(named("search"), seed=3)
     deltas = [d async for d in engine.generate(request)]
     pieces = [call for d in deltas for call in d.tool_calls]
     first, rest = pieces[0], pieces[1:]
@@ -96,23 +100,21 @@ async def test_streamed_tool_call_deltas_rebuild_the_call(engine: LLMEngine) -> 
 
 
 async def test_tool_choice_none_renders_no_tools(engine: LLMEngine) -> None:
-    with_tools = engine.count_tokens(ask("auto", 1))
-    without = engine.count_tokens(ask("none", 1))
+    with_tools = engine.count_tokens(ask(ToolChoice(mode="auto"), 1))
+    without = engine.count_tokens(ask(ToolChoice(mode="none"), 1))
     assert with_tools > without
-    completion = await engine.complete(ask("none", 1, max_tokens=8))
+    completion = await engine.complete(ask(ToolChoice(mode="none"), 1, max_tokens=8))
     assert completion.choices[0].tool_calls == ()
 
 
 async def test_tool_results_feed_the_next_turn(engine: LLMEngine) -> None:
-    first = (await engine.complete(ask({"type": "function", "function": {"name": "get_weather"}}, seed=2)))
+    first = (await engine.complete(ask(named("get_weather"), seed=2)))
     call = first.choices[0].tool_calls[0]
-    messages = parse_messages([
-        {"role": "user", "content": "What is the weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": call.id, "type": "function",
-             "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
-        {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21}'},
-    ])
+    messages = (
+        Message(role="user", content="What is the weather in Paris?"),
+        Message(role="assistant", tool_calls=(call,)),
+        Message(role="tool", tool_call_id=call.id, content='{"temperature": 21}'),
+    )
     follow_up = GenerationRequest(messages=messages, tools=TOOLS, sampling=SamplingParams(seed=1, max_tokens=8))
     formatter = ChatFormatter(engine.tokenizer, engine.max_context)
     prompt = engine.tokenizer.decode(formatter.render(messages, TOOLS))
