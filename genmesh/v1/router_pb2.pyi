@@ -3,6 +3,7 @@ import datetime
 from genmesh.v1 import apps_pb2 as _apps_pb2
 from genmesh.v1 import common_pb2 as _common_pb2
 from genmesh.v1 import worker_pb2 as _worker_pb2
+from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -15,12 +16,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ResultView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESULT_VIEW_UNSPECIFIED: _ClassVar[ResultView]
+    RESULT_VIEW_JSON: _ClassVar[ResultView]
+    RESULT_VIEW_TYPED: _ClassVar[ResultView]
+
 class CancelOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CANCEL_OUTCOME_UNSPECIFIED: _ClassVar[CancelOutcome]
     CANCEL_OUTCOME_CANCELLATION_REQUESTED: _ClassVar[CancelOutcome]
     CANCEL_OUTCOME_ALREADY_COMPLETED: _ClassVar[CancelOutcome]
     CANCEL_OUTCOME_NOT_FOUND: _ClassVar[CancelOutcome]
+RESULT_VIEW_UNSPECIFIED: ResultView
+RESULT_VIEW_JSON: ResultView
+RESULT_VIEW_TYPED: ResultView
 CANCEL_OUTCOME_UNSPECIFIED: CancelOutcome
 CANCEL_OUTCOME_CANCELLATION_REQUESTED: CancelOutcome
 CANCEL_OUTCOME_ALREADY_COMPLETED: CancelOutcome
@@ -251,20 +261,24 @@ class WatchStatusResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[JobState, _Mapping]] = ...) -> None: ...
 
 class ResultRequest(_message.Message):
-    __slots__ = ("request_id",)
+    __slots__ = ("request_id", "view")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     request_id: str
-    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+    view: ResultView
+    def __init__(self, request_id: _Optional[str] = ..., view: _Optional[_Union[ResultView, str]] = ...) -> None: ...
 
 class ResultResponse(_message.Message):
-    __slots__ = ("job", "output", "usage")
+    __slots__ = ("job", "output", "usage", "result")
     JOB_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
     job: JobState
     output: _struct_pb2.Struct
     usage: _common_pb2.Usage
-    def __init__(self, job: _Optional[_Union[JobState, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
+    result: _any_pb2.Any
+    def __init__(self, job: _Optional[_Union[JobState, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., result: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("request_id",)
