@@ -6,6 +6,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from genmesh import jsonpb
+from genmesh.results import result_json as result_output  # shared with the edge and stored jobs
 from genmesh.v1 import common_pb2, router_pb2
 
 CONTROL_CASES = ("progress", "log", "usage", "result")
@@ -37,13 +38,6 @@ def to_generic(request_id: str, case: str, payload: Message) -> router_pb2.Strea
         out.partial.kind = case
         out.partial.data.update(jsonpb.to_dict(payload))
     return out
-
-
-def result_output(payload: Message) -> dict[str, Any]:
-    # An app's result already is JSON; other results are typed messages rendered as JSON.
-    if payload.DESCRIPTOR.full_name == "genmesh.v1.InvokeResult":
-        return jsonpb.struct_to_dict(payload.output)
-    return jsonpb.to_dict(payload)
 
 
 def usage_items(usage: common_pb2.Usage) -> list[dict[str, Any]]:
