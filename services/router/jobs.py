@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from genmesh import results
 from genmesh.v1 import common_pb2, router_pb2
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
@@ -38,6 +40,7 @@ class Job:
     priority: str
     # The JSON input: an app job's body, or any job stored before typed requests (migration 0009).
     input: dict[str, Any] | None
+    # The JSON output of a job that ended before typed results (migration 0010); see `result`.
     output: dict[str, Any] | None
     usage: list[dict[str, Any]] | None
     error: str | None
@@ -57,6 +60,9 @@ class Job:
     # The validated request as its typed message's bytes, and that message's full name.
     request: bytes | None = None
     request_type: str | None = None
+    # The worker's typed result (e.g. genmesh.v1.EchoResult) as its bytes, and that message's name.
+    result: bytes | None = None
+    result_type: str | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> "Job":
@@ -85,6 +91,27 @@ class Job:
             for entry in self.logs:
                 state.logs.append(log_entry(entry))
         return state
+
+    def output_json(self) -> dict[str, Any] | None:
+        """The output as the generic API's JSON, rendered once here from the typed result; a job
+        that ended before results were stored typed has only the JSON it stored then."""
+        if self.result is not None and self.result_type:
+            return results.result_json(results.decoded(self.result_type, self.result))
+        return self.output
+
+    def result_response(self, view: int) -> router_pb2.ResultResponse:
+        """The Router's Result: with RESULT_VIEW_TYPED the stored result passed on unparsed, for a
+        reader that renders its own format from it; else (older clients) the JSON output."""
+        response = router_pb2.ResultResponse(job=self.to_state(logs=True))
+        if view == router_pb2.RESULT_VIEW_TYPED and self.result is not None and self.result_type:
+            response.result.CopyFrom(results.packed(self.result_type, self.result))
+        else:
+            output = self.output_json()
+            if output is not None:
+                response.output.update(output)
+        for item in self.usage or []:
+            response.usage.items.append(common_pb2.UsageItem(**item))
+        return response
 
 
 def log_entry(entry: dict[str, Any]) -> common_pb2.LogEntry:
@@ -165,16 +192,18 @@ class JobStore:
         await self.pool.execute("UPDATE jobs SET logs = logs || $2::jsonb WHERE id=$1",
                                 request_id, json.dumps([entry]))
 
-    async def finish(self, request_id: str, *, status: str, output: dict[str, Any] | None = None,
+    async def finish(self, request_id: str, *, status: str, result: Message | None = None,
                      usage: list[dict[str, Any]] | None = None, error: str | None = None,
                      error_type: str | None = None, router_id: str | None = None) -> Job | None:
-        """Moves a job to its end state once; None when it had already ended."""
+        """Moves a job to its end state once, keeping its typed `result` as the message's bytes;
+        None when it had already ended."""
+        result_type, data = results.encoded(result) if result is not None else (None, None)
         row = await self.pool.fetchrow(
-            "UPDATE jobs SET status=$2, output=$3, usage=$4, error=$5, error_type=$6, finished_at=now(),"
-            " started_at=COALESCE(started_at, now()), lease_until=NULL"
+            "UPDATE jobs SET status=$2, result=$3, result_type=$4, usage=$5, error=$6, error_type=$7,"
+            " finished_at=now(), started_at=COALESCE(started_at, now()), lease_until=NULL"
             " WHERE id=$1 AND status NOT IN ('COMPLETED','FAILED','CANCELLED')"
-            " AND ($7::text IS NULL OR claimed_by=$7 OR status='IN_QUEUE') RETURNING *",
-            request_id, status, output, usage, error, error_type, router_id)
+            " AND ($8::text IS NULL OR claimed_by=$8 OR status='IN_QUEUE') RETURNING *",
+            request_id, status, data, result_type, usage, error, error_type, router_id)
         return Job.from_row(row) if row else None
 
     async def request_cancel(self, request_id: str) -> Job | None:

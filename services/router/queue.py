@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import Any
 
+from google.protobuf.message import Message
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -22,7 +23,7 @@ from genmesh.errors import Cancelled, DeadlineExceeded, GenmeshError, Unavailabl
 from genmesh.keys import Identity
 from genmesh.tasks import SERVICES, without_partials
 from genmesh.v1 import common_pb2, router_pb2
-from genmesh.services.router.convert import result_output, usage_items
+from genmesh.services.router.convert import usage_items
 from genmesh.services.router.dispatch import check_runnable
 from genmesh.services.router.jobs import STATUS_ENUM, Job, JobStore
 from genmesh.services.router.registry import WorkerRegistry
@@ -312,13 +313,14 @@ class JobQueue:
             await self._end(job, "FAILED", error="the worker ended without a result",
                             error_type="internal_error", outcome=outcome)
             return
-        await self._end(job, "COMPLETED", output=result_output(outcome.result), outcome=outcome)
+        # Stored typed, as the worker sent it: rendered into the caller's format when read.
+        await self._end(job, "COMPLETED", result=outcome.result, outcome=outcome)
 
-    async def _end(self, job: Job, status: str, *, output: dict[str, Any] | None = None,
+    async def _end(self, job: Job, status: str, *, result: Message | None = None,
                    error: str | None = None, error_type: str | None = None,
                    outcome: Outcome | None = None) -> None:
         ended = await self.store.finish(
-            job.id, status=status, output=output,
+            job.id, status=status, result=result,
             usage=usage_items(outcome.usage) if outcome else None, error=error,
             error_type=error_type, router_id=self.router_id)
         if ended is not None:

@@ -51,7 +51,7 @@ def payload(job: Job) -> dict[str, Any]:
     """FAL's webhook body: request_id, status OK|ERROR, payload, error."""
     ok = job.status == "COMPLETED"
     return {"request_id": job.id, "gateway_request_id": job.id, "status": "OK" if ok else "ERROR",
-            "payload": job.output if ok else None,
+            "payload": job.output_json() if ok else None,
             "error": None if ok else (job.error or job.status.lower()),
             "error_type": None if ok else job.error_type, "payload_error": None}
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 from google.protobuf import struct_pb2
 
 from genmesh.up import Supervisor
-from genmesh.v1 import router_pb2, router_pb2_grpc
+from genmesh.v1 import echo_pb2, router_pb2, router_pb2_grpc
 from tests.conftest import Infra, Mesh, start_mesh, wait_for_workers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -42,7 +41,8 @@ async def wait_all_ended(db_url: str, ids: list[str], timeout: float = 180.0) ->
     try:
         deadline = time.monotonic() + timeout
         while True:
-            rows = await conn.fetch("SELECT id, status, attempts, claimed_by, output FROM jobs WHERE id = ANY($1::text[])", ids)
+            rows = await conn.fetch("SELECT id, status, attempts, claimed_by, output, result, result_type"
+                                    " FROM jobs WHERE id = ANY($1::text[])", ids)
             ended = [r for r in rows if r["status"] in ("COMPLETED", "FAILED", "CANCELLED")]
             if len(ended) == len(ids):
                 return rows
@@ -50,6 +50,12 @@ async def wait_all_ended(db_url: str, ids: list[str], timeout: float = 180.0) ->
             await asyncio.sleep(0.2)
     finally:
         await conn.close()
+
+
+def stored_echo(row: asyncpg.Record) -> echo_pb2.EchoResult:
+    """A finished echo job's result as the router stores it: the typed message (migration 0010)."""
+    assert row["result_type"] == "genmesh.v1.EchoResult" and row["output"] is None, dict(row)
+    return echo_pb2.EchoResult.FromString(row["result"])
 
 
 async def test_router_restarted_with_200_jobs_queued_completes_all_once(infra: Infra, tmp_path: Path) -> None:
@@ -66,7 +72,7 @@ async def test_router_restarted_with_200_jobs_queued_completes_all_once(infra: I
         print(f"\naccepted={len(ids)} completed={sum(r['status'] == 'COMPLETED' for r in rows)}")
         assert all(r["status"] == "COMPLETED" for r in rows)
         assert all(r["attempts"] == 1 for r in rows), "a job ran twice"
-        assert {json.loads(r["output"])["prompt"] for r in rows} == {f"job-{i}" for i in range(200)}
+        assert {stored_echo(r).prompt for r in rows} == {f"job-{i}" for i in range(200)}
     finally:
         await mesh.supervisor.stop()
 
@@ -87,7 +93,7 @@ async def test_worker_killed_mid_job_is_replaced_and_the_job_completes(infra: In
         await mesh.supervisor.start_child("echo")
         [row] = await wait_all_ended(mesh.env["GENMESH_DATABASE_URL"], [rid], timeout=60)
         assert row["status"] == "COMPLETED"
-        assert json.loads(row["output"])["num_events"] == 30
+        assert stored_echo(row).num_events == 30
     finally:
         await mesh.supervisor.stop()
 

@@ -14,7 +14,7 @@ import pytest
 from genmesh import bus
 from genmesh.v1 import echo_pb2, router_pb2, router_pb2_grpc
 from tests.conftest import Infra, start_mesh
-from tests.integration.test_queue_durability import struct, wait_all_ended
+from tests.integration.test_queue_durability import stored_echo, struct, wait_all_ended
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -44,7 +44,7 @@ async def test_a_submitted_job_is_stored_as_its_typed_request_and_completes(
         db_url = mesh.env["GENMESH_DATABASE_URL"]
         [row] = await wait_all_ended(db_url, [submitted.request_id])
         assert row["status"] == "COMPLETED"
-        assert json.loads(row["output"])["prompt"] == "typed"
+        assert stored_echo(row).prompt == "typed"
         conn = await asyncpg.connect(db_url)
         try:
             stored = await conn.fetchrow("SELECT input, request, request_type FROM jobs WHERE id=$1",
@@ -90,8 +90,8 @@ async def test_a_job_stored_as_json_before_the_upgrade_still_runs(infra: Infra, 
             await nc.close()
         rows = {r["id"]: r for r in await wait_all_ended(db_url, [old, bad])}
         assert rows[old]["status"] == "COMPLETED"
-        output = json.loads(rows[old]["output"])
-        assert (output["prompt"], output["num_events"]) == ("stored-before", 3)
+        output = stored_echo(rows[old])
+        assert (output.prompt, output.num_events) == ("stored-before", 3)
         conn = await asyncpg.connect(db_url)
         try:
             failed = await conn.fetchrow("SELECT status, error, error_type FROM jobs WHERE id=$1", bad)

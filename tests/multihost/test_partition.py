@@ -29,7 +29,7 @@ import nats
 import pytest
 
 from genmesh import bus
-from genmesh.v1 import billing_pb2, common_pb2, worker_pb2
+from genmesh.v1 import billing_pb2, common_pb2, echo_pb2, worker_pb2
 from tests.multihost.conftest import LabMesh, read_event, wait_until
 
 # Bounded: ~10 s of set-up, 40 s of load, seconds to settle; the timeout only catches a hang.
@@ -144,7 +144,7 @@ async def settle(mesh: LabMesh, queued: list[str], sync: list[str], timeout: flo
                     break
                 await asyncio.sleep(0.5)
             jobs = {r["id"]: dict(r) for r in await conn.fetch(
-                "SELECT id, status, attempts, claimed_by, output, usage, error, finished_at FROM jobs")}
+                "SELECT id, status, attempts, claimed_by, result, usage, error, finished_at FROM jobs")}
             ledger = {r["request_id"]: dict(r) for r in await conn.fetch(
                 "SELECT request_id, status, mode, usage, finished_at FROM ledger")}
         finally:
@@ -268,7 +268,7 @@ async def test_cut_off_worker_and_router_hosts_lose_nothing_and_bill_each_job_on
     assert not wrong, f"accepted jobs not completed: {wrong}\n{mesh.logs()}"
     for rid, s in accepted.items():
         job = books.jobs[rid]
-        assert as_json(job["output"])["prompt"] == s["prompt"], (rid, job["output"])
+        assert echo_pb2.EchoResult.FromString(job["result"]).prompt == s["prompt"], (rid, job["result"])
         assert as_json(job["usage"]) == ECHO_USAGE, (rid, job["usage"])
 
     # --- every accepted request (queued and sync): one usage record, one ledger row, COMPLETED
