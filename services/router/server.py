@@ -308,12 +308,7 @@ class RouterServicer(StoredResponsesRPCs, router_pb2_grpc.RouterServicer):
                      context: grpc.aio.ServicerContext) -> router_pb2.ResultResponse:
         identity = await self.mesh.auth.identify(context)
         job = await self.mesh.owned_job(identity, request.request_id)
-        response = router_pb2.ResultResponse(job=job.to_state(logs=True))
-        if job.output is not None:
-            response.output.update(job.output)
-        for item in job.usage or []:
-            response.usage.items.append(common_pb2.UsageItem(**item))
-        return response
+        return job.result_response(request.view)
 
     @servicer_errors
     async def Cancel(self, request: router_pb2.CancelRequest,
