@@ -14,12 +14,12 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from google.protobuf import json_format
 from pydantic import ValidationError
 
 from genmesh import jsonpb
 from genmesh.errors import GenmeshError, InvalidArgument, NotFound, _BY_TYPE, _index_types
 from genmesh.v1 import common_pb2, llm_pb2, router_pb2
+from genmesh.services.edge import job_results
 from genmesh.services.edge import openai_convert as convert
 from genmesh.services.edge.auth import authorization
 from genmesh.services.edge.documents import BatchDocuments, OpenAIFiles
@@ -259,7 +259,7 @@ async def finalize(request: Request, owner: str, doc: dict[str, Any], auth: str)
     client = request.app.state.mesh
 
     async def result(rid: str) -> router_pb2.ResultResponse:
-        return await client.unary(client.router.Result, router_pb2.ResultRequest(request_id=rid), auth)
+        return await client.unary(client.router.Result, job_results.request(rid), auth)
 
     reqs = doc["genmesh"]["requests"]
     results = await bounded([r["request_id"] for r in reqs], result)
@@ -308,20 +308,21 @@ def output_line(doc: dict[str, Any], req: dict[str, Any], res: Any) -> dict[str,
         line["response"] = {"status_code": error.http_status, "request_id": rid, "body": error.openai_body()}
         return line
     line["response"] = {"status_code": 200, "request_id": rid,
-                        "body": render(doc, req, jsonpb.struct_to_json(res.output), int(job.finished_at.seconds))}
+                        "body": render(doc, req, res, int(job.finished_at.seconds))}
     return line
 
 
-def render(doc: dict[str, Any], req: dict[str, Any], output: dict[str, Any], created: int) -> dict[str, Any]:
+def render(doc: dict[str, Any], req: dict[str, Any], res: router_pb2.ResultResponse, created: int) -> dict[str, Any]:
+    """A completed request's OpenAI body, rendered from its typed result."""
     hints = req["hints"]
     model = req.get("model") or doc.get("model") or ""
     if doc["endpoint"] == "/v1/chat/completions":
-        chat = json_format.ParseDict(output, llm_pb2.ChatCompleteResult(), ignore_unknown_fields=True)
+        chat = job_results.as_message(res, llm_pb2.ChatCompleteResult)
         return convert.chat_completion_json(chat, model=model, created=created,
                                             logprobs=hints["logprobs"], named_tool=hints["named_tool"])
     if doc["endpoint"] == "/v1/completions":
-        comp = json_format.ParseDict(output, llm_pb2.CompleteResult(), ignore_unknown_fields=True)
+        comp = job_results.as_message(res, llm_pb2.CompleteResult)
         return convert.completion_json([comp], model=model, created=created, n=hints["n"],
                                        logprobs=hints["logprobs"])
-    emb = json_format.ParseDict(output, llm_pb2.EmbedResponse(), ignore_unknown_fields=True)
+    emb = job_results.as_message(res, llm_pb2.EmbedResponse)
     return convert.embedding_json(emb, model=model, encoding_format=hints["encoding_format"])

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from google.protobuf import json_format
-
 from genmesh import jsonpb
+from genmesh.services.edge import job_results
 from genmesh.v1 import common_pb2, llm_pb2, router_pb2
 
 TERMINAL = (common_pb2.JOB_STATUS_COMPLETED, common_pb2.JOB_STATUS_FAILED, common_pb2.JOB_STATUS_CANCELLED)
@@ -38,11 +37,8 @@ async def read(mesh, job_id: str, authorization: str) -> ChatJob:  # noqa: ANN00
                               timeout=10)
     if status.job.status != common_pb2.JOB_STATUS_COMPLETED:
         return ChatJob(status.job, None)
-    resp = await mesh.unary(mesh.router.Result, router_pb2.ResultRequest(request_id=job_id), authorization,
-                            timeout=10)
-    result = llm_pb2.ChatCompleteResult()
-    json_format.ParseDict(jsonpb.struct_to_dict(resp.output), result, ignore_unknown_fields=True)
-    return ChatJob(resp.job, result)
+    resp = await mesh.unary(mesh.router.Result, job_results.request(job_id), authorization, timeout=10)
+    return ChatJob(resp.job, job_results.as_message(resp, llm_pb2.ChatCompleteResult))
 
 
 async def cancel(mesh, job_id: str, authorization: str) -> int:  # noqa: ANN001

@@ -16,7 +16,7 @@ from genmesh import jsonpb
 from genmesh.errors import (DeadlineExceeded, GenmeshError, InvalidArgument, NotFound, _BY_TYPE,
                             _index_types)
 from genmesh.v1 import common_pb2, router_pb2
-from genmesh.services.edge import jsonlimits
+from genmesh.services.edge import job_results, jsonlimits
 from genmesh.services.edge.auth import authorization
 
 router = APIRouter()
@@ -212,8 +212,7 @@ async def status_stream(owner: str, alias: str, request_id: str, request: Reques
 async def result(owner: str, alias: str, request_id: str, request: Request) -> JSON:
     checked_id(request_id)
     auth = authorization(request)
-    resp = await mesh(request).unary(mesh(request).router.Result,
-                                     router_pb2.ResultRequest(request_id=request_id), auth)
+    resp = await mesh(request).unary(mesh(request).router.Result, job_results.request(request_id), auth)
     job = resp.job
     headers = id_headers(request_id)
     if job.status in _STATUS:
@@ -226,7 +225,7 @@ async def result(owner: str, alias: str, request_id: str, request: Request) -> J
             headers["x-fal-request-timeout-type"] = "user"  # the caller's own limit: no retry
         status_code = 499 if job.status == common_pb2.JOB_STATUS_CANCELLED else error.http_status
         return JSON(error.fal_body(), status_code=status_code, headers=headers)
-    return JSON(jsonpb.struct_to_json(resp.output), headers=headers)
+    return JSON(job_results.as_json(resp), headers=headers)
 
 
 @router.put(QUEUE_PREFIX + "/{owner}/{alias}/requests/{request_id}/cancel", tags=["fal"])
