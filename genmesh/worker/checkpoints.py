@@ -4,7 +4,8 @@ entries share one loaded copy, and loading each copy once.
 Where the weights live is `weights.checkpoint_dir`'s answer. Entries with the same weights
 (text-to-image and image-to-image of one checkpoint) share one loaded pipeline: the cache files
 it under the owning entry's id, which stands for that one directory and is a catalog id the
-router's placement recognises as resident. The image and video workers use this.
+router's placement recognises as resident. The image and video workers use this, and the shape
+of their one call: its job and init image, the model's defaults, its denoising progress.
 """
 from __future__ import annotations
 
@@ -13,18 +14,23 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from genmesh import blobstore
 from genmesh.catalog import ModelSpec
+from genmesh.diffusion_params import with_overrides
 from genmesh.errors import ModelUnavailable
 from genmesh.settings import Settings
+from genmesh.v1 import common_pb2
 from genmesh.worker.cache import Entry
-from genmesh.worker.media import fetch_init_image, require_task
-from genmesh.worker.runtime import JobContext, WorkerComponent, WorkerRuntime
+from genmesh.worker.media import fetch_init_image, init_image_errors, require_task
+from genmesh.worker.runtime import JobContext, WorkerComponent, WorkerRuntime, progress
 from genmesh.worker.weights import checkpoint_dir, weights_owner
+
+if TYPE_CHECKING:  # diffusion imports torch; this module is imported without it
+    from genmesh.worker.diffusion import StepEvent
 
 MARKER_FILE = "model_index.json"  # what every diffusers pipeline directory has
 ENGINE = "diffusers"
@@ -112,8 +118,25 @@ class CheckpointWorker(WorkerComponent):
                          request: Any) -> AsyncIterator[tuple[JobContext, bytes | None]]:
         """One generation call (a GenerateImage/GenerateVideoRequest): its job (see
         WorkerRuntime.job) with the model's task checked against the request, and the init
-        image behind its `image_url` fetched (None without one)."""
+        image behind its `image_url` fetched (None without one). No validate_request: the
+        router (the only caller, mTLS enforces it) validated the request against the same
+        rules; the params a servicer builds check the model's defaults. An error about the init
+        image, from those params or from decoding it mid-generation, names `image_url`."""
         async with self.runtime.job(context, request.model_id) as job:
             require_task(job.model, request.image_url, tasks=self.tasks, what=self.what,
                          init=self.init)
-            yield job, await fetch_init_image(request.image_url, self.store)
+            image = await fetch_init_image(request.image_url, self.store)
+            with init_image_errors():
+                yield job, image
+
+
+async def load_with_defaults(job: JobContext) -> tuple[Any, Any]:
+    """The call's loaded checkpoint (held for the call) and its native defaults (its
+    `defaults()`) under the catalog entry's own."""
+    model = await job.load()
+    return model, with_overrides(model.defaults(), job.model.defaults, job.model.id)
+
+
+def step_progress(event: StepEvent) -> common_pb2.Progress:
+    """A finished denoising step as progress (its previews are the modality's own messages)."""
+    return progress("denoising", event.step / event.total, event.step, event.total)

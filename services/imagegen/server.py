@@ -15,14 +15,12 @@ from pathlib import Path
 
 import grpc
 
-from genmesh.catalog import ModelSpec
-from genmesh.diffusion_params import with_overrides
 from genmesh.rpc import servicer_errors
 from genmesh.v1 import common_pb2, imagegen_pb2, imagegen_pb2_grpc
 from genmesh.worker import progress
-from genmesh.worker.checkpoints import CheckpointWorker
+from genmesh.worker.checkpoints import CheckpointWorker, load_with_defaults, step_progress
 from genmesh.worker.diffusion import StepEvent
-from genmesh.worker.media import init_image_errors, output_media, png_media
+from genmesh.worker.media import output_media, png_media
 from genmesh.worker.runtime import ComponentServicer
 
 from .batching import ImageBatcher
@@ -49,9 +47,9 @@ class LoadedImageModel:
         return cls(pipeline, ImageBatcher(pipeline, window_s=BATCH_WINDOW_S,
                                           max_batch_images=MAX_BATCH_IMAGES))
 
-    def defaults(self, spec: ModelSpec) -> ImageDefaults:
-        """The checkpoint's native defaults under the catalog entry's own."""
-        return with_overrides(self.pipeline.defaults(), spec.defaults, spec.id)
+    def defaults(self) -> ImageDefaults:
+        """The checkpoint's native defaults (load_with_defaults puts the catalog entry's on top)."""
+        return self.pipeline.defaults()
 
     def close(self) -> None:  # the model cache calls it on eviction
         self.batcher.close()
@@ -64,22 +62,18 @@ class ImageGenServicer(ComponentServicer, imagegen_pb2_grpc.ImageGenServicer):
     async def GenerateImage(self, request: imagegen_pb2.GenerateImageRequest,
                             context: grpc.aio.ServicerContext
                             ) -> AsyncIterator[imagegen_pb2.GenerateImageEvent]:
-        # No validate_request: the router (the only caller, mTLS enforces it) validated this
-        # request against the same rules; the params built below check the model's defaults.
         async with self.component.generation(context, request) as (job, image):
             if job.cold:
                 yield imagegen_pb2.GenerateImageEvent(progress=progress("loading"))
-            model: LoadedImageModel = await job.load()
-            with init_image_errors():
-                params = params_from_request(request, image=image,
-                                             defaults=model.defaults(job.model))
-                result: ImageResult | None = None
-                async for item in _generate(model.batcher, params, job.cancel):
-                    if isinstance(item, StepEvent):
-                        for event in step_events(item):
-                            yield event
-                    else:
-                        result = item
+            model, defaults = await load_with_defaults(job)
+            params = params_from_request(request, image=image, defaults=defaults)
+            result: ImageResult | None = None
+            async for item in _generate(model.batcher, params, job.cancel):
+                if isinstance(item, StepEvent):
+                    for event in step_events(item):
+                        yield event
+                else:
+                    result = item
             assert result is not None  # the batcher returned it or raised
             images = [await output_media(
                 self.component.store, job.key_id, im.data, im.content_type, inline=request.inline,
@@ -124,8 +118,7 @@ async def _generate(batcher: ImageBatcher, params: ImageParams, cancel: threadin
 
 def step_events(event: StepEvent) -> list[imagegen_pb2.GenerateImageEvent]:
     """Progress for a finished step, then one preview per image of the request."""
-    out = [imagegen_pb2.GenerateImageEvent(progress=progress(
-        "denoising", event.step / event.total, event.step, event.total))]
+    out = [imagegen_pb2.GenerateImageEvent(progress=step_progress(event))]
     out += [imagegen_pb2.GenerateImageEvent(preview=imagegen_pb2.ImagePreview(
         step=event.step, image_index=index, image=png_media(png)))
         for index, png in enumerate(event.previews)]

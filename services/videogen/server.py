@@ -14,13 +14,12 @@ from typing import Any
 
 import grpc
 
-from genmesh.diffusion_params import with_overrides
 from genmesh.rpc import servicer_errors
 from genmesh.v1 import common_pb2, videogen_pb2, videogen_pb2_grpc
 from genmesh.worker import progress, stream_from_thread
-from genmesh.worker.checkpoints import CheckpointWorker
+from genmesh.worker.checkpoints import CheckpointWorker, load_with_defaults, step_progress
 from genmesh.worker.diffusion import StepEvent
-from genmesh.worker.media import init_image_errors, output_media, png_media
+from genmesh.worker.media import output_media, png_media
 from genmesh.worker.runtime import ComponentServicer
 
 from .params import VideoParams, params_from_request
@@ -47,22 +46,18 @@ class VideoGenServicer(ComponentServicer, videogen_pb2_grpc.VideoGenServicer):
     async def GenerateVideo(self, request: videogen_pb2.GenerateVideoRequest,
                             context: grpc.aio.ServicerContext
                             ) -> AsyncIterator[videogen_pb2.GenerateVideoEvent]:
-        # No validate_request: the router (the only caller, mTLS enforces it) validated this
-        # request against the same rules; the params built below check the model's defaults.
         async with self.component.generation(context, request) as (job, image):
             if job.cold:
                 yield videogen_pb2.GenerateVideoEvent(progress=progress("loading"))
-            pipeline: VideoPipeline = await job.load()
-            with init_image_errors():
-                params = params_from_request(request, image=image, defaults=with_overrides(
-                    pipeline.defaults(), job.model.defaults, job.model.id))
-                result: VideoResult | None = None
-                async for item in stream_from_thread(_work(pipeline, params), job.cancel):
-                    if isinstance(item, VideoResult):
-                        result = item
-                    else:
-                        for event in partial_events(item, params.num_frames):
-                            yield event
+            pipeline, defaults = await load_with_defaults(job)
+            params = params_from_request(request, image=image, defaults=defaults)
+            result: VideoResult | None = None
+            async for item in stream_from_thread(_work(pipeline, params), job.cancel):
+                if isinstance(item, VideoResult):
+                    result = item
+                else:
+                    for event in partial_events(item, params.num_frames):
+                        yield event
             assert result is not None  # the thread returned it or raised
             video = result.video
             media = await output_media(
@@ -113,8 +108,7 @@ def partial_events(item: StepEvent | _Frame, num_frames: int
                    ) -> list[videogen_pb2.GenerateVideoEvent]:
     """A finished step: progress and its preview, if any; a decoded frame: progress and it."""
     if isinstance(item, StepEvent):
-        out = [videogen_pb2.GenerateVideoEvent(progress=progress(
-            "denoising", item.step / item.total, item.step, item.total))]
+        out = [videogen_pb2.GenerateVideoEvent(progress=step_progress(item))]
         out += [videogen_pb2.GenerateVideoEvent(preview=videogen_pb2.VideoPreview(
             step=item.step, image=png_media(png))) for png in item.previews]
         return out

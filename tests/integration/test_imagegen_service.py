@@ -197,6 +197,19 @@ async def test_bad_parameters_are_invalid_argument_and_the_worker_keeps_serving(
     await assert_still_serving(worker)
 
 
+async def test_an_init_image_that_fails_to_decode_mid_generation_names_image_url(
+        worker: Worker) -> None:
+    # The header passes the fetch's check; the body fails only when the pipeline decodes it,
+    # inside the batch, and the error still names the request's field.
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 50).convert("RGB").save(buf, format="JPEG")
+    truncated = buf.getvalue()[: len(buf.getvalue()) * 6 // 10]
+    uri = "data:image/jpeg;base64," + base64.b64encode(truncated).decode()
+    await expect_invalid(worker.stub.GenerateImage(request(model_id=TINY_IMG2IMG, image_url=uri,
+                                                           num_inference_steps=2)), "image_url")
+    await assert_still_serving(worker)
+
+
 @pytest.mark.parametrize("model_id", ["nobody/nothing", ""])
 async def test_unknown_model_is_not_found(worker: Worker, model_id: str) -> None:
     # An empty model_id never reaches a worker (the router refuses it as INVALID_ARGUMENT); the
