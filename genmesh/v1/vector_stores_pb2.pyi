@@ -1,5 +1,6 @@
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -7,23 +8,124 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ChunkingStrategyType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHUNKING_STRATEGY_TYPE_UNSPECIFIED: _ClassVar[ChunkingStrategyType]
+    CHUNKING_STRATEGY_TYPE_AUTO: _ClassVar[ChunkingStrategyType]
+    CHUNKING_STRATEGY_TYPE_STATIC: _ClassVar[ChunkingStrategyType]
+
+class ExpiresAfterAnchor(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPIRES_AFTER_ANCHOR_UNSPECIFIED: _ClassVar[ExpiresAfterAnchor]
+    EXPIRES_AFTER_ANCHOR_LAST_ACTIVE_AT: _ClassVar[ExpiresAfterAnchor]
+
+class VectorStoreStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VECTOR_STORE_STATUS_UNSPECIFIED: _ClassVar[VectorStoreStatus]
+    VECTOR_STORE_STATUS_IN_PROGRESS: _ClassVar[VectorStoreStatus]
+    VECTOR_STORE_STATUS_COMPLETED: _ClassVar[VectorStoreStatus]
+    VECTOR_STORE_STATUS_EXPIRED: _ClassVar[VectorStoreStatus]
+
+class LastErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LAST_ERROR_CODE_UNSPECIFIED: _ClassVar[LastErrorCode]
+    LAST_ERROR_CODE_SERVER_ERROR: _ClassVar[LastErrorCode]
+    LAST_ERROR_CODE_UNSUPPORTED_FILE: _ClassVar[LastErrorCode]
+    LAST_ERROR_CODE_INVALID_FILE: _ClassVar[LastErrorCode]
+
+class VectorStoreFileStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VECTOR_STORE_FILE_STATUS_UNSPECIFIED: _ClassVar[VectorStoreFileStatus]
+    VECTOR_STORE_FILE_STATUS_IN_PROGRESS: _ClassVar[VectorStoreFileStatus]
+    VECTOR_STORE_FILE_STATUS_COMPLETED: _ClassVar[VectorStoreFileStatus]
+    VECTOR_STORE_FILE_STATUS_FAILED: _ClassVar[VectorStoreFileStatus]
+    VECTOR_STORE_FILE_STATUS_CANCELLED: _ClassVar[VectorStoreFileStatus]
+
+class ListOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LIST_ORDER_UNSPECIFIED: _ClassVar[ListOrder]
+    LIST_ORDER_ASC: _ClassVar[ListOrder]
+    LIST_ORDER_DESC: _ClassVar[ListOrder]
+
+class ComparisonFilterType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COMPARISON_FILTER_TYPE_UNSPECIFIED: _ClassVar[ComparisonFilterType]
+    COMPARISON_FILTER_TYPE_EQ: _ClassVar[ComparisonFilterType]
+    COMPARISON_FILTER_TYPE_NE: _ClassVar[ComparisonFilterType]
+    COMPARISON_FILTER_TYPE_GT: _ClassVar[ComparisonFilterType]
+    COMPARISON_FILTER_TYPE_GTE: _ClassVar[ComparisonFilterType]
+    COMPARISON_FILTER_TYPE_LT: _ClassVar[ComparisonFilterType]
+    COMPARISON_FILTER_TYPE_LTE: _ClassVar[ComparisonFilterType]
+    COMPARISON_FILTER_TYPE_IN: _ClassVar[ComparisonFilterType]
+    COMPARISON_FILTER_TYPE_NIN: _ClassVar[ComparisonFilterType]
+
+class CompoundFilterType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COMPOUND_FILTER_TYPE_UNSPECIFIED: _ClassVar[CompoundFilterType]
+    COMPOUND_FILTER_TYPE_AND: _ClassVar[CompoundFilterType]
+    COMPOUND_FILTER_TYPE_OR: _ClassVar[CompoundFilterType]
+
+class Ranker(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RANKER_UNSPECIFIED: _ClassVar[Ranker]
+    RANKER_NONE: _ClassVar[Ranker]
+    RANKER_AUTO: _ClassVar[Ranker]
+    RANKER_DEFAULT_2024_11_15: _ClassVar[Ranker]
+CHUNKING_STRATEGY_TYPE_UNSPECIFIED: ChunkingStrategyType
+CHUNKING_STRATEGY_TYPE_AUTO: ChunkingStrategyType
+CHUNKING_STRATEGY_TYPE_STATIC: ChunkingStrategyType
+EXPIRES_AFTER_ANCHOR_UNSPECIFIED: ExpiresAfterAnchor
+EXPIRES_AFTER_ANCHOR_LAST_ACTIVE_AT: ExpiresAfterAnchor
+VECTOR_STORE_STATUS_UNSPECIFIED: VectorStoreStatus
+VECTOR_STORE_STATUS_IN_PROGRESS: VectorStoreStatus
+VECTOR_STORE_STATUS_COMPLETED: VectorStoreStatus
+VECTOR_STORE_STATUS_EXPIRED: VectorStoreStatus
+LAST_ERROR_CODE_UNSPECIFIED: LastErrorCode
+LAST_ERROR_CODE_SERVER_ERROR: LastErrorCode
+LAST_ERROR_CODE_UNSUPPORTED_FILE: LastErrorCode
+LAST_ERROR_CODE_INVALID_FILE: LastErrorCode
+VECTOR_STORE_FILE_STATUS_UNSPECIFIED: VectorStoreFileStatus
+VECTOR_STORE_FILE_STATUS_IN_PROGRESS: VectorStoreFileStatus
+VECTOR_STORE_FILE_STATUS_COMPLETED: VectorStoreFileStatus
+VECTOR_STORE_FILE_STATUS_FAILED: VectorStoreFileStatus
+VECTOR_STORE_FILE_STATUS_CANCELLED: VectorStoreFileStatus
+LIST_ORDER_UNSPECIFIED: ListOrder
+LIST_ORDER_ASC: ListOrder
+LIST_ORDER_DESC: ListOrder
+COMPARISON_FILTER_TYPE_UNSPECIFIED: ComparisonFilterType
+COMPARISON_FILTER_TYPE_EQ: ComparisonFilterType
+COMPARISON_FILTER_TYPE_NE: ComparisonFilterType
+COMPARISON_FILTER_TYPE_GT: ComparisonFilterType
+COMPARISON_FILTER_TYPE_GTE: ComparisonFilterType
+COMPARISON_FILTER_TYPE_LT: ComparisonFilterType
+COMPARISON_FILTER_TYPE_LTE: ComparisonFilterType
+COMPARISON_FILTER_TYPE_IN: ComparisonFilterType
+COMPARISON_FILTER_TYPE_NIN: ComparisonFilterType
+COMPOUND_FILTER_TYPE_UNSPECIFIED: CompoundFilterType
+COMPOUND_FILTER_TYPE_AND: CompoundFilterType
+COMPOUND_FILTER_TYPE_OR: CompoundFilterType
+RANKER_UNSPECIFIED: Ranker
+RANKER_NONE: Ranker
+RANKER_AUTO: Ranker
+RANKER_DEFAULT_2024_11_15: Ranker
+
 class ChunkingStrategy(_message.Message):
     __slots__ = ("type", "max_chunk_size_tokens", "chunk_overlap_tokens")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNK_SIZE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_OVERLAP_TOKENS_FIELD_NUMBER: _ClassVar[int]
-    type: str
+    type: ChunkingStrategyType
     max_chunk_size_tokens: int
     chunk_overlap_tokens: int
-    def __init__(self, type: _Optional[str] = ..., max_chunk_size_tokens: _Optional[int] = ..., chunk_overlap_tokens: _Optional[int] = ...) -> None: ...
+    def __init__(self, type: _Optional[_Union[ChunkingStrategyType, str]] = ..., max_chunk_size_tokens: _Optional[int] = ..., chunk_overlap_tokens: _Optional[int] = ...) -> None: ...
 
 class ExpiresAfter(_message.Message):
     __slots__ = ("anchor", "days")
     ANCHOR_FIELD_NUMBER: _ClassVar[int]
     DAYS_FIELD_NUMBER: _ClassVar[int]
-    anchor: str
+    anchor: ExpiresAfterAnchor
     days: int
-    def __init__(self, anchor: _Optional[str] = ..., days: _Optional[int] = ...) -> None: ...
+    def __init__(self, anchor: _Optional[_Union[ExpiresAfterAnchor, str]] = ..., days: _Optional[int] = ...) -> None: ...
 
 class FileCounts(_message.Message):
     __slots__ = ("in_progress", "completed", "failed", "cancelled", "total")
@@ -40,7 +142,7 @@ class FileCounts(_message.Message):
     def __init__(self, in_progress: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
 class VectorStore(_message.Message):
-    __slots__ = ("id", "name", "metadata", "created_at", "last_active_at", "expires_at", "expires_after", "file_counts", "usage_bytes", "status", "subject", "chunking_strategy", "embedding_model", "description")
+    __slots__ = ("id", "name", "metadata", "created_at", "last_active_at", "expires_at", "expires_after", "file_counts", "usage_bytes", "subject", "chunking_strategy", "embedding_model", "description", "status")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -57,11 +159,11 @@ class VectorStore(_message.Message):
     EXPIRES_AFTER_FIELD_NUMBER: _ClassVar[int]
     FILE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     USAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
-    STATUS_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     CHUNKING_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     metadata: _containers.ScalarMap[str, str]
@@ -71,20 +173,20 @@ class VectorStore(_message.Message):
     expires_after: ExpiresAfter
     file_counts: FileCounts
     usage_bytes: int
-    status: str
     subject: str
     chunking_strategy: ChunkingStrategy
     embedding_model: str
     description: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[int] = ..., last_active_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., expires_after: _Optional[_Union[ExpiresAfter, _Mapping]] = ..., file_counts: _Optional[_Union[FileCounts, _Mapping]] = ..., usage_bytes: _Optional[int] = ..., status: _Optional[str] = ..., subject: _Optional[str] = ..., chunking_strategy: _Optional[_Union[ChunkingStrategy, _Mapping]] = ..., embedding_model: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    status: VectorStoreStatus
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[int] = ..., last_active_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., expires_after: _Optional[_Union[ExpiresAfter, _Mapping]] = ..., file_counts: _Optional[_Union[FileCounts, _Mapping]] = ..., usage_bytes: _Optional[int] = ..., subject: _Optional[str] = ..., chunking_strategy: _Optional[_Union[ChunkingStrategy, _Mapping]] = ..., embedding_model: _Optional[str] = ..., description: _Optional[str] = ..., status: _Optional[_Union[VectorStoreStatus, str]] = ...) -> None: ...
 
 class LastError(_message.Message):
     __slots__ = ("code", "message")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    code: str
+    code: LastErrorCode
     message: str
-    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    def __init__(self, code: _Optional[_Union[LastErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class VectorStoreFile(_message.Message):
     __slots__ = ("id", "vector_store_id", "created_at", "status", "last_error", "attributes", "usage_bytes", "chunking_strategy", "filename")
@@ -100,13 +202,13 @@ class VectorStoreFile(_message.Message):
     id: str
     vector_store_id: str
     created_at: int
-    status: str
+    status: VectorStoreFileStatus
     last_error: LastError
     attributes: _struct_pb2.Struct
     usage_bytes: int
     chunking_strategy: ChunkingStrategy
     filename: str
-    def __init__(self, id: _Optional[str] = ..., vector_store_id: _Optional[str] = ..., created_at: _Optional[int] = ..., status: _Optional[str] = ..., last_error: _Optional[_Union[LastError, _Mapping]] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., usage_bytes: _Optional[int] = ..., chunking_strategy: _Optional[_Union[ChunkingStrategy, _Mapping]] = ..., filename: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., vector_store_id: _Optional[str] = ..., created_at: _Optional[int] = ..., status: _Optional[_Union[VectorStoreFileStatus, str]] = ..., last_error: _Optional[_Union[LastError, _Mapping]] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., usage_bytes: _Optional[int] = ..., chunking_strategy: _Optional[_Union[ChunkingStrategy, _Mapping]] = ..., filename: _Optional[str] = ...) -> None: ...
 
 class FileDocument(_message.Message):
     __slots__ = ("file_id", "filename", "content_type", "content")
@@ -160,10 +262,10 @@ class ListVectorStoresRequest(_message.Message):
     AFTER_FIELD_NUMBER: _ClassVar[int]
     BEFORE_FIELD_NUMBER: _ClassVar[int]
     limit: int
-    order: str
+    order: ListOrder
     after: str
     before: str
-    def __init__(self, limit: _Optional[int] = ..., order: _Optional[str] = ..., after: _Optional[str] = ..., before: _Optional[str] = ...) -> None: ...
+    def __init__(self, limit: _Optional[int] = ..., order: _Optional[_Union[ListOrder, str]] = ..., after: _Optional[str] = ..., before: _Optional[str] = ...) -> None: ...
 
 class ListVectorStoresResponse(_message.Message):
     __slots__ = ("data", "has_more")
@@ -256,11 +358,11 @@ class ListFilesRequest(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     vector_store_id: str
     limit: int
-    order: str
+    order: ListOrder
     after: str
     before: str
-    filter: str
-    def __init__(self, vector_store_id: _Optional[str] = ..., limit: _Optional[int] = ..., order: _Optional[str] = ..., after: _Optional[str] = ..., before: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
+    filter: VectorStoreFileStatus
+    def __init__(self, vector_store_id: _Optional[str] = ..., limit: _Optional[int] = ..., order: _Optional[_Union[ListOrder, str]] = ..., after: _Optional[str] = ..., before: _Optional[str] = ..., filter: _Optional[_Union[VectorStoreFileStatus, str]] = ...) -> None: ...
 
 class ListFilesResponse(_message.Message):
     __slots__ = ("data", "has_more")
@@ -298,21 +400,61 @@ class DeleteFileResponse(_message.Message):
     deleted: bool
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
+class FilterValue(_message.Message):
+    __slots__ = ("string_value", "number_value", "bool_value")
+    STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_VALUE_FIELD_NUMBER: _ClassVar[int]
+    BOOL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    string_value: str
+    number_value: float
+    bool_value: bool
+    def __init__(self, string_value: _Optional[str] = ..., number_value: _Optional[float] = ..., bool_value: _Optional[bool] = ...) -> None: ...
+
+class ComparisonFilter(_message.Message):
+    __slots__ = ("type", "key", "value", "values")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    type: ComparisonFilterType
+    key: str
+    value: FilterValue
+    values: _containers.RepeatedCompositeFieldContainer[FilterValue]
+    def __init__(self, type: _Optional[_Union[ComparisonFilterType, str]] = ..., key: _Optional[str] = ..., value: _Optional[_Union[FilterValue, _Mapping]] = ..., values: _Optional[_Iterable[_Union[FilterValue, _Mapping]]] = ...) -> None: ...
+
+class CompoundFilter(_message.Message):
+    __slots__ = ("type", "filters")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    type: CompoundFilterType
+    filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    def __init__(self, type: _Optional[_Union[CompoundFilterType, str]] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
+
+class Filter(_message.Message):
+    __slots__ = ("comparison", "compound")
+    COMPARISON_FIELD_NUMBER: _ClassVar[int]
+    COMPOUND_FIELD_NUMBER: _ClassVar[int]
+    comparison: ComparisonFilter
+    compound: CompoundFilter
+    def __init__(self, comparison: _Optional[_Union[ComparisonFilter, _Mapping]] = ..., compound: _Optional[_Union[CompoundFilter, _Mapping]] = ...) -> None: ...
+
 class SearchVectorStoreRequest(_message.Message):
-    __slots__ = ("vector_store_ids", "queries", "max_num_results", "filters", "score_threshold", "rewrite_query")
+    __slots__ = ("vector_store_ids", "queries", "max_num_results", "filters", "score_threshold", "rewrite_query", "ranker")
     VECTOR_STORE_IDS_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     MAX_NUM_RESULTS_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     REWRITE_QUERY_FIELD_NUMBER: _ClassVar[int]
+    RANKER_FIELD_NUMBER: _ClassVar[int]
     vector_store_ids: _containers.RepeatedScalarFieldContainer[str]
     queries: _containers.RepeatedScalarFieldContainer[str]
     max_num_results: int
-    filters: _struct_pb2.Struct
+    filters: Filter
     score_threshold: float
     rewrite_query: bool
-    def __init__(self, vector_store_ids: _Optional[_Iterable[str]] = ..., queries: _Optional[_Iterable[str]] = ..., max_num_results: _Optional[int] = ..., filters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., score_threshold: _Optional[float] = ..., rewrite_query: _Optional[bool] = ...) -> None: ...
+    ranker: Ranker
+    def __init__(self, vector_store_ids: _Optional[_Iterable[str]] = ..., queries: _Optional[_Iterable[str]] = ..., max_num_results: _Optional[int] = ..., filters: _Optional[_Union[Filter, _Mapping]] = ..., score_threshold: _Optional[float] = ..., rewrite_query: _Optional[bool] = ..., ranker: _Optional[_Union[Ranker, str]] = ...) -> None: ...
 
 class SearchResult(_message.Message):
     __slots__ = ("file_id", "filename", "score", "attributes", "content", "vector_store_id")

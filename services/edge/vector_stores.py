@@ -5,15 +5,21 @@ reads an attached file's bytes from /v1/files under the caller's key, sends them
 renders the router's answers. A genmesh extension makes a store a live collection:
 `"follow_subject": true` (and, for admin keys only, `"subject"`) on create; the store then shows
 the NATS `subject` it follows.
+
+OpenAI's strings for the contract's enums (statuses, chunking type, ranker, filter types, error
+codes, order) are mapped here, once each way, by one `WireEnum` per enum: the request models accept
+exactly its strings (400 naming the field otherwise), and the answers render them.
 """
 from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
 from fastapi import APIRouter, Query, Request
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from pydantic import BaseModel, ConfigDict, Field
 
 from genmesh import jsonpb
+from genmesh.errors import InvalidArgument
 from genmesh.services.edge.auth import authorization
 from genmesh.services.edge.files import checked_file_id, openai_files
 from genmesh.services.edge.openai_api import mesh
@@ -26,6 +32,36 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 Scalar = Union[str, float, bool]
 
 
+class WireEnum:
+    """A proto enum by OpenAI's strings for its values: the value's name less the enum's prefix,
+    in lower case (`VECTOR_STORE_FILE_STATUS_IN_PROGRESS` is "in_progress"), unless `renamed`."""
+
+    def __init__(self, enum: EnumTypeWrapper, **renamed: str) -> None:
+        short = {n: jsonpb.enum_short_name(enum, n) for n in enum.values() if n}
+        self._names = {n: renamed.get(name, name) for n, name in short.items()}
+        self._numbers = {name: n for n, name in self._names.items()}
+        self.names = tuple(self._names.values())
+        # The request models' type for it: exactly these strings (anything else is a 400 naming the field).
+        self.literal: Any = Literal[self.names]
+
+    def number(self, name: str) -> int:
+        return self._numbers[name]
+
+    def name(self, number: int) -> str:
+        return self._names[number]
+
+
+CHUNKING_TYPE = WireEnum(pb.ChunkingStrategyType)
+ANCHOR = WireEnum(pb.ExpiresAfterAnchor)
+STORE_STATUS = WireEnum(pb.VectorStoreStatus)
+FILE_STATUS = WireEnum(pb.VectorStoreFileStatus)
+ERROR_CODE = WireEnum(pb.LastErrorCode)
+ORDER = WireEnum(pb.ListOrder)
+RANKER = WireEnum(pb.Ranker, default_2024_11_15="default-2024-11-15")
+COMPARISON = WireEnum(pb.ComparisonFilterType)
+COMPOUND = WireEnum(pb.CompoundFilterType)
+
+
 class StaticChunking(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_chunk_size_tokens: int
@@ -34,13 +70,13 @@ class StaticChunking(BaseModel):
 
 class ChunkingParam(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["auto", "static"]
+    type: CHUNKING_TYPE.literal
     static: Optional[StaticChunking] = None
 
 
 class ExpiresAfterParam(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    anchor: Literal["last_active_at"]
+    anchor: ANCHOR.literal
     days: int
 
 
@@ -70,7 +106,7 @@ class AttachFile(_Body):
 
 class RankingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ranker: Optional[str] = None
+    ranker: Optional[RANKER.literal] = None
     score_threshold: Optional[float] = Field(default=None, ge=0, le=1)
 
 
@@ -99,11 +135,57 @@ async def call(request: Request, method: str, message: Any, timeout: float = 60)
 def chunking_proto(param: ChunkingParam | None) -> pb.ChunkingStrategy | None:
     if param is None:
         return None
-    if param.type == "auto":
-        return pb.ChunkingStrategy(type="auto")
-    static = param.static or StaticChunking(max_chunk_size_tokens=0, chunk_overlap_tokens=0)
-    return pb.ChunkingStrategy(type="static", max_chunk_size_tokens=static.max_chunk_size_tokens,
-                               chunk_overlap_tokens=static.chunk_overlap_tokens)
+    out = pb.ChunkingStrategy(type=CHUNKING_TYPE.number(param.type))
+    if param.static is not None:
+        out.max_chunk_size_tokens = param.static.max_chunk_size_tokens
+        out.chunk_overlap_tokens = param.static.chunk_overlap_tokens
+    return out
+
+
+def expires_proto(param: ExpiresAfterParam) -> pb.ExpiresAfter:
+    return pb.ExpiresAfter(anchor=ANCHOR.number(param.anchor), days=param.days)
+
+
+def _filter_value(value: Any, field: str) -> pb.FilterValue:
+    if isinstance(value, bool):
+        return pb.FilterValue(bool_value=value)
+    if isinstance(value, (int, float)):
+        try:
+            return pb.FilterValue(number_value=float(value))
+        except OverflowError:  # a JSON integer beyond a double
+            raise InvalidArgument("is out of range", field=field) from None
+    if isinstance(value, str):
+        return pb.FilterValue(string_value=value)
+    raise InvalidArgument("must be a string, number or boolean", field=field)
+
+
+def filter_proto(spec: Any, field: str = "filters") -> pb.Filter:
+    """OpenAI's filter JSON (comparison or compound) as the contract's Filter. Only what the
+    message cannot hold is refused here; the limits (key, values, nesting) are the router's."""
+    if not isinstance(spec, dict):
+        raise InvalidArgument("must be an object", field=field)
+    kind = spec.get("type")
+    if not isinstance(kind, str) or kind not in COMPARISON.names + COMPOUND.names:
+        raise InvalidArgument(f"type must be one of {', '.join(COMPARISON.names + COMPOUND.names)}",
+                              field=f"{field}.type")
+    out = pb.Filter()
+    if kind in COMPOUND.names:
+        parts = spec.get("filters")
+        if not isinstance(parts, list):
+            raise InvalidArgument("must be a non-empty list", field=f"{field}.filters")
+        out.compound.type = COMPOUND.number(kind)
+        out.compound.filters.extend(filter_proto(p, f"{field}.filters[{i}]") for i, p in enumerate(parts))
+        return out
+    key, value = spec.get("key", ""), spec.get("value")
+    if not isinstance(key, str):
+        raise InvalidArgument("must be a string", field=f"{field}.key")
+    out.comparison.type = COMPARISON.number(kind)
+    out.comparison.key = key
+    if isinstance(value, list):
+        out.comparison.values.extend(_filter_value(v, f"{field}.value") for v in value)
+    elif value is not None:
+        out.comparison.value.CopyFrom(_filter_value(value, f"{field}.value"))
+    return out
 
 
 async def file_document(request: Request, file_id: str) -> pb.FileDocument:
@@ -131,8 +213,8 @@ def store_json(s: pb.VectorStore) -> dict[str, Any]:
         "description": s.description or None, "usage_bytes": s.usage_bytes,
         "file_counts": {"in_progress": counts.in_progress, "completed": counts.completed,
                         "failed": counts.failed, "cancelled": counts.cancelled, "total": counts.total},
-        "status": s.status, "last_active_at": s.last_active_at, "metadata": dict(s.metadata),
-        "expires_after": ({"anchor": s.expires_after.anchor, "days": s.expires_after.days}
+        "status": STORE_STATUS.name(s.status), "last_active_at": s.last_active_at, "metadata": dict(s.metadata),
+        "expires_after": ({"anchor": ANCHOR.name(s.expires_after.anchor), "days": s.expires_after.days}
                           if s.HasField("expires_after") else None),
         "expires_at": s.expires_at or None}
     if s.subject:
@@ -142,8 +224,8 @@ def store_json(s: pb.VectorStore) -> dict[str, Any]:
 
 def file_json(f: pb.VectorStoreFile) -> dict[str, Any]:
     return {"id": f.id, "object": "vector_store.file", "created_at": f.created_at, "usage_bytes": f.usage_bytes,
-            "vector_store_id": f.vector_store_id, "status": f.status,
-            "last_error": ({"code": f.last_error.code, "message": f.last_error.message}
+            "vector_store_id": f.vector_store_id, "status": FILE_STATUS.name(f.status),
+            "last_error": ({"code": ERROR_CODE.name(f.last_error.code), "message": f.last_error.message}
                            if f.HasField("last_error") else None),
             "attributes": jsonpb.struct_to_json(f.attributes), "chunking_strategy": _chunking_json(f.chunking_strategy)}
 
@@ -161,12 +243,13 @@ def result_json(r: pb.SearchResult) -> dict[str, Any]:
 
 def search_request(store_ids: list[str], query: str | list[str], *, max_num_results: int | None,
                    filters: dict[str, Any] | None, score_threshold: float | None = None,
-                   rewrite_query: bool = False) -> pb.SearchVectorStoreRequest:
+                   rewrite_query: bool = False, ranker: str | None = None) -> pb.SearchVectorStoreRequest:
     req = pb.SearchVectorStoreRequest(vector_store_ids=store_ids,
                                       queries=[query] if isinstance(query, str) else list(query),
-                                      max_num_results=max_num_results or 0, rewrite_query=bool(rewrite_query))
+                                      max_num_results=max_num_results or 0, rewrite_query=bool(rewrite_query),
+                                      ranker=RANKER.number(ranker) if ranker else 0)
     if filters:
-        req.filters.update(filters)
+        req.filters.CopyFrom(filter_proto(filters))
     if score_threshold is not None:
         req.score_threshold = score_threshold
     return req
@@ -184,7 +267,7 @@ async def create_vector_store(body: CreateVectorStore, request: Request) -> JSON
     if chunking is not None:
         req.chunking_strategy.CopyFrom(chunking)
     if body.expires_after is not None:
-        req.expires_after.CopyFrom(pb.ExpiresAfter(anchor=body.expires_after.anchor, days=body.expires_after.days))
+        req.expires_after.CopyFrom(expires_proto(body.expires_after))
     for file_id in body.file_ids or ():
         req.files.append(await file_document(request, file_id))
     return JSON(store_json((await call(request, "CreateVectorStore", req)).vector_store))
@@ -192,10 +275,10 @@ async def create_vector_store(body: CreateVectorStore, request: Request) -> JSON
 
 @router.get("/vector_stores", summary="List vector stores")
 async def list_vector_stores(request: Request, limit: int = Query(20, ge=1, le=100),
-                             order: Literal["asc", "desc"] = "desc", after: Optional[str] = None,
+                             order: ORDER.literal = "desc", after: Optional[str] = None,
                              before: Optional[str] = None) -> JSON:
     resp = await call(request, "ListVectorStores", pb.ListVectorStoresRequest(
-        limit=limit, order=order, after=after or "", before=before or ""))
+        limit=limit, order=ORDER.number(order), after=after or "", before=before or ""))
     return JSON(list_json([store_json(s) for s in resp.data], resp.has_more))
 
 
@@ -217,7 +300,7 @@ async def modify_vector_store(vector_store_id: str, body: ModifyVectorStore, req
         if body.expires_after is None:
             req.clear_expires_after = True
         else:
-            req.expires_after.CopyFrom(pb.ExpiresAfter(anchor=body.expires_after.anchor, days=body.expires_after.days))
+            req.expires_after.CopyFrom(expires_proto(body.expires_after))
     return JSON(store_json((await call(request, "ModifyVectorStore", req)).vector_store))
 
 
@@ -239,12 +322,11 @@ async def attach_file(vector_store_id: str, body: AttachFile, request: Request) 
 
 @router.get("/vector_stores/{vector_store_id}/files", summary="List a vector store's files")
 async def list_files(vector_store_id: str, request: Request, limit: int = Query(20, ge=1, le=100),
-                     order: Literal["asc", "desc"] = "desc", after: Optional[str] = None,
-                     before: Optional[str] = None,
-                     filter: Optional[Literal["in_progress", "completed", "failed", "cancelled"]] = None) -> JSON:
+                     order: ORDER.literal = "desc", after: Optional[str] = None,
+                     before: Optional[str] = None, filter: Optional[FILE_STATUS.literal] = None) -> JSON:
     resp = await call(request, "ListFiles", pb.ListFilesRequest(
-        vector_store_id=vector_store_id, limit=limit, order=order, after=after or "", before=before or "",
-        filter=filter or ""))
+        vector_store_id=vector_store_id, limit=limit, order=ORDER.number(order), after=after or "",
+        before=before or "", filter=FILE_STATUS.number(filter) if filter else 0))
     return JSON(list_json([file_json(f) for f in resp.data], resp.has_more))
 
 
@@ -265,7 +347,7 @@ async def search(vector_store_id: str, body: SearchVectorStore, request: Request
     ranking = body.ranking_options
     req = search_request([vector_store_id], body.query, max_num_results=body.max_num_results,
                          filters=body.filters, score_threshold=ranking.score_threshold if ranking else None,
-                         rewrite_query=bool(body.rewrite_query))
+                         rewrite_query=bool(body.rewrite_query), ranker=ranking.ranker if ranking else None)
     resp = await call(request, "SearchVectorStore", req)
     return JSON({"object": "vector_store.search_results.page", "search_query": list(resp.search_query),
                  "data": [result_json(r) for r in resp.data], "has_more": False, "next_page": None})

@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 from genmesh.catalog import ModelSpec
 from genmesh.errors import GenmeshError, InvalidArgument, ModelUnavailable
 from genmesh.models import packaged
+from genmesh.v1 import vector_stores_pb2 as pb
 
 AUTO_MAX_TOKENS = 800
 AUTO_OVERLAP_TOKENS = 400
@@ -30,10 +31,10 @@ MIN_MAX_TOKENS, MAX_MAX_TOKENS = 100, 4096
 class Chunking:
     max_tokens: int = AUTO_MAX_TOKENS
     overlap: int = AUTO_OVERLAP_TOKENS
-    kind: str = "auto"
 
     def to_json(self) -> dict[str, Any]:
-        """OpenAI's chunking_strategy object as a file shows it (always static, with the sizes)."""
+        """OpenAI's chunking_strategy object as a file shows it (always static, with the sizes):
+        the `chunking` columns' form."""
         return {"type": "static", "static": {"max_chunk_size_tokens": self.max_tokens,
                                              "chunk_overlap_tokens": self.overlap}}
 
@@ -41,22 +42,28 @@ class Chunking:
     def from_json(cls, data: dict[str, Any]) -> "Chunking":
         """The strategy stored as `to_json` wrote it (a store's or a file's `chunking` column)."""
         static = data["static"]
-        return cls(static["max_chunk_size_tokens"], static["chunk_overlap_tokens"], "static")
+        return cls(static["max_chunk_size_tokens"], static["chunk_overlap_tokens"])
+
+    def to_proto(self) -> pb.ChunkingStrategy:
+        """As a store or file shows it: static, with the sizes (auto is resolved to its sizes)."""
+        return pb.ChunkingStrategy(type=pb.CHUNKING_STRATEGY_TYPE_STATIC, max_chunk_size_tokens=self.max_tokens,
+                                   chunk_overlap_tokens=self.overlap)
 
 
-def parse_chunking(kind: str, max_tokens: int, overlap: int, *, field: str = "chunking_strategy") -> Chunking:
-    """The strategy a request asked for; `kind` "" means auto."""
-    if kind in ("", "auto"):
+def parse_chunking(msg: pb.ChunkingStrategy, *, field: str = "chunking_strategy") -> Chunking:
+    """The strategy a request asked for; an unspecified type means auto."""
+    if msg.type in (pb.CHUNKING_STRATEGY_TYPE_UNSPECIFIED, pb.CHUNKING_STRATEGY_TYPE_AUTO):
         return Chunking()
-    if kind != "static":
+    if msg.type != pb.CHUNKING_STRATEGY_TYPE_STATIC:
         raise InvalidArgument("type must be 'auto' or 'static'", field=f"{field}.type")
+    max_tokens, overlap = msg.max_chunk_size_tokens, msg.chunk_overlap_tokens
     if not MIN_MAX_TOKENS <= max_tokens <= MAX_MAX_TOKENS:
         raise InvalidArgument(f"must be between {MIN_MAX_TOKENS} and {MAX_MAX_TOKENS}",
                               field=f"{field}.static.max_chunk_size_tokens")
     if not 0 <= overlap <= max_tokens // 2:
         raise InvalidArgument("must be between 0 and half of max_chunk_size_tokens",
                               field=f"{field}.static.chunk_overlap_tokens")
-    return Chunking(max_tokens, overlap, "static")
+    return Chunking(max_tokens, overlap)
 
 
 def windows(n_tokens: int, chunking: Chunking) -> list[tuple[int, int]]:

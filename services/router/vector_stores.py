@@ -20,6 +20,7 @@ import grpc
 
 from genmesh import jsonpb
 from genmesh.errors import GenmeshError, InvalidArgument, NotFound
+from genmesh.jsonpb import enum_from_short_name, enum_short_name
 from genmesh.keys import Identity
 from genmesh.rpc import servicer_errors
 from genmesh.tasks import PROXIED_METHODS
@@ -41,9 +42,9 @@ DEFAULT_ATTACH_WAIT_S = 5.0
 # Text formats this store reads; others fail with `unsupported_file` (as OpenAI answers for them).
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-ndjson", "application/javascript",
               "application/x-yaml", "application/yaml", "application/x-sh", "application/csv")
-STATUSES = ("in_progress", "completed", "failed", "cancelled")
 # A file whose indexing router went away (its lease ran out): what the file shows, and the sweep records.
-INTERRUPTED = {"code": "server_error", "message": "indexing was interrupted; attach the file again"}
+INTERRUPTED = pb.LastError(code=pb.LAST_ERROR_CODE_SERVER_ERROR,
+                           message="indexing was interrupted; attach the file again")
 _EMBED = PROXIED_METHODS["/genmesh.v1.LLM/Embed"]
 
 
@@ -91,18 +92,43 @@ def checked_attributes(values: dict[str, Any], field_name: str = "attributes") -
     return values
 
 
-def _chunking_of(msg: pb.ChunkingStrategy, field_name: str) -> Chunking:
-    return parse_chunking(msg.type, msg.max_chunk_size_tokens, msg.chunk_overlap_tokens, field=field_name)
+# --- the storage boundary ----------------------------------------------------------------------
+# The tables keep OpenAI's strings (a file's `status` column, `last_error` and `expires_after`
+# jsonb): readable in psql and by the bench. The enums are mapped to and from them here, once.
+
+def _status_column(status: int) -> str:
+    """A file status as its `status` column holds it ("" for none)."""
+    return enum_short_name(pb.VectorStoreFileStatus, status)
+
+
+def _status_of(column: str) -> int:
+    return enum_from_short_name(pb.VectorStoreFileStatus, column)
+
+
+FILE_STATUSES = tuple(_status_column(n) for n in pb.VectorStoreFileStatus.values() if n)
+
+
+def _error_column(error: pb.LastError) -> dict[str, str]:
+    return {"code": enum_short_name(pb.LastErrorCode, error.code), "message": error.message[:1000]}
+
+
+def _error_of(column: dict[str, str]) -> pb.LastError:
+    return pb.LastError(code=enum_from_short_name(pb.LastErrorCode, column["code"]), message=column["message"])
 
 
 def _expires(msg: pb.ExpiresAfter, field_name: str = "expires_after") -> dict[str, Any] | None:
-    if not msg.anchor and not msg.days:
+    """A request's expiry policy, checked, as the `expires_after` column holds it (None: none)."""
+    if msg.anchor == pb.EXPIRES_AFTER_ANCHOR_UNSPECIFIED and not msg.days:
         return None
-    if msg.anchor != "last_active_at":
+    if msg.anchor != pb.EXPIRES_AFTER_ANCHOR_LAST_ACTIVE_AT:
         raise InvalidArgument("anchor must be 'last_active_at'", field=f"{field_name}.anchor")
     if not 1 <= msg.days <= 365:
         raise InvalidArgument("must be between 1 and 365", field=f"{field_name}.days")
-    return {"anchor": "last_active_at", "days": msg.days}
+    return {"anchor": enum_short_name(pb.ExpiresAfterAnchor, msg.anchor), "days": msg.days}
+
+
+def _expires_of(column: dict[str, Any]) -> pb.ExpiresAfter:
+    return pb.ExpiresAfter(anchor=enum_from_short_name(pb.ExpiresAfterAnchor, column["anchor"]), days=column["days"])
 
 
 def decode_text(doc: pb.FileDocument) -> str:
@@ -144,7 +170,7 @@ class Embedder:
         return await asyncio.to_thread(self.tokenizer.chunks, text, chunking)
 
     async def query_ids(self, query: str) -> list[int]:
-        chunks = await asyncio.to_thread(self.tokenizer.chunks, query, Chunking(self.tokenizer.window, 0, "static"))
+        chunks = await asyncio.to_thread(self.tokenizer.chunks, query, Chunking(self.tokenizer.window, 0))
         return chunks[0].token_ids if chunks else []
 
     async def embed(self, key_id: str, windows: list[list[int]], mode: str = "vector_store") -> list[list[float]]:
@@ -175,56 +201,54 @@ _COUNTS = ("(SELECT jsonb_object_agg(status, n) FROM (SELECT status, count(*) AS
            "(SELECT coalesce(sum(usage_bytes), 0)::bigint FROM vector_store_files WHERE vector_store_id = s.id) AS bytes")
 
 
-def _chunking_proto(data: dict[str, Any]) -> pb.ChunkingStrategy:
-    static = data.get("static", {})
-    return pb.ChunkingStrategy(type="static", max_chunk_size_tokens=static.get("max_chunk_size_tokens", 0),
-                               chunk_overlap_tokens=static.get("chunk_overlap_tokens", 0))
-
-
 def _store_proto(row: asyncpg.Record) -> pb.VectorStore:
     counts = row["counts"] or {}
     out = pb.VectorStore(id=row["id"], name=row["name"], description=row["description"], metadata=row["metadata"], subject=row["subject"],
                          created_at=_unix(row["created_at"]), last_active_at=_unix(row["last_active_at"]),
                          expires_at=_unix(row["expires_at"]), usage_bytes=row["bytes"],
                          embedding_model=row["embedding_model"],
-                         chunking_strategy=_chunking_proto(row["chunking"]))
-    for status in STATUSES:
+                         chunking_strategy=Chunking.from_json(row["chunking"]).to_proto())
+    for status in FILE_STATUSES:  # FileCounts has a field for each status, by its column name
         setattr(out.file_counts, status, counts.get(status, 0))
     out.file_counts.total = sum(counts.values())
     if row["expires_after"]:
-        out.expires_after.CopyFrom(pb.ExpiresAfter(**row["expires_after"]))
+        out.expires_after.CopyFrom(_expires_of(row["expires_after"]))
     expired = row["expires_at"] is not None and row["expires_at"] < dt.datetime.now(dt.timezone.utc)
-    out.status = "expired" if expired else "in_progress" if counts.get("in_progress") else "completed"
+    out.status = (pb.VECTOR_STORE_STATUS_EXPIRED if expired else pb.VECTOR_STORE_STATUS_IN_PROGRESS
+                  if out.file_counts.in_progress else pb.VECTOR_STORE_STATUS_COMPLETED)
     return out
 
 
 def _file_proto(row: asyncpg.Record) -> pb.VectorStoreFile:
-    status, error = row["status"], row["last_error"]
-    if status == "in_progress" and row["lease_until"] and row["lease_until"] < dt.datetime.now(dt.timezone.utc):
+    status = _status_of(row["status"])
+    error = _error_of(row["last_error"]) if row["last_error"] else None
+    if status == pb.VECTOR_STORE_FILE_STATUS_IN_PROGRESS and row["lease_until"] \
+            and row["lease_until"] < dt.datetime.now(dt.timezone.utc):
         # Its router went away mid-indexing (the start-up sweep records this too).
-        status, error = "failed", INTERRUPTED
+        status, error = pb.VECTOR_STORE_FILE_STATUS_FAILED, INTERRUPTED
     out = pb.VectorStoreFile(id=row["file_id"], vector_store_id=row["vector_store_id"], status=status,
                              created_at=_unix(row["created_at"]), usage_bytes=row["usage_bytes"],
-                             filename=row["filename"], chunking_strategy=_chunking_proto(row["chunking"]))
+                             filename=row["filename"], chunking_strategy=Chunking.from_json(row["chunking"]).to_proto())
     out.attributes.update(row["attributes"])
-    if error:
-        out.last_error.CopyFrom(pb.LastError(**error))
+    if error is not None:
+        out.last_error.CopyFrom(error)
     return out
 
 
-def _page_args(limit: int, order: str) -> tuple[int, str]:
+def _page_args(limit: int, order: int) -> tuple[int, bool]:
+    """The page size and whether the page descends (the default)."""
     limit = limit or 20
     if not 1 <= limit <= 100:
         raise InvalidArgument("must be between 1 and 100", field="limit")
-    if order not in ("", "asc", "desc"):
+    if order not in (pb.LIST_ORDER_UNSPECIFIED, pb.LIST_ORDER_ASC, pb.LIST_ORDER_DESC):
         raise InvalidArgument("must be 'asc' or 'desc'", field="order")
-    return limit, order or "desc"
+    return limit, order != pb.LIST_ORDER_ASC
 
 
-def _past_cursor(row: asyncpg.Record, after: bool, order: str, columns: str, id_key: str,
+def _past_cursor(row: asyncpg.Record, after: bool, descending: bool, columns: str, id_key: str,
                  params: SqlParams) -> str:
     """The rows past a page cursor, by (created_at, id): descending pages move to older rows after it."""
-    op = ">" if (order == "desc") != after else "<"
+    op = ">" if descending != after else "<"
     return f"({columns}) {op} ({params.add(row['created_at'])}::timestamptz, {params.add(row[id_key])})"
 
 
@@ -240,7 +264,7 @@ class VectorStoreDB:
         """Files whose indexing router went away (its lease ran out) are failed, not in progress forever."""
         await self.pool.execute(
             "UPDATE vector_store_files SET status='failed', last_error=$1::jsonb, lease_until=NULL "
-            "WHERE status='in_progress' AND lease_until < now()", INTERRUPTED)
+            "WHERE status='in_progress' AND lease_until < now()", _error_column(INTERRUPTED))
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -275,7 +299,7 @@ class VectorStoreDB:
         if len(req.files) > MAX_FILES_PER_CREATE:
             raise InvalidArgument(f"at most {MAX_FILES_PER_CREATE} files per request", field="file_ids")
         metadata = _checked_map(dict(req.metadata), "metadata")
-        chunking = _chunking_of(req.chunking_strategy, "chunking_strategy")
+        chunking = parse_chunking(req.chunking_strategy)
         expires = _expires(req.expires_after)
         store_id = new_store_id()
         subject = subject.replace("{id}", store_id)
@@ -290,14 +314,14 @@ class VectorStoreDB:
         return await self.get(key_id, store_id)
 
     async def list(self, key_id: str, req: pb.ListVectorStoresRequest) -> tuple[list[pb.VectorStore], bool]:
-        limit, order = _page_args(req.limit, req.order)
+        limit, descending = _page_args(req.limit, req.order)
         params = SqlParams(3)
         where = ["s.api_key_id = $1"]
         for cursor, after in ((req.after, True), (req.before, False)):
             if cursor:
                 row = await self._store_row(key_id, cursor, "after" if after else "before")
-                where.append(_past_cursor(row, after, order, "s.created_at, s.id", "id", params))
-        direction = "DESC" if order == "desc" else "ASC"
+                where.append(_past_cursor(row, after, descending, "s.created_at, s.id", "id", params))
+        direction = "DESC" if descending else "ASC"
         rows = await self.pool.fetch(
             f"SELECT {STORE_COLUMNS}, {_COUNTS} FROM vector_stores s WHERE {' AND '.join(where)} "
             f"ORDER BY s.created_at {direction}, s.id {direction} LIMIT $2", key_id, limit + 1, *params.values)
@@ -389,20 +413,20 @@ class VectorStoreDB:
         try:
             text = decode_text(doc)
         except ValueError as exc:
-            await self._fail(store_id, doc.file_id, "unsupported_file", str(exc))
+            await self._fail(store_id, doc.file_id, pb.LAST_ERROR_CODE_UNSUPPORTED_FILE, str(exc))
             return
         try:
             await self.index(key_id, store_id, [Document(doc.file_id, doc.filename, text, attributes)], chunking)
         except GenmeshError as exc:
-            await self._fail(store_id, doc.file_id, "server_error", exc.message)
+            await self._fail(store_id, doc.file_id, pb.LAST_ERROR_CODE_SERVER_ERROR, exc.message)
         except Exception as exc:  # noqa: BLE001 - recorded on the file; the caller polls its status
             log.error("indexing failed", exc_info=exc, extra={"vector_store_id": store_id})
-            await self._fail(store_id, doc.file_id, "server_error", "indexing failed")
+            await self._fail(store_id, doc.file_id, pb.LAST_ERROR_CODE_SERVER_ERROR, "indexing failed")
 
-    async def _fail(self, store_id: str, file_id: str, code: str, message: str) -> None:
+    async def _fail(self, store_id: str, file_id: str, code: int, message: str) -> None:
         await self.pool.execute("UPDATE vector_store_files SET status='failed', last_error=$3::jsonb, "
                                 "lease_until=NULL WHERE vector_store_id=$1 AND file_id=$2",
-                                store_id, file_id, {"code": code, "message": message[:1000]})
+                                store_id, file_id, _error_column(pb.LastError(code=code, message=message)))
 
     async def index(self, key_id: str, store_id: str, docs: list[Document], chunking: Chunking,
                     *, upsert: bool = False, mode: str = "vector_store") -> None:
@@ -426,12 +450,13 @@ class VectorStoreDB:
                     "INSERT INTO vector_store_chunks (vector_store_id, file_id, chunk_index, content, embedding) "
                     "VALUES ($1, $2, $3, $4, $5::vector)",
                     [(store_id, doc.file_id, i, c.text, vector_literal(next(vectors))) for i, c in enumerate(chunks)])
-                status = "completed" if chunks else "failed"
-                error = None if chunks else {"code": "invalid_file", "message": "the file holds no text"}
+                status = pb.VECTOR_STORE_FILE_STATUS_COMPLETED if chunks else pb.VECTOR_STORE_FILE_STATUS_FAILED
+                error = None if chunks else _error_column(
+                    pb.LastError(code=pb.LAST_ERROR_CODE_INVALID_FILE, message="the file holds no text"))
                 # A file deleted meanwhile stays deleted (no row to update; its chunks go with the FK check).
                 done = await conn.execute(
                     "UPDATE vector_store_files SET status=$3, last_error=$4::jsonb, usage_bytes=$5, lease_until=NULL "
-                    "WHERE vector_store_id=$1 AND file_id=$2", store_id, doc.file_id, status, error,
+                    "WHERE vector_store_id=$1 AND file_id=$2", store_id, doc.file_id, _status_column(status), error,
                     sum(len(c.text.encode()) for c in chunks))
                 if done.endswith(" 0"):
                     raise NotFound(f"file '{doc.file_id}' was removed while it was indexed")
@@ -439,18 +464,18 @@ class VectorStoreDB:
 
     async def list_files(self, key_id: str, req: pb.ListFilesRequest) -> tuple[list[pb.VectorStoreFile], bool]:
         await self._store_row(key_id, req.vector_store_id)
-        limit, order = _page_args(req.limit, req.order)
-        if req.filter and req.filter not in STATUSES:
-            raise InvalidArgument(f"must be one of {', '.join(STATUSES)}", field="filter")
+        limit, descending = _page_args(req.limit, req.order)
         params = SqlParams(3)
         where = ["f.vector_store_id = $1"]
         if req.filter:
-            where.append(f"f.status = {params.add(req.filter)}")
+            if not _status_column(req.filter):
+                raise InvalidArgument(f"must be one of {', '.join(FILE_STATUSES)}", field="filter")
+            where.append(f"f.status = {params.add(_status_column(req.filter))}")
         for cursor, after in ((req.after, True), (req.before, False)):
             if cursor:
                 row = await self._file_row(key_id, req.vector_store_id, cursor)
-                where.append(_past_cursor(row, after, order, "f.created_at, f.file_id", "file_id", params))
-        direction = "DESC" if order == "desc" else "ASC"
+                where.append(_past_cursor(row, after, descending, "f.created_at, f.file_id", "file_id", params))
+        direction = "DESC" if descending else "ASC"
         rows = await self.pool.fetch(
             f"SELECT {FILE_COLUMNS} FROM vector_store_files f WHERE {' AND '.join(where)} "
             f"ORDER BY f.created_at {direction}, f.file_id {direction} LIMIT $2",
@@ -483,9 +508,8 @@ class VectorStoreDB:
             raise InvalidArgument("must be between 0 and 1", field="ranking_options.score_threshold")
         params = SqlParams(4)
         where = ["c.vector_store_id = ANY($2::text[])", "f.status = 'completed'"]
-        filters = jsonpb.struct_to_json(req.filters)
-        if filters:
-            where.append(filter_sql(filters, params))
+        if req.HasField("filters"):
+            where.append(filter_sql(req.filters, params))
         vectors = await self.embedder.embed(key_id, [await self.embedder.query_ids(q) for q in queries],
                                             mode="vector_store_search")
         best: dict[tuple[str, str, int], tuple[float, asyncpg.Record]] = {}
@@ -567,8 +591,7 @@ class VectorStoresServicer(vector_stores_pb2_grpc.VectorStoresServicer):
     async def AttachFile(self, request: pb.AttachFileRequest,
                          context: grpc.aio.ServicerContext) -> pb.AttachFileResponse:
         identity = await self.mesh.auth.admit(context)
-        chunking = (_chunking_of(request.chunking_strategy, "chunking_strategy")
-                    if request.HasField("chunking_strategy") else None)
+        chunking = parse_chunking(request.chunking_strategy) if request.HasField("chunking_strategy") else None
         wait = request.wait_seconds if request.wait_seconds > 0 else DEFAULT_ATTACH_WAIT_S
         file = await self.db.attach(identity.key_id, request.vector_store_id, request.file,
                                     jsonpb.struct_to_json(request.attributes), chunking, wait_s=min(wait, 30.0))

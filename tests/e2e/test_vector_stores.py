@@ -11,7 +11,7 @@ import contextlib
 import io
 import json
 import time
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import grpc
 import httpx
@@ -101,6 +101,37 @@ def test_bad_input_names_the_field(client: openai.OpenAI, store: openai.types.Ve
         client.vector_stores.create(chunking_strategy={"type": "static", "static": {
             "max_chunk_size_tokens": 50, "chunk_overlap_tokens": 0}})
     assert "max_chunk_size_tokens" in str(info.value)
+
+
+@pytest.mark.parametrize("call, field", [
+    (lambda c, vs: c.vector_stores.list(order="sideways"), "order"),
+    (lambda c, vs: c.vector_stores.files.list(vs, filter="done"), "filter"),
+    (lambda c, vs: c.vector_stores.search(vs, query="x", ranking_options={"ranker": "best"}), "ranking_options.ranker"),
+    (lambda c, vs: c.vector_stores.create(chunking_strategy={"type": "fixed"}), "chunking_strategy.type"),
+    (lambda c, vs: c.vector_stores.create(expires_after={"anchor": "created_at", "days": 1}), "expires_after.anchor"),
+])
+def test_a_value_outside_openais_set_is_a_400_naming_the_field(client: openai.OpenAI, store: openai.types.VectorStore,
+                                                              call: Any, field: str) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        call(client, store.id)
+    assert info.value.body["param"] == field
+
+
+def test_openais_strings_map_to_the_contract_and_back(client: openai.OpenAI, store: openai.types.VectorStore) -> None:
+    assert [f.status for f in client.vector_stores.files.list(store.id, filter="completed", order="asc")] == \
+        ["completed", "completed"]
+    assert client.vector_stores.files.list(store.id, filter="failed").data == []
+    page = client.vector_stores.search(store.id, query="volcano", ranking_options={"ranker": "default-2024-11-15"})
+    assert list(page)
+    vs = client.vector_stores.create(name="expiring", expires_after={"anchor": "last_active_at", "days": 7},
+                                     chunking_strategy={"type": "static", "static": {
+                                         "max_chunk_size_tokens": 200, "chunk_overlap_tokens": 50}})
+    try:
+        got = client.vector_stores.retrieve(vs.id)
+        assert got.status == "completed" and got.expires_after.anchor == "last_active_at"
+        assert got.expires_after.days == 7 and got.expires_at
+    finally:
+        client.vector_stores.delete(vs.id)
 
 
 def test_another_key_cannot_see_the_store(mesh: Mesh, client: openai.OpenAI, store: openai.types.VectorStore,

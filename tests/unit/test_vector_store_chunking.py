@@ -10,12 +10,27 @@ from genmesh.services.router.chunking import Chunking, ChunkTokenizer, parse_chu
 from genmesh.services.router.collections import checked_admin_subject, parse_message
 from genmesh.errors import PermissionDenied
 from genmesh.settings import Settings
+from genmesh.v1 import vector_stores_pb2 as pb
+
+
+def static(size: int, overlap: int) -> pb.ChunkingStrategy:
+    return pb.ChunkingStrategy(type=pb.CHUNKING_STRATEGY_TYPE_STATIC, max_chunk_size_tokens=size,
+                               chunk_overlap_tokens=overlap)
 
 
 def test_auto_is_openais_800_and_400() -> None:
-    c = parse_chunking("auto", 0, 0)
+    c = parse_chunking(pb.ChunkingStrategy(type=pb.CHUNKING_STRATEGY_TYPE_AUTO))
     assert (c.max_tokens, c.overlap) == (800, 400)
+    assert parse_chunking(pb.ChunkingStrategy()) == c  # unspecified is auto
     assert c.to_json() == {"type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}}
+    assert c.to_proto() == static(800, 400)  # as a store or file shows it
+    assert Chunking.from_json(c.to_json()) == c
+
+
+def test_an_unknown_type_names_the_field() -> None:
+    with pytest.raises(InvalidArgument) as info:
+        parse_chunking(pb.ChunkingStrategy(type=9))  # a gRPC client's number the enum does not have
+    assert info.value.field == "chunking_strategy.type"
 
 
 @pytest.mark.parametrize("size, overlap, field", [
@@ -26,7 +41,7 @@ def test_auto_is_openais_800_and_400() -> None:
 ])
 def test_static_limits_name_the_field(size: int, overlap: int, field: str) -> None:
     with pytest.raises(InvalidArgument) as info:
-        parse_chunking("static", size, overlap)
+        parse_chunking(static(size, overlap))
     assert info.value.field == field
 
 
@@ -45,7 +60,7 @@ def tokenizer() -> ChunkTokenizer:
 
 def test_chunks_keep_the_documents_text_and_fit_the_embedding_window(tokenizer: ChunkTokenizer) -> None:
     text = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(300))
-    chunks = tokenizer.chunks(text, Chunking(400, 100, "static"))
+    chunks = tokenizer.chunks(text, Chunking(400, 100))
     assert len(chunks) > 3
     assert all(c.text in text for c in chunks)
     assert chunks[0].text.startswith("Sentence number 0") and chunks[-1].text.endswith("topic 5.")
