@@ -23,9 +23,10 @@ import uuid
 from typing import Any
 
 import orjson
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
 
+from genmesh import bus
 from genmesh.errors import GenmeshError, InvalidArgument, PermissionDenied
 from genmesh.keys import Identity
 from genmesh.v1 import vector_stores_pb2 as pb
@@ -116,14 +117,7 @@ class Collections:
             await js.add_stream(config)
         except BadRequestError:
             await js.update_stream(config)
-        consumer = ConsumerConfig(durable_name=CONSUMER, ack_policy=AckPolicy.EXPLICIT,
-                                  deliver_policy=DeliverPolicy.ALL, ack_wait=60.0, max_deliver=MAX_DELIVER,
-                                  filter_subject=PREFIX + ">")
-        try:
-            await js.consumer_info(STREAM, CONSUMER)
-        except NotFoundError:
-            with contextlib.suppress(BadRequestError):  # another replica made it first
-                await js.add_consumer(STREAM, consumer)
+        await bus.ensure_consumer(js, STREAM, CONSUMER, PREFIX + ">", ack_wait=60.0, max_deliver=MAX_DELIVER)
         self._sub = await js.pull_subscribe_bind(CONSUMER, stream=STREAM)
         await self.mesh.nc.subscribe(CHANGED_SUBJECT, cb=self._on_changed)
         await self.reconcile()
