@@ -4,6 +4,9 @@ The router uses this to validate JSON input against the typed request, to call t
 to turn a typed event stream into the generic one. By convention every typed event has a oneof
 `event` whose cases `progress`, `log`, `usage` and `result` mean the same everywhere; any other
 case (preview, frame, segment, chunk, partial) is a partial output.
+
+A call whose caller reads only its result can go as one unary `Worker.RunTask` instead (see
+`Task.run_task_field`): its request rides in the RunTaskRequest case of the task's request type.
 """
 from __future__ import annotations
 
@@ -12,9 +15,12 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from genmesh.v1 import apps_pb2, audio_pb2, echo_pb2, imagegen_pb2, llm_pb2, videogen_pb2
+from genmesh.v1 import apps_pb2, audio_pb2, echo_pb2, imagegen_pb2, llm_pb2, videogen_pb2, worker_pb2
+
+RUN_TASK_PATH = "/genmesh.v1.Worker/RunTask"
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,23 @@ class Task:
     @property
     def path(self) -> str:
         return f"/{self.grpc_service}/{self.method}"
+
+    @functools.cached_property
+    def run_task_field(self) -> FieldDescriptor | None:
+        """The RunTaskRequest case carrying this task's request, for a call whose caller reads
+        only the result; None where there is none (a unary RPC already) or where the stream's
+        partial outputs carry usage so far (LLM chunks): a call its caller leaves is billed from
+        those, and a unary call that is cancelled brings back nothing."""
+        if not self.streaming:
+            return None
+        event = self.response_cls.DESCRIPTOR
+        if any(f.message_type is not None and "usage_so_far" in f.message_type.fields_by_name
+               for f in event.oneofs_by_name["event"].fields):
+            return None
+        for field in worker_pb2.RunTaskRequest.DESCRIPTOR.oneofs_by_name["request"].fields:
+            if field.message_type is self.request_cls.DESCRIPTOR:
+                return field
+        return None
 
     def validate(self, request: Message) -> None:
         """The modality's own request rules (ranges, choices), run by the router before
@@ -89,6 +112,23 @@ VALIDATORS: dict[str, str] = {
 }
 
 SERVICES = sorted({t.service for t in TASKS.values()})
+
+def run_task_request(field: FieldDescriptor, request: bytes) -> bytes:
+    """A RunTaskRequest with `request` (already serialized, or a queued job's stored bytes) as
+    its `field` case. A message field on the wire is its tag, its length, then the message's own
+    bytes (the protobuf encoding), so the request is wrapped as it is, not parsed or copied into
+    a new message first."""
+    return _varint(field.number << 3 | 2) + _varint(len(request)) + request
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
 
 # Request fields that only make a worker produce partial outputs (per-step previews).
 PARTIALS_ONLY_FIELDS = ("preview_every",)

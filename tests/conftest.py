@@ -192,15 +192,17 @@ async def echo_mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> A
 
 
 @contextlib.asynccontextmanager
-async def serve_in_mesh(component: Any) -> AsyncIterator[int]:
+async def serve_in_mesh(component: Any, interceptors: list[Any] | None = None) -> AsyncIterator[int]:
     """A worker component's gRPC server inside the test process, joined to a mesh as a worker
     process is (heartbeats on its NATS; its port mutual TLS with the service's certificate and
-    the router-only caller check), from `component.settings` (see Mesh.worker_settings). Yields
-    the port."""
+    the router-only caller check), from `component.settings` (see Mesh.worker_settings), with
+    any further `interceptors` (a test's view of the calls). Yields the port."""
     from genmesh.rpc import SERVER_OPTIONS
 
     credentials = meshtls.load(component.settings, component.service)
-    interceptors = [meshtls.CallerCheck(component.service)] if credentials is not None else []
+    # The test's own first: the caller check answers a method it has seen without going on.
+    interceptors = (interceptors or []) + (
+        [meshtls.CallerCheck(component.service)] if credentials is not None else [])
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     component.register(server)
     port = meshtls.add_port(server, "127.0.0.1:0", credentials)

@@ -21,10 +21,17 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from genmesh.v1 import apps_pb2 as genmesh_dot_v1_dot_apps__pb2
+from genmesh.v1 import audio_pb2 as genmesh_dot_v1_dot_audio__pb2
+from genmesh.v1 import common_pb2 as genmesh_dot_v1_dot_common__pb2
+from genmesh.v1 import echo_pb2 as genmesh_dot_v1_dot_echo__pb2
+from genmesh.v1 import imagegen_pb2 as genmesh_dot_v1_dot_imagegen__pb2
+from genmesh.v1 import llm_pb2 as genmesh_dot_v1_dot_llm__pb2
+from genmesh.v1 import videogen_pb2 as genmesh_dot_v1_dot_videogen__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17genmesh/v1/worker.proto\x12\ngenmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x01\n\x06\x44\x65vice\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.genmesh.v1.DeviceKind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tgpu_class\x18\x03 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x03\x12\x19\n\x11memory_free_bytes\x18\x05 \x01(\x03\"\x9f\x01\n\rResidentModel\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x03\x12-\n\tlast_used\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tin_flight\x18\x05 \x01(\x05\x12\x14\n\x0cload_seconds\x18\x06 \x01(\x01\"\xad\x04\n\x0bWorkerState\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12#\n\x07\x64\x65vices\x18\x04 \x03(\x0b\x32\x12.genmesh.v1.Device\x12\x32\n\x0fresident_models\x18\x05 \x03(\x0b\x32\x19.genmesh.v1.ResidentModel\x12\x11\n\tin_flight\x18\x06 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x07 \x01(\x05\x12\x33\n\x06labels\x18\x08 \x03(\x0b\x32#.genmesh.v1.WorkerState.LabelsEntry\x12\x0e\n\x06models\x18\t \x03(\t\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncache_hits\x18\x0b \x01(\x03\x12\x14\n\x0c\x63\x61\x63he_misses\x18\x0c \x01(\x03\x12\x10\n\x08\x64raining\x18\r \x01(\x08\x12\x18\n\x10running_requests\x18\x0e \x03(\t\x12=\n\x0bunavailable\x18\x0f \x03(\x0b\x32(.genmesh.v1.WorkerState.UnavailableEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10UnavailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x17\n\x15GetWorkerStateRequest\"@\n\x16GetWorkerStateResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.genmesh.v1.WorkerState\"%\n\x11\x45victModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"%\n\x12\x45victModelResponse\x12\x0f\n\x07\x65victed\x18\x01 \x01(\x08\"$\n\x10LoadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"<\n\x11LoadModelResponse\x12\x14\n\x0cload_seconds\x18\x01 \x01(\x01\x12\x11\n\tcache_hit\x18\x02 \x01(\x08*i\n\nDeviceKind\x12\x1b\n\x17\x44\x45VICE_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x45VICE_KIND_CPU\x10\x01\x12\x14\n\x10\x44\x45VICE_KIND_CUDA\x10\x02\x12\x13\n\x0f\x44\x45VICE_KIND_MPS\x10\x03\x32\xf8\x01\n\x06Worker\x12W\n\x0eGetWorkerState\x12!.genmesh.v1.GetWorkerStateRequest\x1a\".genmesh.v1.GetWorkerStateResponse\x12K\n\nEvictModel\x12\x1d.genmesh.v1.EvictModelRequest\x1a\x1e.genmesh.v1.EvictModelResponse\x12H\n\tLoadModel\x12\x1c.genmesh.v1.LoadModelRequest\x1a\x1d.genmesh.v1.LoadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17genmesh/v1/worker.proto\x12\ngenmesh.v1\x1a\x15genmesh/v1/apps.proto\x1a\x16genmesh/v1/audio.proto\x1a\x17genmesh/v1/common.proto\x1a\x15genmesh/v1/echo.proto\x1a\x19genmesh/v1/imagegen.proto\x1a\x14genmesh/v1/llm.proto\x1a\x19genmesh/v1/videogen.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x01\n\x06\x44\x65vice\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.genmesh.v1.DeviceKind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tgpu_class\x18\x03 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x03\x12\x19\n\x11memory_free_bytes\x18\x05 \x01(\x03\"\x9f\x01\n\rResidentModel\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x03\x12-\n\tlast_used\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tin_flight\x18\x05 \x01(\x05\x12\x14\n\x0cload_seconds\x18\x06 \x01(\x01\"\xad\x04\n\x0bWorkerState\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12#\n\x07\x64\x65vices\x18\x04 \x03(\x0b\x32\x12.genmesh.v1.Device\x12\x32\n\x0fresident_models\x18\x05 \x03(\x0b\x32\x19.genmesh.v1.ResidentModel\x12\x11\n\tin_flight\x18\x06 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x07 \x01(\x05\x12\x33\n\x06labels\x18\x08 \x03(\x0b\x32#.genmesh.v1.WorkerState.LabelsEntry\x12\x0e\n\x06models\x18\t \x03(\t\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncache_hits\x18\x0b \x01(\x03\x12\x14\n\x0c\x63\x61\x63he_misses\x18\x0c \x01(\x03\x12\x10\n\x08\x64raining\x18\r \x01(\x08\x12\x18\n\x10running_requests\x18\x0e \x03(\t\x12=\n\x0bunavailable\x18\x0f \x03(\x0b\x32(.genmesh.v1.WorkerState.UnavailableEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10UnavailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x17\n\x15GetWorkerStateRequest\"@\n\x16GetWorkerStateResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.genmesh.v1.WorkerState\"%\n\x11\x45victModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"%\n\x12\x45victModelResponse\x12\x0f\n\x07\x65victed\x18\x01 \x01(\x08\"$\n\x10LoadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"<\n\x11LoadModelResponse\x12\x14\n\x0cload_seconds\x18\x01 \x01(\x01\x12\x11\n\tcache_hit\x18\x02 \x01(\x08\"\xbe\x03\n\x0eRunTaskRequest\x12\'\n\x04\x65\x63ho\x18\x01 \x01(\x0b\x32\x17.genmesh.v1.EchoRequestH\x00\x12:\n\x0egenerate_image\x18\x02 \x01(\x0b\x32 .genmesh.v1.GenerateImageRequestH\x00\x12:\n\x0egenerate_video\x18\x03 \x01(\x0b\x32 .genmesh.v1.GenerateVideoRequestH\x00\x12\x33\n\ntranscribe\x18\x04 \x01(\x0b\x32\x1d.genmesh.v1.TranscribeRequestH\x00\x12\x33\n\nsynthesize\x18\x05 \x01(\x0b\x32\x1d.genmesh.v1.SynthesizeRequestH\x00\x12\x38\n\rchat_complete\x18\x06 \x01(\x0b\x32\x1f.genmesh.v1.ChatCompleteRequestH\x00\x12/\n\x08\x63omplete\x18\x07 \x01(\x0b\x32\x1b.genmesh.v1.CompleteRequestH\x00\x12+\n\x06invoke\x18\x08 \x01(\x0b\x32\x19.genmesh.v1.InvokeRequestH\x00\x42\t\n\x07request\"\xd8\x03\n\x0fRunTaskResponse\x12&\n\x04\x65\x63ho\x18\x01 \x01(\x0b\x32\x16.genmesh.v1.EchoResultH\x00\x12\x39\n\x0egenerate_image\x18\x02 \x01(\x0b\x32\x1f.genmesh.v1.GenerateImageResultH\x00\x12\x39\n\x0egenerate_video\x18\x03 \x01(\x0b\x32\x1f.genmesh.v1.GenerateVideoResultH\x00\x12\x32\n\ntranscribe\x18\x04 \x01(\x0b\x32\x1c.genmesh.v1.TranscribeResultH\x00\x12\x32\n\nsynthesize\x18\x05 \x01(\x0b\x32\x1c.genmesh.v1.SynthesizeResultH\x00\x12\x37\n\rchat_complete\x18\x06 \x01(\x0b\x32\x1e.genmesh.v1.ChatCompleteResultH\x00\x12.\n\x08\x63omplete\x18\x07 \x01(\x0b\x32\x1a.genmesh.v1.CompleteResultH\x00\x12*\n\x06invoke\x18\x08 \x01(\x0b\x32\x18.genmesh.v1.InvokeResultH\x00\x12 \n\x05usage\x18\t \x01(\x0b\x32\x11.genmesh.v1.UsageB\x08\n\x06result*i\n\nDeviceKind\x12\x1b\n\x17\x44\x45VICE_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x45VICE_KIND_CPU\x10\x01\x12\x14\n\x10\x44\x45VICE_KIND_CUDA\x10\x02\x12\x13\n\x0f\x44\x45VICE_KIND_MPS\x10\x03\x32\xbc\x02\n\x06Worker\x12W\n\x0eGetWorkerState\x12!.genmesh.v1.GetWorkerStateRequest\x1a\".genmesh.v1.GetWorkerStateResponse\x12K\n\nEvictModel\x12\x1d.genmesh.v1.EvictModelRequest\x1a\x1e.genmesh.v1.EvictModelResponse\x12H\n\tLoadModel\x12\x1c.genmesh.v1.LoadModelRequest\x1a\x1d.genmesh.v1.LoadModelResponse\x12\x42\n\x07RunTask\x12\x1a.genmesh.v1.RunTaskRequest\x1a\x1b.genmesh.v1.RunTaskResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,30 +42,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKERSTATE_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_WORKERSTATE_UNAVAILABLEENTRY']._loaded_options = None
   _globals['_WORKERSTATE_UNAVAILABLEENTRY']._serialized_options = b'8\001'
-  _globals['_DEVICEKIND']._serialized_start=1200
-  _globals['_DEVICEKIND']._serialized_end=1305
-  _globals['_DEVICE']._serialized_start=73
-  _globals['_DEVICE']._serialized_end=207
-  _globals['_RESIDENTMODEL']._serialized_start=210
-  _globals['_RESIDENTMODEL']._serialized_end=369
-  _globals['_WORKERSTATE']._serialized_start=372
-  _globals['_WORKERSTATE']._serialized_end=929
-  _globals['_WORKERSTATE_LABELSENTRY']._serialized_start=832
-  _globals['_WORKERSTATE_LABELSENTRY']._serialized_end=877
-  _globals['_WORKERSTATE_UNAVAILABLEENTRY']._serialized_start=879
-  _globals['_WORKERSTATE_UNAVAILABLEENTRY']._serialized_end=929
-  _globals['_GETWORKERSTATEREQUEST']._serialized_start=931
-  _globals['_GETWORKERSTATEREQUEST']._serialized_end=954
-  _globals['_GETWORKERSTATERESPONSE']._serialized_start=956
-  _globals['_GETWORKERSTATERESPONSE']._serialized_end=1020
-  _globals['_EVICTMODELREQUEST']._serialized_start=1022
-  _globals['_EVICTMODELREQUEST']._serialized_end=1059
-  _globals['_EVICTMODELRESPONSE']._serialized_start=1061
-  _globals['_EVICTMODELRESPONSE']._serialized_end=1098
-  _globals['_LOADMODELREQUEST']._serialized_start=1100
-  _globals['_LOADMODELREQUEST']._serialized_end=1136
-  _globals['_LOADMODELRESPONSE']._serialized_start=1138
-  _globals['_LOADMODELRESPONSE']._serialized_end=1198
-  _globals['_WORKER']._serialized_start=1308
-  _globals['_WORKER']._serialized_end=1556
+  _globals['_DEVICEKIND']._serialized_start=2295
+  _globals['_DEVICEKIND']._serialized_end=2400
+  _globals['_DEVICE']._serialized_start=244
+  _globals['_DEVICE']._serialized_end=378
+  _globals['_RESIDENTMODEL']._serialized_start=381
+  _globals['_RESIDENTMODEL']._serialized_end=540
+  _globals['_WORKERSTATE']._serialized_start=543
+  _globals['_WORKERSTATE']._serialized_end=1100
+  _globals['_WORKERSTATE_LABELSENTRY']._serialized_start=1003
+  _globals['_WORKERSTATE_LABELSENTRY']._serialized_end=1048
+  _globals['_WORKERSTATE_UNAVAILABLEENTRY']._serialized_start=1050
+  _globals['_WORKERSTATE_UNAVAILABLEENTRY']._serialized_end=1100
+  _globals['_GETWORKERSTATEREQUEST']._serialized_start=1102
+  _globals['_GETWORKERSTATEREQUEST']._serialized_end=1125
+  _globals['_GETWORKERSTATERESPONSE']._serialized_start=1127
+  _globals['_GETWORKERSTATERESPONSE']._serialized_end=1191
+  _globals['_EVICTMODELREQUEST']._serialized_start=1193
+  _globals['_EVICTMODELREQUEST']._serialized_end=1230
+  _globals['_EVICTMODELRESPONSE']._serialized_start=1232
+  _globals['_EVICTMODELRESPONSE']._serialized_end=1269
+  _globals['_LOADMODELREQUEST']._serialized_start=1271
+  _globals['_LOADMODELREQUEST']._serialized_end=1307
+  _globals['_LOADMODELRESPONSE']._serialized_start=1309
+  _globals['_LOADMODELRESPONSE']._serialized_end=1369
+  _globals['_RUNTASKREQUEST']._serialized_start=1372
+  _globals['_RUNTASKREQUEST']._serialized_end=1818
+  _globals['_RUNTASKRESPONSE']._serialized_start=1821
+  _globals['_RUNTASKRESPONSE']._serialized_end=2293
+  _globals['_WORKER']._serialized_start=2403
+  _globals['_WORKER']._serialized_end=2719
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,12 @@
 import datetime
 
+from genmesh.v1 import apps_pb2 as _apps_pb2
+from genmesh.v1 import audio_pb2 as _audio_pb2
+from genmesh.v1 import common_pb2 as _common_pb2
+from genmesh.v1 import echo_pb2 as _echo_pb2
+from genmesh.v1 import imagegen_pb2 as _imagegen_pb2
+from genmesh.v1 import llm_pb2 as _llm_pb2
+from genmesh.v1 import videogen_pb2 as _videogen_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -134,3 +141,45 @@ class LoadModelResponse(_message.Message):
     load_seconds: float
     cache_hit: bool
     def __init__(self, load_seconds: _Optional[float] = ..., cache_hit: _Optional[bool] = ...) -> None: ...
+
+class RunTaskRequest(_message.Message):
+    __slots__ = ("echo", "generate_image", "generate_video", "transcribe", "synthesize", "chat_complete", "complete", "invoke")
+    ECHO_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_VIDEO_FIELD_NUMBER: _ClassVar[int]
+    TRANSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    SYNTHESIZE_FIELD_NUMBER: _ClassVar[int]
+    CHAT_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    INVOKE_FIELD_NUMBER: _ClassVar[int]
+    echo: _echo_pb2.EchoRequest
+    generate_image: _imagegen_pb2.GenerateImageRequest
+    generate_video: _videogen_pb2.GenerateVideoRequest
+    transcribe: _audio_pb2.TranscribeRequest
+    synthesize: _audio_pb2.SynthesizeRequest
+    chat_complete: _llm_pb2.ChatCompleteRequest
+    complete: _llm_pb2.CompleteRequest
+    invoke: _apps_pb2.InvokeRequest
+    def __init__(self, echo: _Optional[_Union[_echo_pb2.EchoRequest, _Mapping]] = ..., generate_image: _Optional[_Union[_imagegen_pb2.GenerateImageRequest, _Mapping]] = ..., generate_video: _Optional[_Union[_videogen_pb2.GenerateVideoRequest, _Mapping]] = ..., transcribe: _Optional[_Union[_audio_pb2.TranscribeRequest, _Mapping]] = ..., synthesize: _Optional[_Union[_audio_pb2.SynthesizeRequest, _Mapping]] = ..., chat_complete: _Optional[_Union[_llm_pb2.ChatCompleteRequest, _Mapping]] = ..., complete: _Optional[_Union[_llm_pb2.CompleteRequest, _Mapping]] = ..., invoke: _Optional[_Union[_apps_pb2.InvokeRequest, _Mapping]] = ...) -> None: ...
+
+class RunTaskResponse(_message.Message):
+    __slots__ = ("echo", "generate_image", "generate_video", "transcribe", "synthesize", "chat_complete", "complete", "invoke", "usage")
+    ECHO_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_VIDEO_FIELD_NUMBER: _ClassVar[int]
+    TRANSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    SYNTHESIZE_FIELD_NUMBER: _ClassVar[int]
+    CHAT_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    INVOKE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    echo: _echo_pb2.EchoResult
+    generate_image: _imagegen_pb2.GenerateImageResult
+    generate_video: _videogen_pb2.GenerateVideoResult
+    transcribe: _audio_pb2.TranscribeResult
+    synthesize: _audio_pb2.SynthesizeResult
+    chat_complete: _llm_pb2.ChatCompleteResult
+    complete: _llm_pb2.CompleteResult
+    invoke: _apps_pb2.InvokeResult
+    usage: _common_pb2.Usage
+    def __init__(self, echo: _Optional[_Union[_echo_pb2.EchoResult, _Mapping]] = ..., generate_image: _Optional[_Union[_imagegen_pb2.GenerateImageResult, _Mapping]] = ..., generate_video: _Optional[_Union[_videogen_pb2.GenerateVideoResult, _Mapping]] = ..., transcribe: _Optional[_Union[_audio_pb2.TranscribeResult, _Mapping]] = ..., synthesize: _Optional[_Union[_audio_pb2.SynthesizeResult, _Mapping]] = ..., chat_complete: _Optional[_Union[_llm_pb2.ChatCompleteResult, _Mapping]] = ..., complete: _Optional[_Union[_llm_pb2.CompleteResult, _Mapping]] = ..., invoke: _Optional[_Union[_apps_pb2.InvokeResult, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...

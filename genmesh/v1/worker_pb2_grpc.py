@@ -49,6 +49,11 @@ class WorkerStub:
                 request_serializer=genmesh_dot_v1_dot_worker__pb2.LoadModelRequest.SerializeToString,
                 response_deserializer=genmesh_dot_v1_dot_worker__pb2.LoadModelResponse.FromString,
                 _registered_method=True)
+        self.RunTask = channel.unary_unary(
+                '/genmesh.v1.Worker/RunTask',
+                request_serializer=genmesh_dot_v1_dot_worker__pb2.RunTaskRequest.SerializeToString,
+                response_deserializer=genmesh_dot_v1_dot_worker__pb2.RunTaskResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServicer:
@@ -73,6 +78,16 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunTask(self, request, context):
+        """One call of a modality task whose caller reads only its result (a sync run): the worker runs
+        the task's own streaming RPC, keeps its progress, logs and partial outputs, and answers once
+        with the result and the usage. A unary answer costs caller and worker about half a stream's
+        CPU. Same errors as the streaming RPC; UNIMPLEMENTED for a task this worker does not serve.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +105,11 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.LoadModel,
                     request_deserializer=genmesh_dot_v1_dot_worker__pb2.LoadModelRequest.FromString,
                     response_serializer=genmesh_dot_v1_dot_worker__pb2.LoadModelResponse.SerializeToString,
+            ),
+            'RunTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunTask,
+                    request_deserializer=genmesh_dot_v1_dot_worker__pb2.RunTaskRequest.FromString,
+                    response_serializer=genmesh_dot_v1_dot_worker__pb2.RunTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +193,33 @@ class Worker:
             '/genmesh.v1.Worker/LoadModel',
             genmesh_dot_v1_dot_worker__pb2.LoadModelRequest.SerializeToString,
             genmesh_dot_v1_dot_worker__pb2.LoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genmesh.v1.Worker/RunTask',
+            genmesh_dot_v1_dot_worker__pb2.RunTaskRequest.SerializeToString,
+            genmesh_dot_v1_dot_worker__pb2.RunTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,6 +27,7 @@ from genmesh.settings import Settings
 from genmesh.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from genmesh.worker import devices as device_info
 from genmesh.worker.cache import Entry, ModelCache
+from genmesh.worker.unary import HandlerTap, TaskRoutes
 
 log = logging.getLogger("genmesh.worker")
 
@@ -229,8 +230,9 @@ class WorkerRuntime:
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
-    def __init__(self, runtime: WorkerRuntime) -> None:
+    def __init__(self, runtime: WorkerRuntime, tasks: TaskRoutes | None = None) -> None:
         self.runtime = runtime
+        self.tasks = tasks or TaskRoutes()
 
     @servicer_errors
     async def GetWorkerState(self, request: worker_pb2.GetWorkerStateRequest,
@@ -258,6 +260,11 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         return worker_pb2.LoadModelResponse(load_seconds=entry.load_seconds,
                                             cache_hit=self.runtime.cache.hits > hits)
 
+    @servicer_errors
+    async def RunTask(self, request: worker_pb2.RunTaskRequest,
+                      context: grpc.aio.ServicerContext) -> worker_pb2.RunTaskResponse:
+        return await self.tasks.run(request, context)
+
 
 class WorkerComponent:
     """Base of every modality service; subclasses set `service` and add their servicers."""
@@ -284,8 +291,11 @@ class WorkerComponent:
         self.service_names = [*self.grpc_services, "genmesh.v1.Worker"]
 
     def register(self, server: grpc.aio.Server) -> None:
-        worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(self.runtime), server)
-        self.add_servicers(server)
+        # The modality servicers' handlers are kept as they are added: RunTask runs them.
+        tap = HandlerTap(server)
+        self.add_servicers(tap)  # type: ignore[arg-type]
+        worker_pb2_grpc.add_WorkerServicer_to_server(
+            WorkerServicer(self.runtime, TaskRoutes(tap.handlers)), server)
 
     def add_servicers(self, server: grpc.aio.Server) -> None:
         raise NotImplementedError

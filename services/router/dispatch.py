@@ -6,6 +6,8 @@ to evict before a cold load, and turns a worker's death into a retryable UNAVAIL
 can re-place. A worker that answers RESOURCE_EXHAUSTED (its capacity) before streaming anything
 still runs a call this router stopped counting (one whose client went away, still winding down):
 the call is re-placed, on another worker or on that one once it has room, within the same bound.
+A call whose caller reads only its result goes as one unary Worker.RunTask where the task has a
+case for it; a worker without RunTask (UNIMPLEMENTED) is sent that task's stream from then on.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from genmesh.catalog import ModelSpec
 from genmesh.errors import (GenmeshError, ModelUnavailable, RateLimited, Unavailable,
                             from_rpc_error)
 from genmesh.rpc import KEY_ID_KEY, REQUEST_ID_KEY, Channels
-from genmesh.tasks import Task
+from genmesh.tasks import RUN_TASK_PATH, Task, run_task_request
 from genmesh.v1 import worker_pb2, worker_pb2_grpc
 from genmesh.services.router.placement import ModelNeeds, PlacementPolicy, WorkerInfo, cannot_run
 from genmesh.services.router.registry import WorkerRegistry, WorkerView
@@ -64,9 +66,12 @@ class Dispatcher:
         self.channels = channels
         self._calls: dict[str, set[grpc.aio.Call]] = {}
         self._lost: set[int] = set()
+        # (worker id, task path) that answered RunTask UNIMPLEMENTED: sent the stream instead.
+        self._stream_only: set[tuple[str, str]] = set()
         registry.on_dead.append(self._worker_died)
 
     async def _worker_died(self, view: WorkerView) -> None:
+        self._stream_only = {k for k in self._stream_only if k[0] != view.worker_id}
         for call in self._calls.pop(view.worker_id, set()):
             self._lost.add(id(call))
             call.cancel()
@@ -107,29 +112,45 @@ class Dispatcher:
             await stub.EvictModel(worker_pb2.EvictModelRequest(model_id=model_id), timeout=10)
 
     async def call(self, spec: ModelSpec, task: Task, request: Message | bytes, *, request_id: str,
-                   wait_s: float, timeout_s: float | None = None, key_id: str = "") -> AsyncIterator[Message]:
+                   wait_s: float, timeout_s: float | None = None, key_id: str = "",
+                   result_only: bool = False) -> AsyncIterator[Message]:
         """Streams the typed events of one call (unary calls yield once), placed again while a
-        worker refuses it for capacity (`_attempt` is one try on one worker)."""
+        worker refuses it for capacity (`_attempt` is one try on one worker). With `result_only`
+        (the caller reads the result and usage, nothing else) a task with a RunTask case yields
+        one worker_pb2.RunTaskResponse instead of its events."""
         deadline = time.monotonic() + wait_s
         refused: set[str] = set()
+        unary = result_only and task.run_task_field is not None
         while True:
             view = await self.place(spec, task.service, max(0.0, deadline - time.monotonic()), refused)
+            as_unary = unary and (view.worker_id, task.path) not in self._stream_only
             try:
                 async for event in self._attempt(view, task, request, request_id=request_id,
-                                                 timeout_s=timeout_s, key_id=key_id):
+                                                 timeout_s=timeout_s, key_id=key_id, as_unary=as_unary):
                     yield event
                 return
             except _SlotNotFree:
                 refused.add(view.worker_id)
                 log.info("worker at capacity; re-placing", extra={
                     "request_id": request_id, "model_id": spec.id, "worker_id": view.worker_id})
+            except _NoRunTask:
+                self._stream_only.add((view.worker_id, task.path))
+                log.info("worker has no RunTask for the task; streaming it", extra={
+                    "request_id": request_id, "model_id": spec.id, "worker_id": view.worker_id})
 
     async def _attempt(self, view: WorkerView, task: Task, request: Message | bytes, *, request_id: str,
-                       timeout_s: float | None, key_id: str) -> AsyncIterator[Message]:
-        method = self.channels.method(view.state.address, view.state.service, task.path,
-                                      streaming=task.streaming,
-                                      request_serializer=wire_bytes,
-                                      response_deserializer=task.response_cls.FromString)
+                       timeout_s: float | None, key_id: str, as_unary: bool) -> AsyncIterator[Message]:
+        if as_unary:
+            assert task.run_task_field is not None
+            method = self.channels.method(view.state.address, view.state.service, RUN_TASK_PATH,
+                                          streaming=False, request_serializer=wire_bytes,
+                                          response_deserializer=worker_pb2.RunTaskResponse.FromString)
+            request = run_task_request(task.run_task_field, wire_bytes(request))
+        else:
+            method = self.channels.method(view.state.address, view.state.service, task.path,
+                                          streaming=task.streaming,
+                                          request_serializer=wire_bytes,
+                                          response_deserializer=task.response_cls.FromString)
         metadata = ((REQUEST_ID_KEY, request_id), (KEY_ID_KEY, key_id))
         call = method(request, metadata=metadata, timeout=timeout_s)
         view.local_in_flight += 1
@@ -137,7 +158,7 @@ class Dispatcher:
         calls.add(call)
         streamed = False
         try:
-            if task.streaming:
+            if task.streaming and not as_unary:
                 async for event in call:
                     streamed = True
                     yield event
@@ -156,6 +177,8 @@ class Dispatcher:
                     calls.discard(call)
                     await self.registry.declare_dead(view.worker_id)
                 raise WorkerLost(f"worker {view.worker_id} became unavailable: {exc.details()}") from None
+            if as_unary and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise _NoRunTask() from None  # no servicer answers UNIMPLEMENTED: RunTask is missing
             error = from_rpc_error(exc)
             # Only the capacity refusal (RateLimited; not a full model cache or a spent budget),
             # and only while nothing went out: nothing ran, so placing it again is safe.
@@ -177,6 +200,11 @@ def wire_bytes(request: Message | bytes) -> bytes:
 
 class _SlotNotFree(Exception):
     """A worker refused a call for capacity before any event: `Dispatcher.call` re-places it."""
+
+
+class _NoRunTask(Exception):
+    """A worker does not run the task through RunTask (older, or not its task): nothing ran,
+    so `Dispatcher.call` places the call again, as the task's stream on that worker."""
 
 
 def retryable(error: GenmeshError) -> bool:

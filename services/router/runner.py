@@ -16,7 +16,7 @@ from genmesh.apps import spec as app_spec
 from genmesh.catalog import Catalog, ModelSpec
 from genmesh.errors import GenmeshError, InvalidArgument
 from genmesh.tasks import Task, without_partials
-from genmesh.v1 import common_pb2
+from genmesh.v1 import common_pb2, worker_pb2
 from genmesh.services.router.convert import case_of
 from genmesh.services.router.dispatch import Dispatcher, retryable
 
@@ -129,9 +129,12 @@ class Runner:
     async def events(self, prep: Prepared, *, request_id: str, outcome: Outcome,
                      wait_s: float | None = None, timeout_s: float | None = None,
                      safe_to_retry_after_output: bool = False, key_id: str = "",
-                     whole_events: bool = False) -> AsyncIterator[tuple[str, Message]]:
+                     whole_events: bool = False,
+                     result_only: bool = False) -> AsyncIterator[tuple[str, Message]]:
         """(case, payload) of each event (or (case, event) with `whole_events`); re-places on a lost
-        worker while that is safe."""
+        worker while that is safe. With `result_only` (the caller reads the usage and the result,
+        nothing else) the worker may be asked for just those, as one unary call."""
+        assert not (result_only and whole_events), "a result-only run has no whole events"
         attempt = 0
         emitted_output = False
         while True:
@@ -141,18 +144,18 @@ class Runner:
                 async for event in self.dispatcher.call(
                         prep.spec, prep.task, prep.wire(), request_id=request_id,
                         wait_s=self.default_wait_s if wait_s is None else wait_s, timeout_s=timeout_s,
-                        key_id=key_id):
-                    case, payload = case_of(event)
-                    if case == "usage":
-                        outcome.usage.MergeFrom(payload)
-                    elif case == "result":
-                        outcome.result = payload
-                    elif case not in ("progress", "log"):
-                        emitted_output = True
-                        so_far = getattr(payload, "usage_so_far", None)
-                        if so_far is not None:
-                            outcome.tokens_so_far = so_far
-                    yield case, event if whole_events else payload
+                        key_id=key_id, result_only=result_only):
+                    for case, payload in cases_of(event):
+                        if case == "usage":
+                            outcome.usage.MergeFrom(payload)
+                        elif case == "result":
+                            outcome.result = payload
+                        elif case not in ("progress", "log"):
+                            emitted_output = True
+                            so_far = getattr(payload, "usage_so_far", None)
+                            if so_far is not None:
+                                outcome.tokens_so_far = so_far
+                        yield case, event if whole_events else payload
                 if outcome.result is not None and not outcome.usage.items:
                     outcome.usage.CopyFrom(usage_of_unary(outcome.result))
                 outcome.finished = time.time()
@@ -168,6 +171,20 @@ class Runner:
                                                               "model_id": prep.spec.id, "attempt": attempt})
                 outcome.usage.Clear()
                 outcome.tokens_so_far = None
+
+
+def cases_of(event: Message) -> list[tuple[str, Message]]:
+    """(case, payload) of a worker's typed event; a RunTask answer gives what its stream would
+    have ended with: its usage, then its result (none where the stream ended without one)."""
+    if not isinstance(event, worker_pb2.RunTaskResponse):
+        return [case_of(event)]
+    cases: list[tuple[str, Message]] = []
+    if event.usage.items:
+        cases.append(("usage", event.usage))
+    result = event.WhichOneof("result")
+    if result is not None:
+        cases.append(("result", getattr(event, result)))
+    return cases
 
 
 def usage_of_unary(result: Message) -> common_pb2.Usage:

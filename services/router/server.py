@@ -146,7 +146,9 @@ class Mesh:
                                                          wait_s=SYNC_WAIT_S, timeout_s=timeout_s or None,
                                                          # Re-placing is safe when the caller sees only the result.
                                                          safe_to_retry_after_output=not partials_reach_caller,
-                                                         key_id=identity.key_id, whole_events=whole_events):
+                                                         key_id=identity.key_id, whole_events=whole_events,
+                                                         # The caller reads only the result: one unary worker call.
+                                                         result_only=not partials_reach_caller):
                 yield request_id, case, payload
             status = common_pb2.JOB_STATUS_COMPLETED
         except GenmeshError as exc:
