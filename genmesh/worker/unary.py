@@ -6,8 +6,9 @@ router and the worker about half of a stream's CPU (bench/grpc_transport.py).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any, AsyncGenerator, Callable, Mapping
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -17,7 +18,7 @@ from google.protobuf.message import Message
 from genmesh.tasks import without_partials
 from genmesh.v1 import worker_pb2
 
-StreamHandler = Callable[[Message, grpc.aio.ServicerContext], AsyncIterator[Message]]
+StreamHandler = Callable[[Message, grpc.aio.ServicerContext], AsyncGenerator[Message, None]]
 
 
 class HandlerTap:
@@ -83,10 +84,13 @@ class TaskRoutes:
         without_partials(inner)  # its previews would be rendered only to be dropped here
         response = worker_pb2.RunTaskResponse()
         result = getattr(response, route.result_case)
-        async for event in route.handler(inner, context):
-            kind = event.WhichOneof("event")
-            if kind == "usage":
-                response.usage.MergeFrom(event.usage)
-            elif kind == "result":
-                result.CopyFrom(event.result)
+        # Closed on any way out, so the job's clean-up (its slot, held models) runs at once, as
+        # when grpc drives the stream itself.
+        async with contextlib.aclosing(route.handler(inner, context)) as events:
+            async for event in events:
+                kind = event.WhichOneof("event")
+                if kind == "usage":
+                    response.usage.MergeFrom(event.usage)
+                elif kind == "result":
+                    result.CopyFrom(event.result)
         return response
