@@ -103,7 +103,7 @@ class Dispatcher:
                 # Busy, not broken: 429 with Retry-After, which clients (and the SDKs) retry.
                 raise RateLimited(f"every {service} worker able to serve '{spec.id}' is busy "
                                   f"({decision.reason}); retry later or use the queue", retry_after=1.0)
-            await self.registry.wait_changed(min(remaining, 0.5))
+            await self.registry.wait_changed(min(remaining, 0.5), service)
             refused.clear()
 
     async def _evict(self, view: WorkerView, model_id: str) -> None:
@@ -190,7 +190,7 @@ class Dispatcher:
             calls.discard(call)
             self._lost.discard(id(call))
             view.local_in_flight = max(0, view.local_in_flight - 1)
-            await self.registry.notify()
+            await self.registry.notify(view.state.service)  # a slot of its service is free
 
 
 def wire_bytes(request: Message | bytes) -> bytes:

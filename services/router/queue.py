@@ -153,7 +153,7 @@ class JobQueue:
                 if slots <= 0:
                     # Until one of our jobs ends or a worker joins (or a second passes).
                     waits = [asyncio.ensure_future(slot_freed.wait()),
-                             asyncio.ensure_future(self.registry.wait_changed(NO_SLOT_RECHECK_S))]
+                             asyncio.ensure_future(self.registry.wait_changed(NO_SLOT_RECHECK_S, service))]
                     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                     for waiter in waits:
                         waiter.cancel()

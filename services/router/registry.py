@@ -43,8 +43,11 @@ class WorkerRegistry:
     def __init__(self, dead_after_s: float) -> None:
         self.dead_after_s = dead_after_s
         self.workers: dict[str, WorkerView] = {}
-        self.changed = asyncio.Condition()
-        self._waiting = 0  # callers in wait_changed; notifying nobody is skipped (hot path)
+        # Waiters by the service they wait on (None: any service). A call ending on one service
+        # wakes only that service's waiters: waking every queue pull loop that has no slot (one
+        # per service without a free worker) cost the router ~50 us of CPU per sync call.
+        self._changed: dict[str | None, asyncio.Condition] = {}
+        self._waiting: dict[str | None, int] = {}  # notifying nobody is skipped (hot path)
         self.on_dead: list[Callable[[WorkerView], Awaitable[None]]] = []
         self._sub = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -108,17 +111,22 @@ class WorkerRegistry:
     def capacity(self, service: str) -> int:
         return sum(max(1, v.state.capacity) for v in self.for_service(service) if not v.state.draining)
 
-    async def notify(self) -> None:
-        if not self._waiting:
-            return
-        async with self.changed:
-            self.changed.notify_all()
+    async def notify(self, service: str | None = None) -> None:
+        """Wakes the waiters on `service` and those on any service; with None, every waiter
+        (a worker joined, died or changed)."""
+        for key in (list(self._waiting) if service is None else (service, None)):
+            if self._waiting.get(key):
+                changed = self._changed[key]
+                async with changed:
+                    changed.notify_all()
 
-    async def wait_changed(self, timeout: float) -> None:
-        self._waiting += 1
+    async def wait_changed(self, timeout: float, service: str | None = None) -> None:
+        """Until a change `notify` announces for `service` (None: for any), or `timeout`."""
+        changed = self._changed.setdefault(service, asyncio.Condition())
+        self._waiting[service] = self._waiting.get(service, 0) + 1
         try:
-            async with self.changed:
+            async with changed:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.changed.wait(), timeout)
+                    await asyncio.wait_for(changed.wait(), timeout)
         finally:
-            self._waiting -= 1
+            self._waiting[service] -= 1
