@@ -7,7 +7,10 @@ scratch data directory, timed from the command to its ready line, twice:
 
 In the warm run, once every model worker has joined (bounded), the CPU time of every process
 `genmesh up` started (NATS and Postgres included) is read over `idle_s` seconds with no request:
-the idle mesh's cost per process, in percent of one core.
+the idle mesh's cost per process, in percent of one core. Then one chat loads the LLM (vLLM's
+engine where installed: its own processes join the table) and the idle CPU is read again, as a
+mesh that has served is idle; last, the first chat after that idle is timed beside the next one
+(what idling costs the first request).
 
 Run as `python -m bench.startup <json kwargs>` (a process of its own); prints one JSON line.
 Everything started is stopped (SIGTERM, then SIGKILL for anything left)."""
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
 from genmesh.up import READY_WITH, available_services, free_port
@@ -34,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 600.0
 JOIN_TIMEOUT_S = 300.0
 DEFAULT_MODELS_DIR = Path.home() / ".cache" / "genmesh-bench" / "models"
+# The chat model the loaded-idle phase wakes (served by vLLM where it is installed).
+LLM_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+LOAD_TIMEOUT_S = 600.0
 
 
 class Up:
@@ -113,6 +120,8 @@ def label(p: psutil.Process) -> str:
         return "nats"
     if "postgres" in cmd:
         return "postgres"
+    if cmd.startswith("VLLM::"):  # vLLM's engine core and worker (their titles), under the llm worker
+        return "llm-" + cmd.split()[0].removeprefix("VLLM::").lower()
     return p.name()
 
 
@@ -161,9 +170,40 @@ def one_start(data_dir: Path, models_dir: Path, *, idle_s: float = 0.0) -> dict[
         if idle_s:
             time.sleep(5.0)  # let start-up work (first heartbeats, price seeding) settle
             out["idle"] = idle_cpu(up, idle_s)
+            out["loaded"] = loaded_idle(up, idle_s)
         return out
     finally:
         up.stop()
+
+
+def chat_s(base_url: str, key: str, timeout: float) -> float:
+    """Seconds one short chat takes through the edge (raises unless it succeeds)."""
+    started = time.monotonic()
+    r = httpx.post(f"{base_url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                   timeout=timeout, json={"model": LLM_MODEL, "max_tokens": 8,
+                                          "messages": [{"role": "user", "content": "Say hi"}]})
+    r.raise_for_status()
+    return time.monotonic() - started
+
+
+def loaded_idle(up: Up, seconds: float) -> dict[str, Any]:
+    """The idle CPU once a chat has loaded the LLM, and the first chat after that idle against
+    the next (back to back)."""
+    text = "\n".join(line for _, line in up.lines)
+    url, key = re.search(r"genmesh ready: (http://\S+)", text), re.search(r"^api key: (\S+)", text, re.M)
+    if url is None or key is None:
+        return {"error": "no edge address or api key in genmesh up's output"}
+    base = url.group(1)
+    try:
+        out: dict[str, Any] = {"load_chat_s": chat_s(base, key.group(1), LOAD_TIMEOUT_S),
+                               "warm_chat_s": chat_s(base, key.group(1), 60.0)}
+        time.sleep(5.0)  # the chats' own after-work (usage records, job events) settles
+        out["idle"] = idle_cpu(up, seconds)
+        out["after_idle_chat_s"] = chat_s(base, key.group(1), 60.0)
+        out["next_chat_s"] = chat_s(base, key.group(1), 60.0)
+    except httpx.HTTPError as exc:
+        return {"error": f"chat with {LLM_MODEL} failed: {exc!r}"}
+    return out
 
 
 def run(idle_s: float = 30.0, models_dir: str | None = None) -> dict[str, Any]:
@@ -218,13 +258,29 @@ def rows(result: dict[str, Any]) -> list[Any]:
         out.append(Row(sec, f"{phase}: until every model worker joined", r.get("all_joined_s"), "s"))
     idle = result["warm"].get("idle")
     if idle:
-        per = idle["percent_of_core"]
-        top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.05)
-        out.append(Row(sec, f"idle CPU over {idle['seconds']:.0f} s, {sum(idle['processes'].values())} processes",
-                       idle["total_percent_of_core"], "% of a core", "<=", 2.0, note=top))
-        if "llm" in per:
-            # The LLM worker's idle cost is mostly its engine's own loop (vLLM): shown apart.
-            rest = idle["total_percent_of_core"] - per["llm"]
-            out.append(Row(sec, "idle CPU without the LLM worker", rest, "% of a core", "<=", 2.0,
-                           note=f"llm worker alone {per['llm']:.2f}"))
+        out += idle_rows(sec, idle, "idle CPU")
+    loaded = result["warm"].get("loaded")
+    if loaded and "error" in loaded:
+        out.append(Row(sec, "idle CPU with the LLM loaded", None, "% of a core", "<=", 2.0, note=loaded["error"]))
+    elif loaded:
+        out += idle_rows(sec, loaded["idle"], "idle CPU with the LLM loaded")
+        out.append(Row(sec, "first chat after that idle", 1000 * loaded["after_idle_chat_s"], "ms",
+                       note=f"next chat {1000 * loaded['next_chat_s']:.0f} ms, "
+                            f"the loading chat {loaded['load_chat_s']:.1f} s"))
     return out
+
+
+def idle_rows(sec: str, idle: dict[str, Any], name: str) -> list[Any]:
+    """The idle mesh's total (target: at most 2% of one core), and the same without the LLM worker
+    and its engine's processes (vLLM's own, shown apart)."""
+    from bench.report import Row
+
+    per = idle["percent_of_core"]
+    top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+    rows = [Row(sec, f"{name} over {idle['seconds']:.0f} s, {sum(idle['processes'].values())} processes",
+                idle["total_percent_of_core"], "% of a core", "<=", 2.0, note=top)]
+    llm = sum(v for k, v in per.items() if k == "llm" or k.startswith("llm-"))
+    if "llm" in per:
+        rows.append(Row(sec, f"{name} without the LLM worker", idle["total_percent_of_core"] - llm,
+                        "% of a core", "<=", 2.0, note=f"llm worker and its engine alone {llm:.2f}"))
+    return rows

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     llm_max_num_seqs: int = 64
     llm_queue_depth: int = 192
     llm_enforce_eager: bool = True  # vLLM on CPU: eager starts in a fraction of the compiled start
+    # vLLM on CPU: the timer slack of its worker's one gloo event-loop thread, which otherwise
+    # wakes every 10 ms to poll for shutdown (~1% of a core idle on a VM); with 1 s the kernel
+    # may defer those wake-ups to about one a second. Only that thread and its shutdown wait
+    # (up to this long) are touched; 0 keeps the kernel's default (services/llm/vllm_worker.py).
+    llm_gloo_timer_slack_s: float = Field(default=1.0, ge=0.0, le=10.0)
 
     # Liveness of workers. A heartbeat every 2 s (each wakes the worker, NATS and every router):
     # an idle mesh's heartbeats were a third of its CPU at 1 s. A worker that dies mid-call is

@@ -353,6 +353,7 @@ def load_engine(spec: ModelSpec, owner: ModelSpec, models_dir: Path, device: str
                                            config=vllm_engine.VLLMConfig(
                                                max_num_seqs=settings.llm_max_num_seqs,
                                                enforce_eager=settings.llm_enforce_eager,
+                                               gloo_timer_slack_s=settings.llm_gloo_timer_slack_s,
                                                cache_dir=models_dir / ".vllm-cache"))
     return LLMEngine.load(path, model_id=owner.id, device=device, max_context=spec.max_context or None,
                           config=EngineConfig(max_batch_size=settings.llm_max_num_seqs))

@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 MIN_LOGPROB = -9999.0
 # vLLM's generation-config keys -> SamplingParams fields genmesh fills when a client leaves them out.
 DEFAULT_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+# vLLM's CPU worker with one quiet gloo device (vllm_worker.py): idle, torch's device per process
+# group was the engine's whole CPU cost. Named, not imported: vLLM imports it in its worker.
+CPU_WORKER = "genmesh.services.llm.vllm_worker.OneDeviceCPUWorker"
+# The additional_config key that carries VLLMConfig.gloo_timer_slack_s to that worker.
+GLOO_SLACK_KEY = "genmesh_gloo_timer_slack_s"
 
 
 def available() -> bool:
@@ -58,6 +63,22 @@ class VLLMConfig:
     dtype: str = "auto"
     cache_dir: Path | None = None  # torch.compile / vLLM caches, kept under the models dir
     gpu_memory_utilization: float = 0.5
+    # Timer slack of the CPU worker's gloo loop thread (Settings.llm_gloo_timer_slack_s).
+    gloo_timer_slack_s: float = 1.0
+
+
+def engine_args(path: Path | str, max_context: int | None, config: VLLMConfig) -> Any:
+    """vLLM's `AsyncEngineArgs` for one model, as the worker starts it."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.platforms import current_platform
+
+    return AsyncEngineArgs(
+        model=str(path), tokenizer=str(path), dtype=config.dtype, enforce_eager=config.enforce_eager,
+        max_num_seqs=config.max_num_seqs, max_model_len=max_context or None, enable_prefix_caching=True,
+        gpu_memory_utilization=config.gpu_memory_utilization, disable_log_stats=True,
+        structured_outputs_config={"backend": "guidance"}, generation_config="auto",
+        worker_cls=CPU_WORKER if current_platform.is_cpu() else "auto",
+        additional_config={GLOO_SLACK_KEY: config.gloo_timer_slack_s})
 
 
 class VLLMEngine:
@@ -83,14 +104,9 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gb))
         if config.cache_dir is not None:
             os.environ.setdefault("VLLM_CACHE_ROOT", str(config.cache_dir))
-        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = AsyncEngineArgs(
-            model=str(path), tokenizer=str(path), dtype=config.dtype, enforce_eager=config.enforce_eager,
-            max_num_seqs=config.max_num_seqs, max_model_len=max_context or None, enable_prefix_caching=True,
-            gpu_memory_utilization=config.gpu_memory_utilization, disable_log_stats=True,
-            structured_outputs_config={"backend": "guidance"}, generation_config="auto")
+        args = engine_args(path, max_context, config)
         engine = AsyncLLM.from_engine_args(args)
         tokenizer = engine.get_tokenizer()
         context = int(engine.model_config.max_model_len)
