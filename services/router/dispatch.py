@@ -140,17 +140,14 @@ class Dispatcher:
 
     async def _attempt(self, view: WorkerView, task: Task, request: Message | bytes, *, request_id: str,
                        timeout_s: float | None, key_id: str, as_unary: bool) -> AsyncIterator[Message]:
+        path, streaming, response_cls = task.path, task.streaming, task.response_cls
         if as_unary:
             assert task.run_task_field is not None
-            method = self.channels.method(view.state.address, view.state.service, RUN_TASK_PATH,
-                                          streaming=False, request_serializer=wire_bytes,
-                                          response_deserializer=worker_pb2.RunTaskResponse.FromString)
+            path, streaming, response_cls = RUN_TASK_PATH, False, worker_pb2.RunTaskResponse
             request = run_task_request(task.run_task_field, wire_bytes(request))
-        else:
-            method = self.channels.method(view.state.address, view.state.service, task.path,
-                                          streaming=task.streaming,
-                                          request_serializer=wire_bytes,
-                                          response_deserializer=task.response_cls.FromString)
+        method = self.channels.method(view.state.address, view.state.service, path, streaming=streaming,
+                                      request_serializer=wire_bytes,
+                                      response_deserializer=response_cls.FromString)
         metadata = ((REQUEST_ID_KEY, request_id), (KEY_ID_KEY, key_id))
         call = method(request, metadata=metadata, timeout=timeout_s)
         view.local_in_flight += 1
@@ -158,7 +155,7 @@ class Dispatcher:
         calls.add(call)
         streamed = False
         try:
-            if task.streaming and not as_unary:
+            if streaming:
                 async for event in call:
                     streamed = True
                     yield event
